@@ -1,0 +1,22 @@
+"""Argument helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from pwm_model.config import PRESETS, PwmConfig, apply_overrides, load_yaml, preset
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, default_preset: str = "tiny") -> None:
+    """``--preset``, ``--config`` and repeatable ``--set a.b=value``."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=default_preset,
+                        help=f"model size preset (default: {default_preset})")
+    parser.add_argument("--config", metavar="YAML", help="config file (overrides the preset)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set world_model.forecast_frames=0 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace) -> PwmConfig:
+    """The config the arguments describe, validated."""
+    cfg = load_yaml(args.config) if getattr(args, "config", None) else preset(args.preset)
+    return apply_overrides(cfg, args.overrides or [])

@@ -1,0 +1,490 @@
+"""One dataclass config tree for every part of pwm, with presets, YAML I/O and ``--set`` overrides.
+
+The tree is passed down (each module reads its own section), saved in every checkpoint and in the
+model directory's ``manifest.json``, and rebuilt from there. Every default is written once, here.
+
+    cfg = preset("tiny")
+    cfg = apply_overrides(cfg, ["world_model.layers=6", "train.lr=1e-4"])
+    save_yaml(cfg, "config.yaml"); cfg2 = load_yaml("config.yaml")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pwm_model.errors import ConfigError
+
+COMMANDS = ("left", "straight", "right")  # std_msgs/UInt8 on /route/command: 0 left, 1 straight, 2 right
+
+
+@dataclass
+class CameraConfig:
+    """The front camera: resolution, field of view and mounting in ``base_link`` (REP-103)."""
+
+    width_px: int = 448  # recorded image width
+    height_px: int = 256  # recorded image height
+    hfov_deg: float = 90.0  # horizontal field of view; square pixels (fy = fx)
+    mount_x_m: float = 1.6  # camera origin in base_link (x forward, y left, z up)
+    mount_y_m: float = 0.0
+    mount_z_m: float = 1.5
+    pitch_down_deg: float = 3.0  # positive tilts the optical axis towards the road
+    frame_rate_hz: float = 10.0  # camera frames per second
+
+    def validate(self, prefix: str) -> None:
+        _check(self.width_px >= 16 and self.height_px >= 16, prefix, "width_px", "must be at least 16 px")
+        _check(0.0 < self.hfov_deg < 170.0, prefix, "hfov_deg", "must be between 0 and 170 degrees")
+        _check(-45.0 <= self.pitch_down_deg <= 45.0, prefix, "pitch_down_deg", "must be within +-45 degrees")
+        _check(self.frame_rate_hz > 0, prefix, "frame_rate_hz", "must be positive")
+
+
+@dataclass
+class TopicsConfig:
+    """Canonical rosbag2 / ROS 2 topic names (all configurable)."""
+
+    image: str = "/camera/front/image_raw"  # sensor_msgs/Image
+    compressed_image: str = "/camera/front/image_raw/compressed"  # sensor_msgs/CompressedImage
+    camera_info: str = "/camera/front/camera_info"  # sensor_msgs/CameraInfo
+    odometry: str = "/odom"  # nav_msgs/Odometry
+    command: str = "/route/command"  # std_msgs/UInt8: 0 left, 1 straight, 2 right
+    objects: str = "/ground_truth/objects"  # visualization_msgs/MarkerArray of CUBE boxes
+
+    def validate(self, prefix: str) -> None:
+        for f in dataclasses.fields(self):
+            name = getattr(self, f.name)
+            _check(isinstance(name, str) and name.startswith("/") and " " not in name, prefix, f.name,
+                   "must be an absolute topic name such as /camera/front/image_raw")
+
+
+@dataclass
+class DataConfig:
+    """How drives become training clips: timing of history, future frames and waypoints."""
+
+    frame_stride: int = 1  # model frames are every stride-th camera frame
+    history_frames: int = 4  # dyn frames up to and including the current frame
+    future_frames: int = 10  # true future frames stored per clip (>= world_model.forecast_frames)
+    num_waypoints: int = 8  # K waypoints (x, y, yaw) in the ego frame at time t
+    waypoint_dt_s: float = 0.5  # spacing of the waypoints
+    clip_step_frames: int = 2  # camera frames between the starts of consecutive clips of a drive
+    shard_clips: int = 256  # clips per shard file in the clip store
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+
+    @property
+    def clip_frames(self) -> int:
+        """Model frames stored per clip: 1 guide frame + history + future (see data/schema.py ``Clip``)."""
+        return 1 + self.history_frames + self.future_frames
+
+    def validate(self, prefix: str) -> None:
+        _check(self.frame_stride >= 1, prefix, "frame_stride", "must be at least 1")
+        _check(self.history_frames >= 1, prefix, "history_frames", "must be at least 1")
+        _check(self.future_frames >= 0, prefix, "future_frames", "must not be negative")
+        _check(self.num_waypoints >= 1, prefix, "num_waypoints", "must be at least 1")
+        _check(self.waypoint_dt_s > 0, prefix, "waypoint_dt_s", "must be positive")
+        _check(self.clip_step_frames >= 1, prefix, "clip_step_frames", "must be at least 1")
+        _check(self.shard_clips >= 1, prefix, "shard_clips", "must be at least 1")
+        self.topics.validate(f"{prefix}.topics")
+
+
+@dataclass
+class TokenizerConfig:
+    """The context-guided LFQ tokenizer (ctx branch: current frame, dyn branch: every other frame)."""
+
+    ctx_height_px: int = 256
+    ctx_width_px: int = 448
+    dyn_height_px: int = 128
+    dyn_width_px: int = 224
+    downsample: int = 16  # encoder stride: 8 or 16
+    codebook_bits: int = 13  # LFQ bits per token; codebook size 2**bits
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 2, 4, 4)  # one level per entry; log2(downsample)+1 levels
+    num_res_blocks: int = 2
+    attention_heads: int = 1
+    guidance: bool = True  # dyn branch cross-attends to the ctx branch's feature maps
+    dyn_patchify: bool = True  # 2x2 patchify + MLP before quantization (4x fewer dyn tokens)
+    dyn_mlp_hidden: int = 512
+    # losses (VQGAN style)
+    l1_weight: float = 1.0
+    gan_weight: float = 0.1
+    gan_start_step: int = 2000  # the PatchGAN hinge loss starts after this warm-up
+    commit_weight: float = 0.1
+    entropy_weight: float = 0.1
+    perceptual_weight: float = 0.0  # > 0 needs perceptual_weights_path (no download at run time)
+    perceptual_weights_path: str = ""
+
+    @property
+    def ctx_grid(self) -> tuple[int, int]:
+        """(rows, cols) of ctx tokens."""
+        return self.ctx_height_px // self.downsample, self.ctx_width_px // self.downsample
+
+    @property
+    def dyn_grid(self) -> tuple[int, int]:
+        """(rows, cols) of dyn tokens (after the optional 2x2 patchify)."""
+        p = 2 if self.dyn_patchify else 1
+        return self.dyn_height_px // self.downsample // p, self.dyn_width_px // self.downsample // p
+
+    @property
+    def ctx_tokens(self) -> int:
+        return self.ctx_grid[0] * self.ctx_grid[1]
+
+    @property
+    def dyn_tokens(self) -> int:
+        return self.dyn_grid[0] * self.dyn_grid[1]
+
+    @property
+    def codebook_size(self) -> int:
+        return 2**self.codebook_bits
+
+    def validate(self, prefix: str) -> None:
+        _check(self.downsample in (8, 16), prefix, "downsample", "must be 8 or 16")
+        levels = int(math.log2(self.downsample)) + 1
+        _check(len(self.channel_mult) == levels, prefix, "channel_mult",
+               f"must have {levels} entries for downsample {self.downsample}")
+        p = self.downsample * (2 if self.dyn_patchify else 1)
+        for name, size, div in (("ctx_height_px", self.ctx_height_px, self.downsample),
+                                ("ctx_width_px", self.ctx_width_px, self.downsample),
+                                ("dyn_height_px", self.dyn_height_px, p),
+                                ("dyn_width_px", self.dyn_width_px, p)):
+            _check(size > 0 and size % div == 0, prefix, name, f"must be a positive multiple of {div}")
+        _check(self.dyn_height_px <= self.ctx_height_px, prefix, "dyn_height_px", "must not exceed ctx_height_px")
+        _check(1 <= self.codebook_bits <= 18, prefix, "codebook_bits", "must be between 1 and 18")
+        _check(self.base_channels >= 8 and self.base_channels % 8 == 0, prefix, "base_channels",
+               "must be a positive multiple of 8 (GroupNorm groups)")
+        _check(self.num_res_blocks >= 1, prefix, "num_res_blocks", "must be at least 1")
+        _check(self.perceptual_weight == 0 or bool(self.perceptual_weights_path), prefix, "perceptual_weights_path",
+               "must name a weights file when perceptual_weight > 0 (nothing downloads at run time)")
+
+
+@dataclass
+class WorldModelConfig:
+    """The block-causal transformer that forecasts dyn frames, then plans K waypoints."""
+
+    layers: int = 24
+    d_model: int = 2048
+    heads: int = 32
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    forecast_frames: int = 10  # F future frames generated before planning; 0 = plan-only ablation
+    ego_hidden: int = 256  # hidden width of the ego-state MLP (speed, accel, command one-hot)
+    head_hidden: int = 1024  # hidden width of the waypoint head
+    # adaptive dynamic focal loss (see world_model/focal_loss.py for the formula)
+    focal: bool = True  # False = plain mean cross-entropy (ablation)
+    focal_alpha: float = 1.0  # weight of tokens that changed since the previous frame
+    focal_beta: float = 0.4  # weight of tokens that did not change
+    focal_gamma: float = 0.0  # focusing exponent on (1 - p); 0 = off, as in the official code
+    focal_adaptive: bool = False  # normalise by the batch's share of changed tokens
+    video_weight: float = 0.3  # fine-tuning loss = video_weight * L_video + traj_weight * L_traj
+    traj_weight: float = 1.0
+    temperature: float = 0.0  # 0 = greedy next-frame generation; > 0 samples
+
+    def validate(self, prefix: str) -> None:
+        _check(self.layers >= 1, prefix, "layers", "must be at least 1")
+        _check(self.heads >= 1 and self.d_model % self.heads == 0, prefix, "heads", "must divide d_model")
+        _check(self.mlp_ratio > 0, prefix, "mlp_ratio", "must be positive")
+        _check(0.0 <= self.dropout < 1.0, prefix, "dropout", "must be in [0, 1)")
+        _check(self.forecast_frames >= 0, prefix, "forecast_frames", "must not be negative")
+        _check(self.focal_alpha >= 0 and self.focal_beta >= 0, prefix, "focal_alpha", "weights must not be negative")
+        _check(self.focal_gamma >= 0, prefix, "focal_gamma", "must not be negative")
+        _check(self.temperature >= 0, prefix, "temperature", "must not be negative")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation for every stage (the paper's fine-tuning hyper-parameters are the defaults)."""
+
+    batch_size: int = 7  # per process
+    grad_accum: int = 4
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    warmup_steps: int = 1000
+    grad_clip: float = 4.0
+    seed: int = 10086
+    precision: str = "bf16"  # fp32 | bf16 (bf16 autocast on GPU only)
+    tokenizer_lr: float = 1e-4
+    tokenizer_ctx_steps: int = 800_000
+    tokenizer_dyn_steps: int = 800_000
+    pretrain_steps: int = 300_000
+    finetune_steps: int = 160_000
+    eval_every: int = 1000
+    save_every: int = 5000
+    num_workers: int = 2
+
+    def validate(self, prefix: str) -> None:
+        _check(self.batch_size >= 1, prefix, "batch_size", "must be at least 1")
+        _check(self.grad_accum >= 1, prefix, "grad_accum", "must be at least 1")
+        _check(self.lr > 0 and self.tokenizer_lr > 0, prefix, "lr", "must be positive")
+        _check(self.weight_decay >= 0, prefix, "weight_decay", "must not be negative")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, prefix, "beta1", "betas must be in [0, 1)")
+        _check(self.grad_clip > 0, prefix, "grad_clip", "must be positive")
+        _check(self.precision in ("fp32", "bf16"), prefix, "precision", "must be fp32 or bf16")
+        for name in ("tokenizer_ctx_steps", "tokenizer_dyn_steps", "pretrain_steps", "finetune_steps",
+                     "warmup_steps", "num_workers"):
+            _check(getattr(self, name) >= 0, prefix, name, "must not be negative")
+        _check(self.eval_every >= 1 and self.save_every >= 1, prefix, "eval_every", "must be at least 1")
+
+
+@dataclass
+class RuntimeConfig:
+    """On-board inference: backend, rates and limits (the ROS node declares its parameters from these)."""
+
+    backend: str = "onnxruntime"  # onnxruntime | tensorrt | torch
+    device: str = "cpu"  # cpu | cuda (onnxruntime provider / torch device)
+    precision: str = "fp16"  # TensorRT engine precision: fp32 | fp16 | int8
+    planning_rate_hz: float = 10.0  # at most this many plans per second
+    max_frame_age_ms: float = 200.0  # frames older than this when inference would start are skipped
+    preview_rate_hz: float = 2.0  # forecast / overlay previews are rate-limited to this
+    surprise_warn: float = 0.5  # forecast surprise above this raises a WARN in diagnostics
+    intra_op_threads: int = 0  # onnxruntime intra-op threads; 0 = library default
+
+    def validate(self, prefix: str) -> None:
+        _check(self.backend in ("onnxruntime", "tensorrt", "torch"), prefix, "backend",
+               "must be onnxruntime, tensorrt or torch")
+        _check(self.device in ("cpu", "cuda"), prefix, "device", "must be cpu or cuda")
+        _check(self.precision in ("fp32", "fp16", "int8"), prefix, "precision", "must be fp32, fp16 or int8")
+        _check(0.0 < self.planning_rate_hz <= 100.0, prefix, "planning_rate_hz", "must be in (0, 100]")
+        _check(self.max_frame_age_ms > 0, prefix, "max_frame_age_ms", "must be positive")
+        _check(0.0 < self.preview_rate_hz <= 30.0, prefix, "preview_rate_hz", "must be in (0, 30]")
+        _check(self.surprise_warn >= 0, prefix, "surprise_warn", "must not be negative")
+        _check(self.intra_op_threads >= 0, prefix, "intra_op_threads", "must not be negative")
+
+
+@dataclass
+class PwmConfig:
+    """The whole tree. ``preset`` names the preset it started from."""
+
+    preset: str = "paper"
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def validate(self) -> PwmConfig:
+        """Check every value; raise ``ConfigError`` naming the bad key and why. Returns self."""
+        self.camera.validate("camera")
+        self.data.validate("data")
+        self.tokenizer.validate("tokenizer")
+        self.world_model.validate("world_model")
+        self.train.validate("train")
+        self.runtime.validate("runtime")
+        _check(self.world_model.forecast_frames <= self.data.future_frames, "world_model", "forecast_frames",
+               f"must not exceed data.future_frames ({self.data.future_frames})")
+        return self
+
+    # Timing derived from the tree (written once, here).
+    @property
+    def model_dt_s(self) -> float:
+        """Seconds between consecutive model frames."""
+        return self.data.frame_stride / self.camera.frame_rate_hz
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Presets (DESIGN.md table; `paper` matches reference/pwm_method.md).
+
+def _tiny() -> PwmConfig:
+    return PwmConfig(
+        preset="tiny",
+        camera=CameraConfig(width_px=256, height_px=128),
+        data=DataConfig(frame_stride=2, history_frames=4, future_frames=5, shard_clips=128),
+        tokenizer=TokenizerConfig(ctx_height_px=64, ctx_width_px=128, dyn_height_px=32, dyn_width_px=64,
+                                  downsample=8, codebook_bits=10, base_channels=32, channel_mult=(1, 2, 2, 4),
+                                  num_res_blocks=1, dyn_patchify=False, dyn_mlp_hidden=128, gan_start_step=1500),
+        world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
+                                     head_hidden=256),
+        train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",
+                          tokenizer_lr=1e-3, tokenizer_ctx_steps=3000, tokenizer_dyn_steps=3000,
+                          pretrain_steps=1500, finetune_steps=1500, eval_every=500, save_every=500, seed=0),
+        runtime=RuntimeConfig(precision="fp32"),
+    )
+
+
+def _small() -> PwmConfig:
+    return PwmConfig(
+        preset="small",
+        camera=CameraConfig(width_px=512, height_px=256),
+        data=DataConfig(frame_stride=1, history_frames=6, future_frames=10),
+        tokenizer=TokenizerConfig(ctx_height_px=128, ctx_width_px=256, dyn_height_px=64, dyn_width_px=128,
+                                  downsample=16, codebook_bits=12, base_channels=64, channel_mult=(1, 2, 2, 4, 4),
+                                  num_res_blocks=2, dyn_patchify=False, dyn_mlp_hidden=256),
+        world_model=WorldModelConfig(layers=12, d_model=512, heads=8, forecast_frames=10, ego_hidden=256,
+                                     head_hidden=512),
+        train=TrainConfig(batch_size=16, grad_accum=1, lr=3e-4, warmup_steps=1000, tokenizer_ctx_steps=100_000,
+                          tokenizer_dyn_steps=100_000, pretrain_steps=100_000, finetune_steps=50_000, seed=0),
+    )
+
+
+def _paper() -> PwmConfig:
+    return PwmConfig(preset="paper", data=DataConfig(history_frames=20))
+
+
+PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}
+
+
+def preset(name: str) -> PwmConfig:
+    """A fresh, validated config for the named preset (tiny, small or paper)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]().validate()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dict / YAML conversion with type checks.
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated field type or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(annotation):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (elem, *_rest) = typing.get_args(annotation)
+        return tuple(_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"{key} must be finite, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        return _from_dict(annotation, value, key)
+    raise ConfigError(f"{key} has an unsupported type {annotation!r}")  # pragma: no cover
+
+
+def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown config key {where!r}: valid keys there are {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> PwmConfig:
+    """Build and validate a config from a plain dict; missing keys take the named preset's values."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+    base = preset(data.get("preset", "paper")) if isinstance(data.get("preset", "paper"), str) else None
+    if base is None:
+        raise ConfigError("preset must be a string")
+    merged = _deep_merge(base.to_dict(), data)
+    return _from_dict(PwmConfig, merged, "").validate()
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str | os.PathLike[str]) -> PwmConfig:
+    """Read a config YAML file (partial files are merged over their preset)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return from_dict(data)
+
+
+def dump_yaml(cfg: PwmConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def save_yaml(cfg: PwmConfig, path: str | os.PathLike[str]) -> None:
+    from pwm_model.io_utils import write_text_atomic
+
+    write_text_atomic(path, dump_yaml(cfg))
+
+
+def apply_overrides(cfg: PwmConfig, overrides: list[str] | tuple[str, ...]) -> PwmConfig:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) and re-validate."""
+    data = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node: Any = data
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"unknown config key {where!r} in override {item!r}")
+            if last:
+                if isinstance(node[part], dict):
+                    raise ConfigError(f"override {item!r} names a section, not a value")
+                node[part] = value
+            else:
+                node = node[part]
+    return _from_dict(PwmConfig, data, "").validate()
+
+
+def _check(ok: bool, prefix: str, key: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"config value {prefix}.{key} {why}")
+
+
+def to_dict(cfg: PwmConfig) -> dict[str, Any]:
+    return cfg.to_dict()

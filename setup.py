@@ -1,0 +1,58 @@
+"""pwm: pip-installable Python project and ROS 2 ament_python package ``pwm_ros``.
+
+``pip install -e .[train,ros,dev]`` for development (see the Makefile); ``colcon build`` in a ROS workspace.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "pwm_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Policy World Model: a driving world model that forecasts the front camera, then plans",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pwm_model", "pwm_model.*", "pwm_ros", "pwm_ros.*", "export"]),
+    package_data={"pwm_model": ["runtime/*.json"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=[
+        "numpy",
+        "pyyaml",
+        "opencv-python-headless",
+        "rosbags>=0.10",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+    ],
+    extras_require={
+        "train": ["torch==2.13.0", "safetensors", "matplotlib", "tensorboard", "tqdm"],
+        "ros": [
+            "ros-kilted-rclpy",
+            "ros-kilted-rmw-fastrtps-cpp",
+            "ros-kilted-sensor-msgs",
+            "ros-kilted-nav-msgs",
+            "ros-kilted-geometry-msgs",
+            "ros-kilted-std-msgs",
+            "ros-kilted-visualization-msgs",
+            "ros-kilted-diagnostic-msgs",
+            "ros-kilted-lifecycle-msgs",
+            "ros-kilted-rcl-lifecycle",
+        ],
+        "dev": ["pytest", "pytest-timeout", "ruff", "mcap", "mcap-ros2-support", "colcon-core", "colcon-ros"],
+    },
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "pwm = pwm_model.cli:main",
+            "pwm_node = pwm_ros.node:main",
+            "pwm_replay = pwm_ros.replay:main",
+        ],
+    },
+)
