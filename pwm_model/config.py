@@ -56,6 +56,7 @@ class TopicsConfig:
     odometry: str = "/odom"  # nav_msgs/Odometry
     command: str = "/route/command"  # std_msgs/UInt8: 0 left, 1 straight, 2 right
     objects: str = "/ground_truth/objects"  # visualization_msgs/MarkerArray of CUBE boxes
+    scenario: str = "/sim/scenario"  # std_msgs/String: scenario family label (synthetic drives only; optional)
 
     def validate(self, prefix: str) -> None:
         for f in dataclasses.fields(self):

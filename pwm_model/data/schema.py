@@ -52,6 +52,7 @@ class DriveSample:
     command: int  # 0 left, 1 straight, 2 right (latest command at or before t_ns)
     boxes: Boxes  # in the world frame, latest set at or before t_ns
     frame_index: int = 0
+    scenario: str = ""  # scenario family active at t_ns (synthetic drives), else ""
 
 
 @dataclass
