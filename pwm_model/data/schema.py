@@ -74,7 +74,7 @@ class Clip:
     accel_mps2: float
     yaw_rate_radps: float
     command: int
-    history_xyyaw: np.ndarray  # (H, 3) float32: ego poses at the H history frames (last row = 0, 0, 0), in the ego frame at t
+    history_xyyaw: np.ndarray  # (H, 3) float32: ego poses at the history frames (last row 0, 0, 0), ego frame at t
     waypoints_xyyaw: np.ndarray  # (K, 3) float32: future ego poses at k * waypoint_dt_s, in the ego frame at t
     waypoints_valid: np.ndarray  # (K,) bool: False where the drive ended before that waypoint
     boxes: np.ndarray  # (K, N, 7) float32: boxes at each waypoint time, in the ego frame at t (BOX_FIELDS)
