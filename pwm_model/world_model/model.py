@@ -1,0 +1,313 @@
+"""``PolicyWorldModel``: forecast dyn frames action-free by parallel next-frame generation, then plan K waypoints.
+
+Vocabulary (docs/ARCHITECTURE.md): ctx codes ``[0, C)``, dyn codes ``[C, 2C)``, then the special tokens EGO (its
+embedding row is the learned "no ego" embedding), ACT and QUERY. The frame head predicts dyn codes only (C logits).
+Each position's input is the sum of its token, token-type, frame-index and slot embeddings (mask.py); the EGO
+position takes an MLP of ``[speed_mps, accel_mps2, one_hot(command, 3)]`` instead of its token embedding when the
+clip has ego labels.
+
+Training (teacher forcing): the dyn slots of frames t .. t+F-1 predict the same slots of frames t+1 .. t+F
+(history frames are read but not supervised: the ctx frame t precedes them, so predicting frame t-k+1 from t-k
+could copy from frame t). ACT and the K queries read everything before them; the waypoint head regresses
+(x, y, yaw) in the ego frame at t.
+
+Inference (``rollout``): one prefill pass over ``[EGO][ctx t][dyn t-H+1 .. t]``, one KV-cached pass per forecast
+frame (all Ld slots at once), the last forecast frame is not fed back, then one pass over ``[ACT][Q_1 .. Q_K]``.
+``rollout_token_by_token`` decodes the same number of tokens one per pass: the speed baseline only.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from pwm_model.config import PwmConfig
+from pwm_model.world_model.focal_loss import dynamic_focal_loss
+from pwm_model.world_model.mask import (
+    TYPE_EGO,
+    Layout,
+    SlotTable,
+    block_causal_mask,
+    dyn_frame_layout,
+    plan_layout,
+    prefix_layout,
+    sequence_layout,
+    step_mask,
+)
+from pwm_model.world_model.transformer import Transformer
+
+EGO_DIM = 5  # [speed_mps, accel_mps2, one_hot(command, 3)] (pwm_model.runtime.types.EgoInput.as_vector)
+EGO_SCALE = (10.0, 2.0, 1.0, 1.0, 1.0)  # divides the ego vector: typical speed 10 m/s, acceleration 2 m/s^2
+WAYPOINT_SCALE = (10.0, 10.0, 1.0)  # the head's outputs are multiplied by this: metres, metres, radians
+
+
+@lru_cache(maxsize=64)
+def _layouts(slots: SlotTable, history: int, kind: str, arg: int) -> Layout:
+    if kind == "prefix":
+        return prefix_layout(slots, history)
+    if kind == "frame":
+        return dyn_frame_layout(slots, arg)
+    if kind == "plan":
+        return plan_layout(slots, history)
+    return sequence_layout(slots, history, arg, with_plan=kind == "seq+plan")
+
+
+def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Greedy argmax (temperature 0) or a sample of softmax(logits / T): (B, n, C) -> (B, n) int64."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    b, n, c = logits.shape
+    probs = torch.softmax(logits.float().reshape(b * n, c) / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).view(b, n)
+
+
+class PolicyWorldModel(nn.Module):
+    """The world-model transformer with its embeddings, frame head and waypoint head (sizes from ``cfg``)."""
+
+    def __init__(self, cfg: PwmConfig) -> None:
+        super().__init__()
+        wm, tk, data = cfg.world_model, cfg.tokenizer, cfg.data
+        self.cfg = cfg
+        self.codebook_size = c = tk.codebook_size
+        self.ctx_tokens, self.dyn_tokens = tk.ctx_tokens, tk.dyn_tokens
+        self.history_frames = data.history_frames
+        self.forecast_frames = wm.forecast_frames
+        self.num_waypoints = data.num_waypoints
+        self.ego_id, self.act_id, self.query_id = 2 * c, 2 * c + 1, 2 * c + 2
+        self.vocab_size = 2 * c + 3
+        self.slots = SlotTable(self.ctx_tokens, self.dyn_tokens, self.num_waypoints)
+        d = wm.d_model
+        self.tok_emb = nn.Embedding(self.vocab_size, d)
+        self.type_emb = nn.Embedding(5, d)
+        self.frame_emb = nn.Embedding(data.history_frames + data.future_frames, d)
+        self.slot_emb = nn.Embedding(self.slots.size, d)
+        self.ego_mlp = nn.Sequential(nn.Linear(EGO_DIM, wm.ego_hidden), nn.SiLU(), nn.Linear(wm.ego_hidden, d))
+        self.transformer = Transformer(wm.layers, d, wm.heads, wm.mlp_ratio, wm.dropout)
+        self.frame_head = nn.Linear(d, c)  # logits over the dyn codes
+        h = wm.head_hidden
+        self.waypoint_head = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 3))
+        self.register_buffer("ego_scale", torch.tensor(EGO_SCALE), persistent=False)
+        self.register_buffer("waypoint_scale", torch.tensor(WAYPOINT_SCALE), persistent=False)
+        for module in (self.tok_emb, self.type_emb, self.frame_emb, self.slot_emb):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+        for module in (*self.ego_mlp, self.frame_head, *self.waypoint_head):
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------------------------------------
+    # embeddings and passes
+
+    def _layout(self, kind: str, arg: int = 0) -> Layout:
+        lay = _layouts(self.slots, self.history_frames, kind, arg)
+        dev = self.tok_emb.weight.device
+        return Layout(lay.types.to(dev), lay.frames.to(dev), lay.slots.to(dev), lay.blocks.to(dev))
+
+    def embed(self, ids: torch.Tensor, layout: Layout, ego: torch.Tensor | None = None,
+              ego_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (B, S) int64 in the model vocabulary, layout of S positions, ego (B, 5), ego_valid (B,) bool.
+
+        Returns (B, S, D). Where ``ego`` is None or ``ego_valid`` False the EGO position keeps the no-ego embedding.
+        """
+        tok = self.tok_emb(ids)  # (B, S, D)
+        if ego is not None:
+            e = self.ego_mlp(ego.float() / self.ego_scale)  # (B, D)
+            sel = (layout.types == TYPE_EGO)[None, :, None]  # (1, S, 1)
+            if ego_valid is not None:
+                sel = sel & ego_valid.bool()[:, None, None]  # (B, S, 1)
+            tok = torch.where(sel, e[:, None, :], tok)
+        pos = self.type_emb(layout.types) + self.frame_emb(layout.frames) + self.slot_emb(layout.slots)  # (S, D)
+        return tok + pos[None]
+
+    def _prefix_ids(self, ctx_tokens: torch.Tensor, dyn_frames: torch.Tensor) -> torch.Tensor:
+        """[EGO][ctx][dyn frames]: ctx (B, Lc), dyn (B, N, Ld) codes in [0, C) -> ids (B, 1 + Lc + N * Ld)."""
+        b = ctx_tokens.shape[0]
+        ego = torch.full((b, 1), self.ego_id, dtype=torch.long, device=ctx_tokens.device)
+        return torch.cat([ego, ctx_tokens.long(), dyn_frames.long().flatten(1) + self.codebook_size], dim=1)
+
+    def _plan_ids(self, batch: int, device: torch.device) -> torch.Tensor:
+        """[ACT][QUERY x K] -> (B, 1 + K)."""
+        ids = torch.full((batch, 1 + self.num_waypoints), self.query_id, dtype=torch.long, device=device)
+        ids[:, 0] = self.act_id
+        return ids
+
+    def waypoints_from_hidden(self, h_queries: torch.Tensor) -> torch.Tensor:
+        """Query hidden states (B, K, D) -> waypoints (B, K, 3) = (x_m, y_m, yaw_rad) in the ego frame at t."""
+        return self.waypoint_head(h_queries) * self.waypoint_scale
+
+    # ------------------------------------------------------------------------------------------------
+    # training
+
+    def forward(self, batch: dict[str, torch.Tensor], *, with_video: bool = True, with_plan: bool = True,
+                plan_future: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Teacher-forced losses.
+
+        batch: ``ctx_tokens`` (B, Lc), ``dyn_tokens`` (B, H + F_data, Ld) codes of frames t-H+1 .. t+F_data,
+        ``ego`` (B, 5), ``ego_valid`` (B,) bool, ``waypoints`` (B, K, 3), ``waypoints_valid`` (B, K) bool.
+        ``plan_future`` (B, F-1, Ld): future frames the planning pass reads instead of the true ones (e.g. the
+        model's own detached rollout, against exposure bias); the planning pass is then a second pass.
+
+        Returns ``video_loss``, ``token_acc`` (and ``logits`` (B, F, Ld, C), ``targets`` (B, F, Ld)) when the video
+        loss is computed, ``traj_loss`` and ``waypoints`` (B, K, 3) when planning is.
+        """
+        h_frames, f = self.history_frames, self.forecast_frames
+        ctx, dyn = batch["ctx_tokens"], batch["dyn_tokens"]
+        b, ld, c = ctx.shape[0], self.dyn_tokens, self.codebook_size
+        need = h_frames + f
+        if dyn.shape[1] < need or dyn.shape[2] != ld or ctx.shape[1] != self.ctx_tokens:
+            raise ValueError(f"batch has dyn_tokens {tuple(dyn.shape)} / ctx_tokens {tuple(ctx.shape)}; the model "
+                             f"needs (B, >={need}, {ld}) / (B, {self.ctx_tokens})")
+        with_video = with_video and f > 0
+        fed = dyn[:, : h_frames + max(f - 1, 0)]  # (B, H + F - 1, Ld)
+        ego, ego_valid = batch.get("ego"), batch.get("ego_valid")
+        out: dict[str, torch.Tensor] = {}
+        plan_here = with_plan and plan_future is None
+        ids = self._prefix_ids(ctx, fed)
+        if plan_here:
+            ids = torch.cat([ids, self._plan_ids(b, ids.device)], dim=1)
+        layout = self._layout("seq+plan" if plan_here else "seq", max(f - 1, 0))
+        hidden, _ = self.transformer(self.embed(ids, layout, ego, ego_valid), block_causal_mask(layout.blocks))
+        if with_video:
+            start = 1 + self.ctx_tokens + (h_frames - 1) * ld  # first slot of frame t
+            logits = self.frame_head(hidden[:, start: start + f * ld]).view(b, f, ld, c)  # (B, F, Ld, C)
+            targets = dyn[:, h_frames: h_frames + f].long()  # (B, F, Ld) frames t+1 .. t+F
+            prev = dyn[:, h_frames - 1: h_frames - 1 + f].long()  # (B, F, Ld) frames t .. t+F-1
+            wm = self.cfg.world_model
+            out["video_loss"] = dynamic_focal_loss(logits, targets, prev, focal=wm.focal, alpha=wm.focal_alpha,
+                                                   beta=wm.focal_beta, gamma=wm.focal_gamma,
+                                                   adaptive=wm.focal_adaptive)
+            out["token_acc"] = (logits.argmax(-1) == targets).float().mean().detach()
+            out["logits"], out["targets"] = logits, targets
+        if with_plan:
+            if plan_here:
+                h_q = hidden[:, -self.num_waypoints:]  # (B, K, D)
+            else:
+                h_q = self._plan_pass(ctx, dyn[:, :h_frames], plan_future, ego, ego_valid)
+            wp = self.waypoints_from_hidden(h_q)
+            out["waypoints"] = wp
+            out["traj_loss"] = masked_l1(wp, batch["waypoints"], batch.get("waypoints_valid"))
+        return out
+
+    def _plan_pass(self, ctx: torch.Tensor, history: torch.Tensor, future: torch.Tensor | None,
+                   ego: torch.Tensor | None, ego_valid: torch.Tensor | None) -> torch.Tensor:
+        """One uncached pass over [EGO][ctx][history][future][ACT][Q]: the query hidden states (B, K, D)."""
+        frames = history if future is None or future.shape[1] == 0 else torch.cat([history, future.long()], 1)
+        n_future = frames.shape[1] - self.history_frames
+        ids = torch.cat([self._prefix_ids(ctx, frames), self._plan_ids(ctx.shape[0], ctx.device)], dim=1)
+        layout = self._layout("seq+plan", n_future)
+        hidden, _ = self.transformer(self.embed(ids, layout, ego, ego_valid), block_causal_mask(layout.blocks))
+        return hidden[:, -self.num_waypoints:]
+
+    # ------------------------------------------------------------------------------------------------
+    # inference with the KV cache (prefill -> frame steps -> plan step; every cache a plain tensor)
+
+    def prefill(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor | None = None,
+                ego_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """[EGO][ctx t][dyn t-H+1 .. t] -> (logits of frame t+1 (B, Ld, C), kv (layers, 2, B, h, P, hd))."""
+        ids = self._prefix_ids(ctx_tokens, dyn_history)
+        layout = self._layout("prefix")
+        hidden, kv = self.transformer(self.embed(ids, layout, ego, ego_valid), block_causal_mask(layout.blocks),
+                                      use_cache=True)
+        return self.frame_head(hidden[:, -self.dyn_tokens:]), kv
+
+    def frame_step(self, frame_tokens: torch.Tensor, frame_index: int, kv: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed one dyn frame (B, Ld) at ``frame_index`` (H = frame t+1) -> (logits of the next frame, kv)."""
+        layout = self._layout("frame", frame_index)
+        x = self.embed(frame_tokens.long() + self.codebook_size, layout)
+        hidden, kv = self.transformer(x, step_mask(kv.shape[4], layout.blocks), kv, use_cache=True)
+        return self.frame_head(hidden), kv  # (B, Ld, C), (layers, 2, B, h, P + Ld, hd)
+
+    def plan_step(self, kv: torch.Tensor) -> torch.Tensor:
+        """Feed [ACT][Q_1 .. Q_K] after the cached history + forecast -> waypoints (B, K, 3)."""
+        layout = self._layout("plan")
+        ids = self._plan_ids(kv.shape[2], kv.device)
+        hidden, _ = self.transformer(self.embed(ids, layout), step_mask(kv.shape[4], layout.blocks), kv)
+        return self.waypoints_from_hidden(hidden[:, 1:])
+
+    def _check_rollout(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, forecast_frames: int) -> None:
+        h = self.history_frames
+        if tuple(dyn_history.shape[1:]) != (h, self.dyn_tokens) or ctx_tokens.shape[1] != self.ctx_tokens:
+            raise ValueError(f"rollout needs ctx_tokens (B, {self.ctx_tokens}) and dyn_history (B, {h}, "
+                             f"{self.dyn_tokens}), got {tuple(ctx_tokens.shape)} and {tuple(dyn_history.shape)}")
+        if not 0 <= forecast_frames <= self.frame_emb.num_embeddings - h + 1:
+            raise ValueError(f"forecast_frames must be in [0, {self.frame_emb.num_embeddings - h + 1}]")
+
+    @torch.no_grad()
+    def rollout(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor | None = None,
+                forecast_frames: int | None = None, *, ego_valid: torch.Tensor | None = None,
+                temperature: float | None = None, generator: torch.Generator | None = None,
+                return_logits: bool = False):
+        """Forecast F frames (one pass each, all slots at once), then plan.
+
+        ctx_tokens (B, Lc), dyn_history (B, H, Ld) codes of frames t-H+1 .. t, ego (B, 5) or None.
+        Returns (forecast_tokens (B, F, Ld) int64 codes in [0, C), waypoints (B, K, 3)); with ``return_logits``
+        also the logits (B, F, Ld, C) each frame was chosen from. Greedy unless ``temperature`` > 0.
+        """
+        f = self.forecast_frames if forecast_frames is None else int(forecast_frames)
+        temp = self.cfg.world_model.temperature if temperature is None else float(temperature)
+        self._check_rollout(ctx_tokens, dyn_history, f)
+        logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid)
+        frames, all_logits = [], []
+        for k in range(f):
+            frames.append(_pick(logits, temp, generator))  # (B, Ld) frame t+k+1
+            all_logits.append(logits)
+            if k < f - 1:  # the last forecast frame is not fed back
+                logits, kv = self.frame_step(frames[-1], self.history_frames + k, kv)
+        waypoints = self.plan_step(kv)
+        b = ctx_tokens.shape[0]
+        forecast = torch.stack(frames, 1) if frames else ctx_tokens.new_zeros(b, 0, self.dyn_tokens)
+        if return_logits:
+            lg = torch.stack(all_logits, 1) if all_logits else logits.new_zeros(b, 0, self.dyn_tokens, 0)
+            return forecast, waypoints, lg
+        return forecast, waypoints
+
+    @torch.no_grad()
+    def rollout_token_by_token(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor,
+                               ego: torch.Tensor | None = None, forecast_frames: int | None = None, *,
+                               ego_valid: torch.Tensor | None = None, temperature: float | None = None,
+                               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token-level autoregressive decoding baseline (speed comparison only).
+
+        The same F x Ld forecast tokens, one forward pass per token: each position predicts the next position's
+        token and every fed token is a causal block of its own. The model was trained for next-frame prediction,
+        so these tokens differ from ``rollout``'s; only the cost is comparable. Returns (forecast, waypoints).
+        """
+        f = self.forecast_frames if forecast_frames is None else int(forecast_frames)
+        temp = self.cfg.world_model.temperature if temperature is None else float(temperature)
+        self._check_rollout(ctx_tokens, dyn_history, f)
+        ld = self.dyn_tokens
+        hidden_logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid)
+        prefix_len = kv.shape[4]
+        logits = hidden_logits[:, -1:]  # (B, 1, C): the last slot of frame t predicts slot 0 of t+1
+        tokens = []
+        for i in range(f * ld):
+            tokens.append(_pick(logits, temp, generator))  # (B, 1)
+            if i == f * ld - 1:
+                break
+            frame, slot = self.history_frames + i // ld, i % ld
+            layout = self._layout("frame", frame)
+            one = Layout(layout.types[slot: slot + 1], layout.frames[slot: slot + 1], layout.slots[slot: slot + 1],
+                         layout.blocks[slot: slot + 1])
+            x = self.embed(tokens[-1] + self.codebook_size, one)
+            hidden, kv = self.transformer(x, step_mask(kv.shape[4], one.blocks), kv, use_cache=True)
+            logits = self.frame_head(hidden)
+        b = ctx_tokens.shape[0]
+        forecast = torch.cat(tokens, 1).view(b, f, ld) if tokens else ctx_tokens.new_zeros(b, 0, ld)
+        kv = kv[:, :, :, :, : prefix_len + max(f - 1, 0) * ld]  # the queries see t-H+1 .. t+F-1, as in rollout
+        return forecast, self.plan_step(kv)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean |pred - target| over valid waypoints: pred, target (B, K, 3), valid (B, K) bool or None (all)."""
+    err = (pred - target.to(pred.dtype)).abs()  # (B, K, 3)
+    if valid is None:
+        return err.mean()
+    v = valid.to(pred.dtype)[..., None]  # (B, K, 1)
+    return (err * v).sum() / (v.sum() * pred.shape[-1]).clamp_min(1.0)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
