@@ -204,13 +204,16 @@ class PolicyWorldModel(nn.Module):
     # inference with the KV cache (prefill -> frame steps -> plan step; every cache a plain tensor)
 
     def prefill(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor | None = None,
-                ego_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """[EGO][ctx t][dyn t-H+1 .. t] -> (logits of frame t+1 (B, Ld, C), kv (layers, 2, B, h, P, hd))."""
+                ego_valid: torch.Tensor | None = None, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """[EGO][ctx t][dyn t-H+1 .. t] -> (logits of frame t+1 (B, Ld, C), kv (layers, 2, B, h, P, hd)).
+
+        ``last_only``: the logits of the last position only (B, 1, C), for token-level decoding.
+        """
         ids = self._prefix_ids(ctx_tokens, dyn_history)
         layout = self._layout("prefix")
         hidden, kv = self.transformer(self.embed(ids, layout, ego, ego_valid), block_causal_mask(layout.blocks),
                                       use_cache=True)
-        return self.frame_head(hidden[:, -self.dyn_tokens:]), kv
+        return self.frame_head(hidden[:, -1:] if last_only else hidden[:, -self.dyn_tokens:]), kv
 
     def frame_step(self, frame_tokens: torch.Tensor, frame_index: int, kv: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,6 +238,63 @@ class PolicyWorldModel(nn.Module):
         if not 0 <= forecast_frames <= self.frame_emb.num_embeddings - h + 1:
             raise ValueError(f"forecast_frames must be in [0, {self.frame_emb.num_embeddings - h + 1}]")
 
+    def decode_frames(self, logits: torch.Tensor, kv: torch.Tensor, forecast_frames: int, temperature: float = 0.0,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Parallel next-frame generation after ``prefill``: F frames, one KV-cached pass per frame.
+
+        logits (B, Ld, C) of frame t+1 from the prefill. Returns (forecast (B, F, Ld), kv with frames t+1 .. t+F-1
+        appended (the last forecast frame is not fed back), logits (B, F, Ld, C) each frame was chosen from).
+        """
+        frames, all_logits = [], []
+        for k in range(forecast_frames):
+            frames.append(_pick(logits, temperature, generator))  # (B, Ld) frame t+k+1
+            all_logits.append(logits)
+            if k < forecast_frames - 1:
+                logits, kv = self.frame_step(frames[-1], self.history_frames + k, kv)
+        if not frames:
+            b = kv.shape[2]
+            return (torch.zeros(b, 0, self.dyn_tokens, dtype=torch.long, device=kv.device), kv,
+                    logits.new_zeros(b, 0, self.dyn_tokens, self.codebook_size))
+        return torch.stack(frames, 1), kv, torch.stack(all_logits, 1)
+
+    def decode_tokens(self, last_logits: torch.Tensor, kv: torch.Tensor, forecast_frames: int,
+                      temperature: float = 0.0, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-level autoregressive decoding after ``prefill`` (the speed baseline only).
+
+        The same F x Ld forecast tokens, one forward pass per token: each position predicts the next position's
+        token and every fed token is a causal block of its own. The model was trained for next-frame prediction,
+        so these tokens differ from ``decode_frames``'; only the cost is comparable. ``last_logits`` (B, C): the
+        prefill's last position. Returns (forecast (B, F, Ld), kv with frames t+1 .. t+F-1 appended).
+        """
+        ld = self.dyn_tokens
+        prefix_len = kv.shape[4]
+        logits = last_logits[:, None]  # (B, 1, C): the last slot of frame t predicts slot 0 of frame t+1
+        tokens = []
+        for i in range(forecast_frames * ld):
+            tokens.append(_pick(logits, temperature, generator))  # (B, 1)
+            if i == forecast_frames * ld - 1:
+                break
+            frame, slot = self.history_frames + i // ld, i % ld
+            lay = self._layout("frame", frame)
+            one = Layout(lay.types[slot: slot + 1], lay.frames[slot: slot + 1], lay.slots[slot: slot + 1],
+                         lay.blocks[slot: slot + 1])
+            x = self.embed(tokens[-1] + self.codebook_size, one)
+            hidden, kv = self.transformer(x, step_mask(kv.shape[4], one.blocks), kv, use_cache=True)
+            logits = self.frame_head(hidden)
+        b = kv.shape[2]
+        forecast = torch.cat(tokens, 1).view(b, forecast_frames, ld) if tokens else torch.zeros(
+            b, 0, ld, dtype=torch.long, device=kv.device)
+        kv = kv[:, :, :, :, : prefix_len + max(forecast_frames - 1, 0) * ld]  # drop the partly fed frame t+F
+        return forecast, kv
+
+    def _rollout_args(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, forecast_frames: int | None,
+                      temperature: float | None) -> tuple[int, float]:
+        f = self.forecast_frames if forecast_frames is None else int(forecast_frames)
+        temp = self.cfg.world_model.temperature if temperature is None else float(temperature)
+        self._check_rollout(ctx_tokens, dyn_history, f)
+        return f, temp
+
     @torch.no_grad()
     def rollout(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor | None = None,
                 forecast_frames: int | None = None, *, ego_valid: torch.Tensor | None = None,
@@ -246,57 +306,21 @@ class PolicyWorldModel(nn.Module):
         Returns (forecast_tokens (B, F, Ld) int64 codes in [0, C), waypoints (B, K, 3)); with ``return_logits``
         also the logits (B, F, Ld, C) each frame was chosen from. Greedy unless ``temperature`` > 0.
         """
-        f = self.forecast_frames if forecast_frames is None else int(forecast_frames)
-        temp = self.cfg.world_model.temperature if temperature is None else float(temperature)
-        self._check_rollout(ctx_tokens, dyn_history, f)
+        f, temp = self._rollout_args(ctx_tokens, dyn_history, forecast_frames, temperature)
         logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid)
-        frames, all_logits = [], []
-        for k in range(f):
-            frames.append(_pick(logits, temp, generator))  # (B, Ld) frame t+k+1
-            all_logits.append(logits)
-            if k < f - 1:  # the last forecast frame is not fed back
-                logits, kv = self.frame_step(frames[-1], self.history_frames + k, kv)
+        forecast, kv, all_logits = self.decode_frames(logits, kv, f, temp, generator)
         waypoints = self.plan_step(kv)
-        b = ctx_tokens.shape[0]
-        forecast = torch.stack(frames, 1) if frames else ctx_tokens.new_zeros(b, 0, self.dyn_tokens)
-        if return_logits:
-            lg = torch.stack(all_logits, 1) if all_logits else logits.new_zeros(b, 0, self.dyn_tokens, 0)
-            return forecast, waypoints, lg
-        return forecast, waypoints
+        return (forecast, waypoints, all_logits) if return_logits else (forecast, waypoints)
 
     @torch.no_grad()
     def rollout_token_by_token(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor,
                                ego: torch.Tensor | None = None, forecast_frames: int | None = None, *,
                                ego_valid: torch.Tensor | None = None, temperature: float | None = None,
                                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The token-level autoregressive decoding baseline (speed comparison only).
-
-        The same F x Ld forecast tokens, one forward pass per token: each position predicts the next position's
-        token and every fed token is a causal block of its own. The model was trained for next-frame prediction,
-        so these tokens differ from ``rollout``'s; only the cost is comparable. Returns (forecast, waypoints).
-        """
-        f = self.forecast_frames if forecast_frames is None else int(forecast_frames)
-        temp = self.cfg.world_model.temperature if temperature is None else float(temperature)
-        self._check_rollout(ctx_tokens, dyn_history, f)
-        ld = self.dyn_tokens
-        hidden_logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid)
-        prefix_len = kv.shape[4]
-        logits = hidden_logits[:, -1:]  # (B, 1, C): the last slot of frame t predicts slot 0 of t+1
-        tokens = []
-        for i in range(f * ld):
-            tokens.append(_pick(logits, temp, generator))  # (B, 1)
-            if i == f * ld - 1:
-                break
-            frame, slot = self.history_frames + i // ld, i % ld
-            layout = self._layout("frame", frame)
-            one = Layout(layout.types[slot: slot + 1], layout.frames[slot: slot + 1], layout.slots[slot: slot + 1],
-                         layout.blocks[slot: slot + 1])
-            x = self.embed(tokens[-1] + self.codebook_size, one)
-            hidden, kv = self.transformer(x, step_mask(kv.shape[4], one.blocks), kv, use_cache=True)
-            logits = self.frame_head(hidden)
-        b = ctx_tokens.shape[0]
-        forecast = torch.cat(tokens, 1).view(b, f, ld) if tokens else ctx_tokens.new_zeros(b, 0, ld)
-        kv = kv[:, :, :, :, : prefix_len + max(f - 1, 0) * ld]  # the queries see t-H+1 .. t+F-1, as in rollout
+        """``rollout`` with ``decode_tokens`` instead of ``decode_frames``: the speed baseline only."""
+        f, temp = self._rollout_args(ctx_tokens, dyn_history, forecast_frames, temperature)
+        logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid, last_only=True)
+        forecast, kv = self.decode_tokens(logits[:, -1], kv, f, temp, generator)
         return forecast, self.plan_step(kv)
 
 
