@@ -1,0 +1,198 @@
+"""Counters, rates and latency percentiles of the planning node, summarised into one diagnostic status.
+
+Plain Python (no rclpy): the node feeds events in from its callbacks and worker thread, and a timer turns
+``summary()`` into ``/diagnostics``. Levels are those of ``diagnostic_msgs/DiagnosticStatus``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+COUNTERS = ("frames_received", "frames_planned", "dropped_frames", "stale_frames", "duplicate_frames", "bad_frames",
+            "engine_errors", "nan_plans", "time_jumps", "bad_commands", "qos_incompatible")
+
+
+def percentile(values: list[float] | deque[float], q: float) -> float:
+    """The q-th percentile (0..100, linear interpolation) of ``values``; NaN when empty."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds of a monotonic clock."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._t: deque[float] = deque()
+
+    def tick(self, now_s: float) -> None:
+        self._t.append(now_s)
+        self._trim(now_s)
+
+    def _trim(self, now_s: float) -> None:
+        while self._t and self._t[0] < now_s - self.window_s:
+            self._t.popleft()
+
+    def rate_hz(self, now_s: float) -> float:
+        self._trim(now_s)
+        if len(self._t) < 2:
+            return 0.0
+        n, span = len(self._t) - 1, self._t[-1] - self._t[0]
+        if span <= 0:
+            return 0.0
+        if now_s - self._t[-1] > 2.0 * span / n:  # events stopped: let the rate decay
+            span = now_s - self._t[0]
+        return n / span
+
+
+@dataclass
+class Thresholds:
+    """What turns a number into a WARN (from the node parameters)."""
+
+    planning_rate_hz: float = 10.0
+    camera_timeout_s: float = 1.0
+    surprise_warn: float = 0.5
+    odom_expected: bool = False  # an odometry topic is configured
+    odom_timeout_s: float = 0.5
+
+
+class NodeStats:
+    """Thread-safe statistics of one node: the callbacks and the worker record, the diagnostics timer reads."""
+
+    def __init__(self, window: int = 300, rate_window_s: float = 5.0) -> None:
+        self._lock = threading.Lock()
+        self._window = window
+        self._rate_window_s = rate_window_s
+        self.engine_state = "unconfigured"
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear everything but the engine state (on activate)."""
+        with self._lock:
+            self.counts = dict.fromkeys(COUNTERS, 0)
+            self._reported = dict(self.counts)
+            self.input_rate = RateMeter(self._rate_window_s)
+            self.plan_rate = RateMeter(self._rate_window_s)
+            self.latency_ms: deque[float] = deque(maxlen=self._window)  # camera stamp -> publish (node clock)
+            self.cycle_ms: deque[float] = deque(maxlen=self._window)  # whole worker cycle (steady clock)
+            self.runner_ms: deque[float] = deque(maxlen=self._window)  # PolicyRunner.step only
+            self.frame_age_ms = float("nan")  # age of the last frame when its cycle started
+            self.surprise = float("nan")
+            self.warming_up = False
+            self.last_frame_s = float("nan")  # steady time of the last camera message
+            self.last_plan_s = float("nan")
+            self.last_fault_s = float("nan")
+            self.last_fault = ""
+            self.odom_age_ms = float("nan")
+            self.active_since_s = time.monotonic()
+
+    # --- events ---------------------------------------------------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+
+    def frame_received(self, now_s: float, replaced: bool) -> None:
+        with self._lock:
+            self.counts["frames_received"] += 1
+            self.counts["dropped_frames"] += int(replaced)
+            self.input_rate.tick(now_s)
+            self.last_frame_s = now_s
+
+    def fault(self, counter: str, message: str, now_s: float) -> None:
+        """A bad frame, an engine exception or a NaN plan: counted, and ERROR until the next good plan."""
+        with self._lock:
+            self.counts[counter] += 1
+            self.last_fault, self.last_fault_s = message, now_s
+
+    def planned(self, now_s: float, latency_ms: float, cycle_ms: float, runner_ms: float, frame_age_ms: float,
+                surprise: float, warming_up: bool, odom_age_ms: float) -> None:
+        with self._lock:
+            self.counts["frames_planned"] += 1
+            self.plan_rate.tick(now_s)
+            self.latency_ms.append(latency_ms)
+            self.cycle_ms.append(cycle_ms)
+            self.runner_ms.append(runner_ms)
+            self.frame_age_ms, self.surprise, self.warming_up = frame_age_ms, surprise, warming_up
+            self.odom_age_ms = odom_age_ms
+            self.last_plan_s = now_s
+
+    # --- reading --------------------------------------------------------------------------------
+    def overhead_frac(self) -> float:
+        """Share of the worker cycle spent outside ``PolicyRunner.step`` (decode, messages, publish)."""
+        total = sum(self.cycle_ms)
+        return (total - sum(self.runner_ms)) / total if total > 0 else float("nan")
+
+    def values(self, now_s: float) -> dict[str, object]:
+        with self._lock:
+            return self._values(now_s)
+
+    def _values(self, now_s: float) -> dict[str, object]:
+        return {
+            "engine_state": self.engine_state,
+            "input_rate_hz": self.input_rate.rate_hz(now_s),
+            "plan_rate_hz": self.plan_rate.rate_hz(now_s),
+            "latency_p50_ms": percentile(self.latency_ms, 50),
+            "latency_p99_ms": percentile(self.latency_ms, 99),
+            "runner_p50_ms": percentile(self.runner_ms, 50),
+            "cycle_p50_ms": percentile(self.cycle_ms, 50),
+            "overhead_frac": self.overhead_frac(),
+            "frame_age_ms": self.frame_age_ms,
+            "odom_age_ms": self.odom_age_ms,
+            "surprise": self.surprise,
+            "warming_up": self.warming_up,
+            **self.counts,
+            "last_fault": self.last_fault,
+        }
+
+    def summary(self, now_s: float, active: bool, th: Thresholds, camera_topic: str = "") -> tuple[int, str, dict]:
+        """``(level, message, values)``; the message names the worst problems and what to do about them."""
+        with self._lock:
+            values = self._values(now_s)
+            new = {k: self.counts[k] - self._reported[k] for k in COUNTERS}
+            self._reported = dict(self.counts)
+            problems: list[tuple[int, str]] = []
+            state = self.engine_state
+            if state.startswith("error"):
+                problems.append((ERROR, state))
+            elif not active:
+                problems.append((WARN, f"not active (engine {state}): the planner publishes nothing"))
+            else:
+                if not math.isnan(self.last_fault_s) and not (self.last_plan_s >= self.last_fault_s):
+                    problems.append((ERROR, f"no good plan since: {self.last_fault}"))
+                since_frame = now_s - (self.last_frame_s if not math.isnan(self.last_frame_s) else self.active_since_s)
+                if since_frame > th.camera_timeout_s:
+                    why = (" (its publisher has an incompatible QoS: see the log for the remedy)"
+                           if self.counts["qos_incompatible"] else ": check the topic name and camera_reliability")
+                    problems.append((WARN, f"no camera frame on {camera_topic or 'the camera topic'} for "
+                                           f"{since_frame:.1f} s{why}"))
+                if new["stale_frames"]:
+                    problems.append((WARN, f"{new['stale_frames']} frames older than max_frame_age_ms skipped "
+                                           "(slow inference, clock offset, or use_sim_time mismatch)"))
+                if new["time_jumps"]:
+                    problems.append((WARN, "camera time jumped backwards: history reset"))
+                if self.warming_up:
+                    problems.append((WARN, "warming up: history not yet full"))
+                odom_ok = self.odom_age_ms <= 1000.0 * th.odom_timeout_s  # False for NaN (none received)
+                if th.odom_expected and self.counts["frames_planned"] and not odom_ok:
+                    problems.append((WARN, "no recent odometry: ego speed taken as 0 (check odom_topic)"))
+                if self.surprise > th.surprise_warn:
+                    problems.append((WARN, f"forecast surprise {self.surprise:.3g} above {th.surprise_warn:g}"))
+                in_hz, plan_hz = values["input_rate_hz"], values["plan_rate_hz"]
+                if in_hz >= th.planning_rate_hz and plan_hz < 0.5 * th.planning_rate_hz and self.counts[
+                        "frames_planned"] > 0:
+                    problems.append((WARN, f"planning at {plan_hz:.1f} Hz, below half of planning_rate_hz"))
+            if not problems:
+                return OK, f"planning at {values['plan_rate_hz']:.1f} Hz", values
+            level = max(p[0] for p in problems)
+            return level, "; ".join(p[1] for p in sorted(problems, key=lambda p: -p[0])), values

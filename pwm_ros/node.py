@@ -1,0 +1,476 @@
+"""``pwm_node``: the lifecycle node that turns camera frames into planned trajectories.
+
+    ros2 launch pwm_ros pwm.launch.py model_dir:=/path/to/model        # configures and activates itself
+    ros2 run pwm_ros pwm_node --ros-args -p model_dir:=/path/to/model -p autostart:=true
+
+Transitions: configure loads and validates the model directory, builds the ``PolicyRunner`` and warms it up;
+activate subscribes (camera, odometry, command) and starts the worker; deactivate stops both; cleanup frees the
+engines. Each camera frame replaces the one waiting (latest frame only, drops counted); the worker plans at most
+``planning_rate_hz`` times a second, skips frames older than ``max_frame_age_ms`` and never lets a bad frame, an
+engine exception or a NaN plan kill the node: it logs, counts, reports ERROR and recovers on the next good frame.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry, Path
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float32, UInt8
+from visualization_msgs.msg import MarkerArray
+
+from pwm_model.errors import ConfigError, PwmError
+from pwm_model.runtime.types import EgoInput, Plan
+from pwm_ros import conversions, params
+from pwm_ros.diagnostics import NodeStats, Thresholds
+from pwm_ros.overlay import draw_path
+from pwm_ros.worker import LatestFrameWorker
+
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+ACCEL_BASELINE_S = 0.1  # odometry speed is differenced over at least this long for the acceleration
+OUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+IMAGE_OUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+class PwmNode(LifecycleNode):
+    """Camera -> ``PolicyRunner`` -> Path, markers, surprise, previews and diagnostics."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._runner: Any = None  # PolicyRunner once configured
+        self._worker: LatestFrameWorker | None = None
+        self._subs: list[Any] = []
+        self._pubs: dict[str, Any] = {}
+        self._stats = NodeStats()
+        self._lock = threading.Lock()  # guards odometry, command and reset requests
+        self._odom: deque[tuple[int, float]] = deque(maxlen=64)  # (t_ns, speed_mps)
+        self._command: int | None = None
+        self._reset_requested = False
+        self._last_stamp_ns: int | None = None
+        self._last_preview_s: dict[str, float] = {}
+        self._warned: set[str] = set()
+        self._camera_topic = ""
+        super().__init__(params.NODE_NAME, **kwargs)
+        for name, default in params.defaults().items():
+            self.declare_parameter(name, default, _descriptor(name, default))
+        self.declare_parameter("autostart", False, ParameterDescriptor(
+            description="configure and activate at start-up (for `ros2 run`; the launch file drives the "
+                        "transitions itself)", read_only=True))
+        self._cfg, self._rt = params.split(self._values())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(self._cfg.diagnostics_period_s, self._publish_diagnostics)
+        # A backwards jump of ROS time (a looping bag with use_sim_time) resets the history.
+        self._jump_handle = self.get_clock().create_jump_handler(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._on_clock_jump)
+
+    # --- parameters ---------------------------------------------------------------------------------
+    def _values(self) -> dict[str, Any]:
+        return {name: self.get_parameter(name).value for name in params.SPECS}
+
+    def _on_set_parameters(self, changed: list[rclpy.parameter.Parameter]) -> SetParametersResult:
+        values = self._values()
+        for p in changed:
+            if p.name not in params.SPECS:
+                continue
+            why = params.check_value(p.name, p.value)
+            if why:
+                return SetParametersResult(successful=False, reason=why)
+            values[p.name] = p.value
+        try:
+            node, runtime = params.split(values)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        later = sorted(p.name for p in changed if p.name in params.SPECS and params.SPECS[p.name].applies != params.NOW)
+        if later:
+            self.get_logger().info(f"{', '.join(later)} changed: takes effect on the "
+                                   f"{' / '.join(sorted({params.SPECS[n].applies for n in later}))}")
+        period_changed = node.diagnostics_period_s != self._cfg.diagnostics_period_s
+        # Values that apply now are read from these copies by the worker; the rest are re-read on transitions.
+        self._cfg = _merge_now(self._cfg, node)
+        self._rt = _merge_now(self._rt, runtime)
+        if period_changed:
+            self._diag_timer.cancel()
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(node.diagnostics_period_s, self._publish_diagnostics)
+        return SetParametersResult(successful=True)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load, validate and warm up the model -> inactive; any problem -> unconfigured (FAILURE) and ERROR."""
+        try:
+            self._cfg, self._rt = params.split(self._values())
+            if not self._cfg.model_dir:
+                raise ConfigError("parameter model_dir is empty: set it to a model directory "
+                                  "(manifest.json + ONNX graphs), e.g. -p model_dir:=/path/to/model")
+            self._stats.engine_state = "loading"
+            self.get_logger().info(f"loading {self._cfg.model_dir} ({self._rt.backend}, "
+                                   f"{self._rt.device})")
+            from pwm_model.runtime.runner import PolicyRunner
+
+            t0 = time.monotonic()
+            runner = PolicyRunner.from_model_dir(self._cfg.model_dir, self._rt)
+            try:
+                runner.warm_up()
+            except BaseException:
+                runner.close()
+                raise
+        except Exception as exc:  # noqa: BLE001 - a failed configure leaves the node alive and unconfigured
+            why = str(exc) if isinstance(exc, PwmError) else f"{type(exc).__name__}: {exc}"
+            self._stats.engine_state = f"error: configure failed: {why}"
+            self.get_logger().error(f"configure failed: {why}")
+            return FAILURE
+        self._runner = runner
+        self._pubs = {
+            "trajectory": self.create_lifecycle_publisher(Path, "~/trajectory", OUT_QOS),
+            "surprise": self.create_lifecycle_publisher(Float32, "~/surprise", OUT_QOS),
+            "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", OUT_QOS),
+            "forecast": self.create_lifecycle_publisher(Image, "~/forecast/image", IMAGE_OUT_QOS),
+            "overlay": self.create_lifecycle_publisher(Image, "~/overlay/image", IMAGE_OUT_QOS),
+        }
+        self._stats.engine_state = "ready"
+        self.get_logger().info(f"model loaded and warmed up in {time.monotonic() - t0:.1f} s")
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe and start the worker -> active."""
+        self._cfg, self._rt = params.split(self._values())
+        self._stats.reset()
+        self._last_stamp_ns, self._reset_requested = None, True
+        self._last_preview_s.clear()
+        with self._lock:
+            self._odom.clear()
+            self._command = None
+        ret = super().on_activate(state)  # enables the lifecycle publishers
+        self._worker = LatestFrameWorker(self._cycle, lambda: 1.0 / self._rt.planning_rate_hz,
+                                         self._on_worker_error)
+        self._worker.start()
+        self._subscribe()
+        self._stats.engine_state = "active"
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe and stop the worker -> inactive."""
+        self._unsubscribe()
+        self._stop_worker()
+        self._stats.engine_state = "ready"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Destroy the publishers and free the engines -> unconfigured."""
+        self._release()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop everything -> finalized."""
+        self._release()
+        self._stats.engine_state = "finalized"
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free everything and go back to unconfigured."""
+        self._release()
+        return SUCCESS
+
+    def destroy_node(self) -> None:
+        self._release()
+        super().destroy_node()
+
+    def _release(self) -> None:
+        self._unsubscribe()
+        self._stop_worker()
+        for pub in self._pubs.values():
+            destroy = getattr(self, "destroy_lifecycle_publisher", self.destroy_publisher)
+            destroy(pub)
+        self._pubs = {}
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            runner.close()
+        if not self._stats.engine_state.startswith("error"):
+            self._stats.engine_state = "unconfigured"
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            if not self._worker.stop(timeout_s=30.0):
+                self.get_logger().error("the planning worker did not stop within 30 s")
+            self._worker = None
+
+    # --- subscriptions ------------------------------------------------------------------------------
+    def _subscribe(self) -> None:
+        n = self._cfg
+        self._camera_topic = params.camera_subscription_topic(n)
+        reliability = ReliabilityPolicy.RELIABLE if n.camera_reliability == "reliable" else \
+            ReliabilityPolicy.BEST_EFFORT
+        camera_qos = QoSProfile(depth=n.camera_depth, history=HistoryPolicy.KEEP_LAST, reliability=reliability,
+                                durability=DurabilityPolicy.VOLATILE)
+        msg_type = CompressedImage if n.use_compressed else Image
+        self._subs.append(self.create_subscription(
+            msg_type, self._camera_topic, self._on_image, camera_qos,
+            event_callbacks=self._qos_events(self._camera_topic, "camera")))
+        if n.odom_topic:
+            odom_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches any publisher
+            self._subs.append(self.create_subscription(Odometry, n.odom_topic, self._on_odom, odom_qos,
+                                                       event_callbacks=self._qos_events(n.odom_topic, "odometry")))
+        if n.command_topic:
+            self._subs.append(self.create_subscription(UInt8, n.command_topic, self._on_command, OUT_QOS,
+                                                       event_callbacks=self._qos_events(n.command_topic, "command")))
+        self.get_logger().info(f"active: {msg_type.__name__} on {self._camera_topic} "
+                               f"({n.camera_reliability}, depth {n.camera_depth}); planning at most "
+                               f"{self._rt.planning_rate_hz:g} Hz")
+
+    def _unsubscribe(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+
+    def _qos_events(self, topic: str, what: str) -> SubscriptionEventCallbacks:
+        def incompatible(info: Any) -> None:
+            policy = qos_policy_name_from_kind(info.last_policy_kind)
+            self._stats.count("qos_incompatible")
+            if policy == "RELIABILITY" and what == "camera":
+                remedy = "the publisher is best effort: set camera_reliability:=best_effort"
+            elif policy == "RELIABILITY":
+                remedy = "the publisher is best effort: publish it reliable"
+            elif policy == "DURABILITY":
+                remedy = "the publisher is volatile: this subscription must be volatile too"
+            else:
+                remedy = f"compare both ends with `ros2 topic info -v {topic}`"
+            self.get_logger().warning(f"{what} publisher on {topic} has an incompatible {policy} QoS "
+                                      f"(total {info.total_count}): {remedy}")
+        return SubscriptionEventCallbacks(incompatible_qos=incompatible)
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        now_s = time.monotonic()
+        worker = self._worker
+        if worker is None:
+            return
+        self._stats.frame_received(now_s, worker.submit((msg, now_s)))
+
+    def _on_odom(self, msg: Odometry) -> None:
+        t_ns, speed = conversions.odometry_speed(msg)
+        if not math.isfinite(speed):
+            return
+        with self._lock:
+            if self._odom and t_ns < self._odom[-1][0]:
+                self._odom.clear()  # odometry time went backwards
+            self._odom.append((t_ns, speed))
+
+    def _on_command(self, msg: UInt8) -> None:
+        if int(msg.data) > 2:
+            self._stats.count("bad_commands")
+            self._warn_once(f"command {msg.data}", f"route command {msg.data} on {self._cfg.command_topic} is "
+                                                   "not 0 (left), 1 (straight) or 2 (right): ignored")
+            return
+        with self._lock:
+            self._command = int(msg.data)
+
+    def _on_clock_jump(self, jump: Any) -> None:
+        if jump.delta.nanoseconds < 0:
+            with self._lock:
+                self._reset_requested = True
+
+    # --- the planning cycle (worker thread) ---------------------------------------------------------
+    def _ego(self, stamp_ns: int) -> tuple[EgoInput, float]:
+        """Ego input at the camera stamp and the odometry age in ms (NaN without odometry)."""
+        with self._lock:
+            command = self._cfg.default_command if self._command is None else self._command
+            odom = list(self._odom)
+        if not odom:
+            return EgoInput(0.0, 0.0, command), float("nan")
+        t_ns, speed = odom[-1]
+        age_ms = (stamp_ns - t_ns) / 1e6
+        if abs(age_ms) > 1000.0 * self._cfg.odom_timeout_s:
+            return EgoInput(0.0, 0.0, command), age_ms
+        accel = 0.0
+        for t0_ns, v0 in reversed(odom[:-1]):
+            if t_ns - t0_ns >= ACCEL_BASELINE_S * 1e9:
+                accel = (speed - v0) / ((t_ns - t0_ns) / 1e9)
+                break
+        return EgoInput(speed, accel, command), age_ms
+
+    def _cycle(self, item: tuple[Image | CompressedImage, float]) -> None:
+        msg, received_s = item
+        runner = self._runner
+        if runner is None:
+            return
+        t0 = time.monotonic()
+        stamp_ns = conversions.stamp_to_ns(msg.header.stamp)
+        with self._lock:
+            reset, self._reset_requested = self._reset_requested, False
+        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            self._stats.count("time_jumps")
+            self.get_logger().warning(f"camera stamp went back by {(self._last_stamp_ns - stamp_ns) / 1e9:.3f} s "
+                                      "(bag loop or clock reset): history reset")
+            reset = True
+        if reset:
+            runner.reset()
+            self._last_stamp_ns = None
+        if self._last_stamp_ns is not None and stamp_ns == self._last_stamp_ns:
+            self._stats.count("duplicate_frames")
+            return
+        age_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        if age_ms > self._rt.max_frame_age_ms:
+            self._stats.count("stale_frames")
+            self.get_logger().warning(f"frame {age_ms:.0f} ms old skipped (max_frame_age_ms "
+                                      f"{self._rt.max_frame_age_ms:g})", throttle_duration_sec=5.0)
+            return
+        try:
+            rgb = conversions.compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else \
+                conversions.image_to_rgb(msg)
+        except PwmError as exc:
+            self._stats.fault("bad_frames", f"bad frame: {exc}", time.monotonic())
+            self._warn_once(str(exc), f"bad camera frame skipped: {exc}")
+            return
+        ego, odom_age_ms = self._ego(stamp_ns)
+        t_run = time.monotonic()
+        try:
+            plan: Plan = runner.step(rgb, stamp_ns, ego)
+        except Exception as exc:  # noqa: BLE001 - an engine failure must not kill the node
+            self._fault("engine_errors", f"engine failed: {type(exc).__name__}: {exc}")
+            return
+        runner_ms = (time.monotonic() - t_run) * 1e3
+        if not np.all(np.isfinite(plan.waypoints_xyyaw)):
+            self._fault("nan_plans", "the engine returned non-finite waypoints: plan not published")
+            return
+        self._last_stamp_ns = stamp_ns
+        frame = self._cfg.base_frame
+        self._pubs["trajectory"].publish(conversions.plan_to_path(plan, frame))
+        if math.isfinite(plan.surprise):
+            self._pubs["surprise"].publish(Float32(data=float(plan.surprise)))
+        if self._pubs["markers"].get_subscription_count():
+            self._pubs["markers"].publish(conversions.plan_to_markers(plan, frame))
+        done_s = time.monotonic()
+        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        self._stats.planned(done_s, latency_ms, (done_s - t0) * 1e3, runner_ms, age_ms, plan.surprise,
+                            plan.warming_up, odom_age_ms)
+        self._publish_previews(runner, plan, rgb, msg.header.frame_id)
+
+    def _fault(self, counter: str, message: str) -> None:
+        self._stats.fault(counter, message, time.monotonic())
+        self.get_logger().error(message, throttle_duration_sec=5.0)
+        try:
+            self._runner.reset()  # start the history afresh from the next good frame
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().error(f"history reset failed: {exc}", throttle_duration_sec=5.0)
+        self._last_stamp_ns = None
+
+    def _preview_due(self, name: str) -> bool:
+        pub = self._pubs.get(name)
+        if pub is None or pub.get_subscription_count() == 0:
+            return False
+        now_s = time.monotonic()
+        if now_s - self._last_preview_s.get(name, -math.inf) < 1.0 / self._rt.preview_rate_hz:
+            return False
+        self._last_preview_s[name] = now_s
+        return True
+
+    def _publish_previews(self, runner: Any, plan: Plan, rgb: np.ndarray, camera_frame: str) -> None:
+        try:
+            if self._preview_due("forecast") and len(plan.forecast_tokens):
+                tiles = runner.preview(plan)
+                self._pubs["forecast"].publish(conversions.rgb_to_image(tiles, plan.t_ns, camera_frame))
+            if self._preview_due("overlay"):
+                img = draw_path(rgb, runner.camera, plan.waypoints_xyyaw)
+                self._pubs["overlay"].publish(conversions.rgb_to_image(img, plan.t_ns, camera_frame))
+        except Exception as exc:  # noqa: BLE001 - previews are optional
+            self.get_logger().warning(f"preview failed: {type(exc).__name__}: {exc}", throttle_duration_sec=10.0)
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        self._stats.fault("engine_errors", f"planning cycle failed: {type(exc).__name__}: {exc}", time.monotonic())
+        self.get_logger().error(f"planning cycle failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.get_logger().warning(message + " (said once; counted in /diagnostics)")
+
+    # --- diagnostics --------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        n = self._cfg
+        th = Thresholds(planning_rate_hz=self._rt.planning_rate_hz, camera_timeout_s=n.camera_timeout_s,
+                        surprise_warn=self._rt.surprise_warn, odom_expected=bool(n.odom_topic),
+                        odom_timeout_s=n.odom_timeout_s)
+        level, message, values = self._stats.summary(time.monotonic(), self._worker is not None, th,
+                                                     self._camera_topic or params.camera_subscription_topic(n))
+        values = {"backend": self._rt.backend, "device": self._rt.device, "model_dir": n.model_dir,
+                  "camera_topic": self._camera_topic, **values}
+        name = f"{self.get_fully_qualified_name().lstrip('/')}: planner"
+        self._diag_pub.publish(conversions.diagnostic_array(self.get_clock().now().nanoseconds, name,
+                                                            f"{self._rt.backend}/{self._rt.device}",
+                                                            level, message, values))
+
+
+def _descriptor(name: str, default: Any) -> ParameterDescriptor:
+    spec = params.SPECS[name]
+    constraints = [f"applies: {spec.applies}"]
+    if spec.choices:
+        constraints.append("one of " + ", ".join(spec.choices))
+    d = ParameterDescriptor(description=spec.description)
+    if spec.range is not None and isinstance(default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]),
+                                                     step=0.0)]
+    elif spec.range is not None and isinstance(default, int) and not isinstance(default, bool):
+        d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    if isinstance(default, float):
+        d.dynamic_typing = True  # accept `10` for `10.0` from YAML / the command line; checked in params.py
+    d.additional_constraints = "; ".join(constraints)
+    return d
+
+
+def _merge_now(old: Any, new: Any) -> Any:
+    """``old`` with the fields whose changes apply now taken from ``new`` (the rest wait for a transition)."""
+    out = type(old)(**vars(old))
+    for key, value in vars(new).items():
+        if params.SPECS.get(key) is not None and params.SPECS[key].applies == params.NOW:
+            setattr(out, key, value)
+    return out
+
+
+def main(args: list[str] | None = None) -> int:
+    """``pwm_node``: spin the lifecycle node until Ctrl-C or shutdown."""
+    rclpy.init(args=args)
+    node: PwmNode | None = None
+    try:
+        node = PwmNode()
+        if node.get_parameter("autostart").value:
+            node.trigger_configure()
+            if node._stats.engine_state == "ready":  # noqa: SLF001 - configure succeeded
+                node.trigger_activate()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    except (PwmError, rclpy.exceptions.InvalidParameterValueException,
+            rclpy.exceptions.InvalidParameterTypeException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if type(exc).__name__ != "ExternalShutdownException":
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
