@@ -1,0 +1,1 @@
+"""Training: checkpoints (safetensors + config), the stage loops and their progress output."""
