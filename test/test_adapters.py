@@ -312,25 +312,15 @@ NV_SETS = ["camera.width_px=192", "camera.height_px=108", "camera.frame_rate_hz=
            "data.num_waypoints=8", "data.waypoint_dt_s=0.5", "data.clip_step_frames=1"]
 
 
-def _synthetic_like_drive(path: Path, width: int, height: int, rate_hz: float, n: int) -> Path:
-    """A drive written the way the synthetic world writes its drives (DriveSample -> write_drive)."""
+def _synthetic_drive(path: Path, width: int, height: int, rate_hz: float, n: int) -> Path:
+    """A drive of the embedded synthetic world with the same camera size and frame rate, as a bag."""
     from pwm_model.config import CameraConfig
     from pwm_model.data.bag import write_drive
-    from pwm_model.data.schema import Boxes, DriveSample, EgoState
+    from pwm_model.data.synthetic import simulate_drive
 
     cam = CameraConfig(width_px=width, height_px=height, frame_rate_hz=rate_hz)
-    rng = np.random.default_rng(0)
-
-    def samples():
-        for i in range(n):
-            t = int(i * 1e9 / rate_hz)
-            ego = EgoState(t_ns=t, x_m=5.0 * i / rate_hz, y_m=0.0, yaw_rad=0.0, speed_mps=5.0)
-            boxes = Boxes(np.array([[20.0, 3.5, 0.8, 4.5, 1.8, 1.6, 0.0]], np.float32), np.array([7], np.int32),
-                          ("car",))
-            yield DriveSample(t_ns=t, image_rgb=rng.integers(0, 255, (height, width, 3), np.uint8), ego=ego,
-                              command=COMMAND_STRAIGHT, boxes=boxes, frame_index=i, scenario="cruise")
-
-    return write_drive(path, samples(), cam, TopicsConfig(), compressed=True)
+    return write_drive(path, simulate_drive(seed=1000, seconds=n / rate_hz, camera=cam), cam, TopicsConfig(),
+                       compressed=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -535,7 +525,33 @@ def test_clip_structure_matches_synthetic(tmp_path: Path, capsys) -> None:
     for sets, bag, (w, h, rate, n) in ((NU_SETS, tmp_path / "nu" / "scene-0061", (NU_W, NU_H, 12.0, 43)),
                                        (NV_SETS, tmp_path / "nv" / NV_LOG, (NV_W, NV_H, 2.0, 16))):
         real, _ = _index([bag], tmp_path / f"clips_{bag.name}", sets)
-        synth_bag = _synthetic_like_drive(tmp_path / f"synth_{bag.name}", w, h, rate, n)
+        synth_bag = _synthetic_drive(tmp_path / f"synth_{bag.name}", w, h, rate, n)
         synth, _ = _index([synth_bag], tmp_path / f"synth_clips_{bag.name}", sets)
         assert _structure(real) == _structure(synth)
         assert real.meta.clip_frames == synth.meta.clip_frames
+
+
+def test_nuscenes_can_bus_and_corrupt_image(tmp_path: Path, capsys) -> None:
+    from pwm_model.data import nuscenes
+
+    root = tmp_path / "nuscenes"
+    truth = write_nuscenes(root)
+    # the CAN bus expansion: pose messages at 50 Hz with vel / accel / rotation_rate in the ego frame
+    utime = np.arange(truth["t_us"][0] - 100_000, truth["t_us"][-1] + 100_000, 20_000)
+    msgs = [{"utime": int(u), "pos": [0.0, 0.0, 0.0], "orientation": [1.0, 0.0, 0.0, 0.0],
+             "vel": [7.0 + 1e-6 * (u - utime[0]) / 1e3, 0.1, 0.0], "accel": [0.4, 0.0, 9.8],
+             "rotation_rate": [0.0, 0.0, 0.12]} for u in utime]
+    (root / "can_bus").mkdir()
+    (root / "can_bus" / "scene-0061_pose.json").write_text(json.dumps(msgs))
+    nusc = nuscenes.load_tables(root, "v1.0-mini")
+    drive = nuscenes.scene_drive(nusc, nusc.scenes()[0])
+    expect = 7.0 + 1e-6 * (truth["t_us"] - utime[0]) / 1e3
+    assert drive.speed_mps == pytest.approx(expect, abs=1e-9)
+    assert drive.accel_mps2 == pytest.approx(np.full(NU_FRAMES, 0.4))
+    assert drive.yaw_rate_radps == pytest.approx(np.full(NU_FRAMES, 0.12))
+
+    victim = sorted((root / "samples" / "CAM_FRONT").iterdir())[2]
+    victim.write_bytes(b"\xff\xd8 truncated")
+    assert pwm_main(["convert", "nuscenes", "--dataroot", str(root), "--out", str(tmp_path / "out")]) == 2
+    assert f"image {victim} is corrupt" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "scene-0061").exists()

@@ -80,10 +80,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"converting {source} -> {args.out}", flush=True)
     start = time.monotonic()
     frames = 0
+    cameras: list = []
 
     def progress(i: int, drive, path: Path) -> None:  # noqa: ANN001 - DriveFrames
         nonlocal frames
         frames += len(drive)
+        cameras.append(drive.camera)
         span_s = (drive.t_ns[-1] - drive.t_ns[0]) / 1e9
         cam = drive.camera
         print(f"[{i + 1}{f'/{total}' if total else ''}] {drive.drive_id}: {len(drive)} frames over {span_s:.1f} s at "
@@ -92,6 +94,16 @@ def run(args: argparse.Namespace) -> int:
 
     written = write_drives(drives, args.out, topics=cfg.data.topics, compressed=args.compressed, storage=args.format,
                            progress=progress)
-    print(f"wrote {len(written)} drives ({frames} frames) in {time.monotonic() - start:.1f} s; next: "
-          f"pwm index {Path(args.out)}/* --out STORE", flush=True)
+    print(f"wrote {len(written)} drives ({frames} frames) in {time.monotonic() - start:.1f} s", flush=True)
+    if cameras:
+        print(f"next: pwm index {Path(args.out)} --out STORE {camera_flags(cameras[0])}", flush=True)
     return 0
+
+
+def camera_flags(cam) -> str:  # noqa: ANN001 - CameraConfig
+    """The ``--set camera.*`` flags that describe a converted drive's camera (``pwm index`` checks size and rate)."""
+    values = {"width_px": cam.width_px, "height_px": cam.height_px, "frame_rate_hz": round(cam.frame_rate_hz, 2),
+              "hfov_deg": round(cam.hfov_deg, 2), "mount_x_m": round(cam.mount_x_m, 3),
+              "mount_y_m": round(cam.mount_y_m, 3), "mount_z_m": round(cam.mount_z_m, 3),
+              "pitch_down_deg": round(cam.pitch_down_deg, 2)}
+    return " ".join(f"--set camera.{k}={v}" for k, v in values.items())

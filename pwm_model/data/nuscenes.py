@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,8 @@ class NuScenesTables:
     version: str
     tables: dict[str, dict[str, dict[str, Any]]]  # table name -> token -> record
     _by_sample: dict[str, list[dict[str, Any]]] | None = None
+    _by_scene: dict[str, list[dict[str, Any]]] | None = None
+    _channel_data: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
     def get(self, table: str, token: str) -> dict[str, Any]:
         try:
@@ -95,6 +97,33 @@ class NuScenesTables:
             for ann in self.tables["sample_annotation"].values():
                 self._by_sample[ann.get("sample_token", "")].append(ann)
         return self._by_sample.get(sample_token, [])
+
+    def samples_of(self, scene_token: str) -> list[dict[str, Any]]:
+        """The samples (key frames) of a scene, by time."""
+        if self._by_scene is None:
+            self._by_scene = defaultdict(list)
+            for smp in self.tables["sample"].values():
+                self._by_scene[smp.get("scene_token", "")].append(smp)
+        return sorted(self._by_scene.get(scene_token, []), key=lambda smp: int(smp["timestamp"]))
+
+    def channel_data(self, channel: str, sample_token: str) -> list[dict[str, Any]]:
+        """The sample_data records of one sensor channel that belong to a sample (its key frame and sweeps)."""
+        index = self._channel_data.get(channel)
+        if index is None:
+            index = self._channel_data[channel] = defaultdict(list)
+            channel_of: dict[str, str] = {}  # calibrated_sensor token -> channel
+            for sd in self.tables["sample_data"].values():
+                cs = sd.get("calibrated_sensor_token", "")
+                if "channel" in sd:  # some exports inline it
+                    name = str(sd["channel"])
+                else:
+                    if cs not in channel_of:
+                        calib = self.get("calibrated_sensor", cs)
+                        channel_of[cs] = str(self.get("sensor", calib["sensor_token"]).get("channel", ""))
+                    name = channel_of[cs]
+                if name == channel:
+                    index[sd.get("sample_token", "")].append(sd)
+        return index.get(sample_token, [])
 
     def scenes(self) -> list[dict[str, Any]]:
         return sorted(self.tables["scene"].values(), key=lambda s: s.get("name", s["token"]))
@@ -176,13 +205,6 @@ class _SceneBoxes:
         return arr, np.array(ids, np.int32), tuple(labels)
 
 
-def _channel_of(nusc: NuScenesTables, sd: dict[str, Any]) -> str:
-    if "channel" in sd:  # some exports inline it
-        return str(sd["channel"])
-    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-    return str(nusc.get("sensor", cs["sensor_token"]).get("channel", ""))
-
-
 def _can_bus_motion(dataroot: Path, scene_name: str, t_ns: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Speed, acceleration and yaw rate from ``can_bus/<scene>_pose.json`` (CAN bus expansion), if present."""
@@ -207,15 +229,12 @@ def scene_drive(nusc: NuScenesTables, scene: dict[str, Any], *, channel: str = D
                 width_px: int | None = None, track_index: dict[str, int] | None = None) -> DriveFrames:
     """One scene as a drive (images are checked and read later, when the drive is written)."""
     name = str(scene.get("name", scene["token"]))
-    samples = sorted((s for s in nusc.tables["sample"].values() if s.get("scene_token") == scene["token"]),
-                     key=lambda s: int(s["timestamp"]))
+    samples = nusc.samples_of(scene["token"])
     if not samples:
         raise DataError(f"nuScenes scene {name} has no samples")
-    sample_tokens = {s["token"] for s in samples}
     t_first, t_last = int(samples[0]["timestamp"]), int(samples[-1]["timestamp"])
-    frames = sorted((sd for sd in nusc.tables["sample_data"].values()
-                     if sd.get("sample_token") in sample_tokens and t_first <= int(sd["timestamp"]) <= t_last
-                     and _channel_of(nusc, sd) == channel), key=lambda sd: int(sd["timestamp"]))
+    frames = sorted((sd for smp in samples for sd in nusc.channel_data(channel, smp["token"])
+                     if t_first <= int(sd["timestamp"]) <= t_last), key=lambda sd: int(sd["timestamp"]))
     dedup: list[dict[str, Any]] = []
     for sd in frames:  # one frame per stamp (key frames win)
         if dedup and int(sd["timestamp"]) == int(dedup[-1]["timestamp"]):
