@@ -184,6 +184,9 @@ class WorldModelConfig:
     video_weight: float = 0.3  # fine-tuning loss = video_weight * L_video + traj_weight * L_traj
     traj_weight: float = 1.0
     temperature: float = 0.0  # 0 = greedy next-frame generation; > 0 samples
+    # share of fine-tuning steps whose planning pass reads the model's own detached greedy forecast instead of the
+    # teacher-forced true future frames (exposure bias: inference plans from forecasts); 0 = always teacher-forced
+    plan_on_rollout: float = 0.0
 
     def validate(self, prefix: str) -> None:
         _check(self.layers >= 1, prefix, "layers", "must be at least 1")
@@ -194,6 +197,7 @@ class WorldModelConfig:
         _check(self.focal_alpha >= 0 and self.focal_beta >= 0, prefix, "focal_alpha", "weights must not be negative")
         _check(self.focal_gamma >= 0, prefix, "focal_gamma", "must not be negative")
         _check(self.temperature >= 0, prefix, "temperature", "must not be negative")
+        _check(0.0 <= self.plan_on_rollout <= 1.0, prefix, "plan_on_rollout", "must be in [0, 1]")
 
 
 @dataclass
