@@ -9,7 +9,7 @@ from pathlib import Path
 HELP = "convert nuScenes or NAVSIM/OpenScene data into rosbag2 drives"
 DESCRIPTION = """Convert a real driving dataset into rosbag2 drives (one bag per scene or log) with the canonical
 topics: front camera (CompressedImage jpeg by default), CameraInfo, Odometry, route command and boxes.
-Then make clips of them with `pwm index OUT/* --out STORE` (see docs/DATA.md).
+Then make clips of them with `pwm index OUT --out STORE` and the camera flags it prints (docs/DATA.md).
 
   pwm convert nuscenes --dataroot /data/nuscenes --version v1.0-mini --out drives/nuscenes
   pwm convert navsim --logs /data/navsim_logs/mini --sensor-blobs /data/sensor_blobs/mini --out drives/navsim
