@@ -1,0 +1,1 @@
+"""Evaluation: metrics (numpy only), baselines and the ``pwm eval`` report."""

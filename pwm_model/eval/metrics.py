@@ -1,0 +1,227 @@
+"""Planning and forecast metrics in plain numpy (no torch): L2 in both nuScenes protocols, collision, PSNR, SSIM.
+
+Conventions (shared with the offline rosbag evaluator):
+- Plans and ground truth are K waypoints ``(x_m, y_m, yaw_rad)`` in ``base_link`` at the current frame, waypoint k
+  at ``k * waypoint_dt_s`` (k = 1..K), with a validity mask for the ground truth.
+- L2 at T seconds, two protocols (reference/pwm_method.md section 6):
+  ``vad``: the mean displacement error over the waypoints up to T (VAD, BEV-Planner and PWM's Table 1),
+  ``uniad``: the displacement error of the waypoint at T (UniAD, ST-P3).
+  Both average over the valid (clip, waypoint) pairs; ``l2_avg`` is the mean of the 1, 2 and 3 s values.
+- Collision: the ego box (``EGO_LENGTH_M`` x ``EGO_WIDTH_M``, centred ``ego_center_x_m`` ahead of base_link) swept
+  from waypoint k-1 to waypoint k (waypoint 0 is the ego at the origin) against the ground-truth boxes at the time of
+  waypoint k, in bird's-eye view. Waypoints where the *ground-truth* trajectory itself overlaps a box are left out
+  (label noise, as in ST-P3). Per horizon the rate follows the same two protocols; ``collision_rate`` is the share
+  of clips whose plan hits a box at any valid waypoint up to the last horizon.
+- Images: PSNR in dB and SSIM (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03; mean over channels) on uint8
+  images or floats with an explicit ``data_range``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from pwm_model.geometry import box_footprint
+
+EGO_LENGTH_M = 4.084  # nuScenes ego box used by the ST-P3 / UniAD / VAD collision metric
+EGO_WIDTH_M = 1.85
+EGO_CENTER_X_M = 1.4  # box centre ahead of base_link (the rear axle in the synthetic world and in nuScenes)
+HORIZONS_S = (1.0, 2.0, 3.0)
+PSNR_CAP_DB = 100.0  # PSNR of identical images (instead of +inf, so that means stay finite)
+
+
+def _horizon_index(horizon_s: float, waypoint_dt_s: float, num_waypoints: int) -> int | None:
+    """Number of waypoints up to ``horizon_s`` when it falls on a waypoint time, else None."""
+    k = horizon_s / waypoint_dt_s
+    if abs(k - round(k)) > 1e-6 or round(k) < 1 or round(k) > num_waypoints:
+        return None
+    return int(round(k))
+
+
+def displacement_errors(pred_xy: np.ndarray, gt_xy: np.ndarray) -> np.ndarray:
+    """Euclidean distance per waypoint: (N, K, >=2) x (N, K, >=2) -> (N, K)."""
+    return np.linalg.norm(np.asarray(pred_xy, np.float64)[..., :2] - np.asarray(gt_xy, np.float64)[..., :2], axis=-1)
+
+
+def l2_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, waypoint_dt_s: float,
+               horizons_s: tuple[float, ...] = HORIZONS_S, prefix: str = "l2") -> dict[str, float]:
+    """``{prefix}_{T}s`` (vad protocol), ``{prefix}_uniad_{T}s`` and ``{prefix}_avg`` in metres (NaN if undefined).
+
+    pred, gt (N, K, >=2); valid (N, K) bool or None.
+    """
+    err = displacement_errors(pred, gt)  # (N, K)
+    n, k = err.shape
+    v = np.ones((n, k), bool) if valid is None else np.asarray(valid, bool)
+    out: dict[str, float] = {}
+    vad = []
+    for h in horizons_s:
+        name = f"{h:g}s"
+        kh = _horizon_index(h, waypoint_dt_s, k)
+        if kh is None:
+            out[f"{prefix}_{name}"] = out[f"{prefix}_uniad_{name}"] = math.nan
+            vad.append(math.nan)
+            continue
+        window = v[:, :kh]
+        out[f"{prefix}_{name}"] = float(err[:, :kh][window].mean()) if window.any() else math.nan
+        at = v[:, kh - 1]
+        out[f"{prefix}_uniad_{name}"] = float(err[:, kh - 1][at].mean()) if at.any() else math.nan
+        vad.append(out[f"{prefix}_{name}"])
+    out[f"{prefix}_avg"] = float(np.mean(vad)) if vad else math.nan
+    return out
+
+
+def _rects_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Separating-axis test for convex quadrilaterals, vectorised: a (..., 4, 2), b (..., 4, 2) -> (...) bool."""
+    a, b = np.broadcast_arrays(a, b)
+    edges = np.concatenate([np.roll(a, -1, axis=-2) - a, np.roll(b, -1, axis=-2) - b], axis=-2)  # (..., 8, 2)
+    axes = np.stack([-edges[..., 1], edges[..., 0]], axis=-1)  # (..., 8, 2)
+    pa = np.einsum("...ic,...jc->...ji", a, axes)  # (..., 8 axes, 4 corners)
+    pb = np.einsum("...ic,...jc->...ji", b, axes)
+    separated = (pa.max(-1) < pb.min(-1)) | (pb.max(-1) < pa.min(-1))  # (..., 8)
+    return ~separated.any(-1)
+
+
+def ego_footprints(poses: np.ndarray, length_m: float = EGO_LENGTH_M, width_m: float = EGO_WIDTH_M,
+                   center_x_m: float = EGO_CENTER_X_M) -> np.ndarray:
+    """BEV corners (..., 4, 2) of the ego box at base_link poses (..., 3)."""
+    p = np.asarray(poses, np.float64)
+    c, s = np.cos(p[..., 2]), np.sin(p[..., 2])
+    box = np.stack([p[..., 0] + center_x_m * c, p[..., 1] + center_x_m * s, np.zeros_like(c),
+                    np.full_like(c, length_m), np.full_like(c, width_m), np.ones_like(c), p[..., 2]], axis=-1)
+    return box_footprint(box)
+
+
+def sweep_collisions(traj: np.ndarray, boxes: np.ndarray, boxes_valid: np.ndarray, sweep_steps: int = 4,
+                     length_m: float = EGO_LENGTH_M, width_m: float = EGO_WIDTH_M,
+                     center_x_m: float = EGO_CENTER_X_M) -> np.ndarray:
+    """Per waypoint, whether the ego box swept from waypoint k-1 to k overlaps a box at waypoint k's time.
+
+    traj (N, K, 3) base_link poses (x, y, yaw) in the ego frame at t; boxes (N, K, M, 7) (geometry BOX_FIELDS)
+    at each waypoint time in the same frame; boxes_valid (N, K, M). Returns (N, K) bool.
+    """
+    traj = np.asarray(traj, np.float64)
+    n, k, _ = traj.shape
+    start = np.concatenate([np.zeros((n, 1, 3)), traj[:, :-1]], axis=1)  # (N, K, 3) waypoint k-1 (origin first)
+    a = np.linspace(1.0 / sweep_steps, 1.0, sweep_steps)  # (S,) the sweep ends at the waypoint itself
+    dyaw = (traj[..., 2] - start[..., 2] + np.pi) % (2 * np.pi) - np.pi
+    sub = start[:, :, None, :] + a[None, None, :, None] * np.concatenate(
+        [traj[..., :2] - start[..., :2], dyaw[..., None]], -1)[:, :, None, :]  # (N, K, S, 3)
+    ego = ego_footprints(sub, length_m, width_m, center_x_m)  # (N, K, S, 4, 2)
+    bx = np.asarray(boxes, np.float64)
+    if bx.shape[2] == 0:
+        return np.zeros((n, k), bool)
+    other = box_footprint(bx)  # (N, K, M, 4, 2)
+    # cheap reject: centre distance beyond the sum of the circumscribed radii
+    r_ego = 0.5 * math.hypot(length_m, width_m)
+    r_box = 0.5 * np.hypot(bx[..., 3], bx[..., 4])  # (N, K, M)
+    ego_c = ego.mean(-2)  # (N, K, S, 2)
+    d = np.linalg.norm(ego_c[:, :, :, None, :] - bx[:, :, None, :, :2], axis=-1)  # (N, K, S, M)
+    near = (d <= r_ego + r_box[:, :, None, :]) & np.asarray(boxes_valid, bool)[:, :, None, :]
+    hit = np.zeros(near.shape, bool)
+    idx = np.nonzero(near)
+    if idx[0].size:
+        i, j, s, m = idx
+        hit[idx] = _rects_overlap(ego[i, j, s], other[i, j, m])
+    return hit.any(axis=(2, 3))
+
+
+def collision_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, boxes: np.ndarray,
+                      boxes_valid: np.ndarray, waypoint_dt_s: float, horizons_s: tuple[float, ...] = HORIZONS_S,
+                      prefix: str = "collision", **ego_box: float) -> dict[str, float]:
+    """Collision rates of a plan: ``{prefix}_{T}s_pct`` (vad: mean over waypoints up to T), ``..._uniad_{T}s_pct``
+    (at T), ``{prefix}_rate`` (share of clips with a hit up to the last horizon, 0..1) and ``{prefix}_gt_excluded``.
+
+    pred (N, K, 3) (a 2-column plan gets its yaw from the path direction), gt (N, K, 3), valid (N, K) or None,
+    boxes (N, K, M, 7), boxes_valid (N, K, M). ``ego_box``: length_m, width_m, center_x_m.
+    """
+    pred = with_path_yaw(pred)
+    gt = with_path_yaw(gt)
+    n, k, _ = pred.shape
+    v = np.ones((n, k), bool) if valid is None else np.asarray(valid, bool)
+    hit_pred = sweep_collisions(pred, boxes, boxes_valid, **ego_box)
+    hit_gt = sweep_collisions(gt, boxes, boxes_valid, **ego_box)
+    use = v & ~hit_gt  # (N, K)
+    out: dict[str, float] = {}
+    last = 0
+    for h in horizons_s:
+        name = f"{h:g}s"
+        kh = _horizon_index(h, waypoint_dt_s, k)
+        if kh is None:
+            out[f"{prefix}_{name}_pct"] = out[f"{prefix}_uniad_{name}_pct"] = math.nan
+            continue
+        last = max(last, kh)
+        w = use[:, :kh]
+        out[f"{prefix}_{name}_pct"] = 100.0 * float(hit_pred[:, :kh][w].mean()) if w.any() else math.nan
+        at = use[:, kh - 1]
+        out[f"{prefix}_uniad_{name}_pct"] = 100.0 * float(hit_pred[:, kh - 1][at].mean()) if at.any() else math.nan
+    last = last or k
+    any_hit = (hit_pred[:, :last] & use[:, :last]).any(1)
+    out[f"{prefix}_rate"] = float(any_hit.mean()) if n else math.nan
+    out[f"{prefix}_gt_excluded"] = float((v & hit_gt).sum())
+    return out
+
+
+def with_path_yaw(traj: np.ndarray) -> np.ndarray:
+    """(N, K, 2 or 3) -> (N, K, 3); a 2-column trajectory gets the heading of its path (from the origin)."""
+    t = np.asarray(traj, np.float64)
+    if t.shape[-1] >= 3:
+        return t[..., :3]
+    prev = np.concatenate([np.zeros_like(t[:, :1]), t[:, :-1]], axis=1)
+    d = t - prev
+    yaw = np.arctan2(d[..., 1], d[..., 0])
+    yaw = np.where(np.hypot(d[..., 0], d[..., 1]) < 1e-3, 0.0, yaw)
+    return np.concatenate([t, yaw[..., None]], axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Images
+
+def _as_float(img: np.ndarray) -> np.ndarray:
+    return np.asarray(img, np.float64)
+
+
+def psnr_db(pred: np.ndarray, target: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """PSNR per image in dB: (..., H, W, C) -> (...); capped at ``PSNR_CAP_DB`` (identical images)."""
+    mse = ((_as_float(pred) - _as_float(target)) ** 2).mean(axis=(-3, -2, -1))
+    return 10.0 * np.log10(data_range**2 / np.maximum(mse, data_range**2 * 10.0 ** (-PSNR_CAP_DB / 10.0)))
+
+
+def ssim(pred: np.ndarray, target: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """Mean SSIM per image (Wang et al. 2004; Gaussian 11x11, sigma 1.5, valid region): (..., H, W, C) -> (...)."""
+    a, b = _as_float(pred), _as_float(target)
+    if a.shape != b.shape:
+        raise ValueError(f"ssim needs images of one shape, got {a.shape} and {b.shape}")
+    lead, (h, w, c) = a.shape[:-3], a.shape[-3:]
+    a = a.reshape(-1, h, w, c)
+    b = b.reshape(-1, h, w, c)
+    win = min(11, h, w)
+    win -= 1 - win % 2  # odd
+    g = cv2.getGaussianKernel(win, 1.5)
+    kern = g @ g.T
+    pad = win // 2
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        vals = []
+        for ch in range(c):
+            x, y = a[i, :, :, ch], b[i, :, :, ch]
+            f = lambda z: cv2.filter2D(z, -1, kern, borderType=cv2.BORDER_REFLECT)[pad:h - pad, pad:w - pad]  # noqa
+            mx, my = f(x), f(y)
+            sxx, syy, sxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
+            m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+            vals.append(m.mean())
+        out[i] = float(np.mean(vals))
+    return out.reshape(lead)
+
+
+def per_horizon_mean(values: np.ndarray) -> list[float]:
+    """(N, F) per-clip values -> the mean per forecast horizon (F,), ignoring NaN."""
+    v = np.asarray(values, np.float64)
+    out = []
+    for f in range(v.shape[1]):
+        col = v[:, f]
+        col = col[np.isfinite(col)]
+        out.append(float(col.mean()) if col.size else math.nan)
+    return out

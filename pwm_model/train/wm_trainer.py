@@ -1,0 +1,236 @@
+"""The world-model training loop (stage 2 ``pretrain``, stage 3 ``finetune``), written rank-aware.
+
+- AdamW without weight decay on biases, norms and embeddings; cosine schedule with linear warm-up; gradient
+  clipping; gradient accumulation.
+- Deterministic by seed: the batch of global step s, micro-step j is a slice of a per-epoch permutation seeded by
+  ``(train.seed, epoch)``, so it depends on the step only and a resumed run draws the same batches. With
+  ``world_size`` ranks each rank takes every ``world_size``-th sample of the global batch (DDP / FSDP wrap the model
+  from outside; the loop itself does not change).
+- pretrain: action-free video only (the EGO position keeps the no-ego embedding, no planning pass);
+  finetune: ``video_weight * L_video + traj_weight * L_traj`` (0.3 / 1.0 in the paper).
+- Exposure bias: with ``plan_on_rollout`` p > 0, a share p of the fine-tuning steps plans from the model's own
+  detached greedy forecast instead of the teacher-forced true future frames (what inference sees).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pwm_model.config import PwmConfig
+from pwm_model.errors import ConfigError, ModelError
+from pwm_model.io_utils import atomic_path
+from pwm_model.train.wm_data import WorldModelData
+from pwm_model.world_model.model import PolicyWorldModel
+
+STAGES = ("pretrain", "finetune")
+TRAIN_STATE_FILE = "train_state.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: matrices of Linear layers decay; biases, norms and embeddings do not."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if isinstance(module, nn.Linear) and name == "weight":
+                decay.append(p)
+            else:
+                no_decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: linear warm-up to 1 over ``warmup_steps``, then a cosine to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Trainer:
+    """Runs ``steps`` optimiser steps of one stage on one rank."""
+
+    def __init__(self, cfg: PwmConfig, model: PolicyWorldModel, data: WorldModelData, stage: str, steps: int, *,
+                 out_dir: str | Path | None = None, device: str | torch.device = "cpu", rank: int = 0,
+                 world_size: int = 1, plan_on_rollout: float = 0.0, log_every: int = 25,
+                 log: Callable[[str], None] = print) -> None:
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r}: choose pretrain or finetune")
+        if steps < 1:
+            raise ConfigError("the number of training steps must be at least 1")
+        if stage == "pretrain" and model.forecast_frames == 0:
+            raise ConfigError("pretraining learns to forecast frames; it needs world_model.forecast_frames >= 1")
+        if len(data) == 0:
+            raise ConfigError("the training set holds no clips")
+        if stage == "finetune" and not bool(data.waypoints_valid.any()):
+            raise ConfigError("fine-tuning needs clips with waypoint labels; this training set has none")
+        if not 0.0 <= plan_on_rollout <= 1.0:
+            raise ConfigError("plan_on_rollout must be in [0, 1]")
+        self.cfg, self.model, self.data, self.stage, self.steps = cfg, model, data, stage, steps
+        self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        self.plan_on_rollout = plan_on_rollout
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.log, self.log_every = log, log_every
+        t = cfg.train
+        self.optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
+                                           eps=t.eps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: cosine_factor(s, min(t.warmup_steps, steps // 2), steps))
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self._perm, self._perm_epoch = torch.zeros(0, dtype=torch.long), -1
+
+    # -- batches ---------------------------------------------------------------------------------------------
+    def batch_indices(self, step: int, micro: int) -> torch.Tensor:
+        """This rank's sample indices for global step ``step``, micro-step ``micro`` (a pure function of both)."""
+        t = self.cfg.train
+        n, per_rank = len(self.data), t.batch_size
+        global_b = per_rank * self.world_size
+        first = (step * t.grad_accum + micro) * global_b
+        idx = []
+        for c in range(first, first + global_b):
+            epoch, pos = divmod(c, n)
+            if epoch != self._perm_epoch:
+                g = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
+                self._perm, self._perm_epoch = torch.randperm(n, generator=g), epoch
+            idx.append(int(self._perm[pos]))
+        return torch.tensor(idx[self.rank::self.world_size], dtype=torch.long)
+
+    # -- one step --------------------------------------------------------------------------------------------
+    def _use_rollout(self, step: int) -> bool:
+        if self.stage != "finetune" or self.plan_on_rollout <= 0 or self.model.forecast_frames < 2:
+            return False
+        return random.Random(self.cfg.train.seed * 7919 + step).random() < self.plan_on_rollout
+
+    def losses(self, batch: dict[str, torch.Tensor], use_rollout: bool = False) -> dict[str, torch.Tensor]:
+        """The stage's losses for one batch; ``loss`` is what is optimised."""
+        wm = self.cfg.world_model
+        model = self.model
+        if self.stage == "pretrain":
+            batch = dict(batch, ego_valid=torch.zeros_like(batch["ego_valid"]))
+            out = model(batch, with_plan=False)
+            out["loss"] = out["video_loss"]
+            return out
+        plan_future = None
+        if use_rollout:
+            was_training = model.training
+            model.eval()
+            h = model.history_frames
+            forecast, _ = model.rollout(batch["ctx_tokens"], batch["dyn_tokens"][:, :h], batch["ego"],
+                                        ego_valid=batch["ego_valid"], temperature=0.0)
+            model.train(was_training)
+            plan_future = forecast[:, :-1].detach()  # frames t+1 .. t+F-1, as the queries see them at inference
+        out = model(batch, plan_future=plan_future)
+        video = out.get("video_loss", torch.zeros((), device=out["traj_loss"].device))
+        out["loss"] = wm.video_weight * video + wm.traj_weight * out["traj_loss"]
+        return out
+
+    def train_step(self) -> dict[str, float]:
+        t = self.cfg.train
+        self.model.train()
+        use_rollout = self._use_rollout(self.step)
+        sums: dict[str, float] = {}
+        for micro in range(t.grad_accum):
+            batch = self.data.batch(self.batch_indices(self.step, micro), self.device)
+            out = self.losses(batch, use_rollout)
+            (out["loss"] / t.grad_accum).backward()
+            for k in ("loss", "video_loss", "traj_loss", "token_acc"):
+                if k in out:
+                    sums[k] = sums.get(k, 0.0) + float(out[k].detach()) / t.grad_accum
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip))
+        if not math.isfinite(sums["loss"]) or not math.isfinite(grad_norm):
+            raise ModelError(f"training diverged at step {self.step}: the loss is {sums['loss']} (lower train.lr)")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        sums.update(step=self.step, lr=self.scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                    rollout=float(use_rollout))
+        return sums
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def run(self, on_save: Callable[[Trainer], None] | None = None) -> list[dict[str, float]]:
+        """Train until ``steps``; log every ``log_every`` steps with the ETA; call ``on_save`` every
+        ``train.save_every`` steps and at the end (rank 0 only)."""
+        t = self.cfg.train
+        started, first_step = time.monotonic(), self.step
+        window: list[dict[str, float]] = []
+        while self.step < self.steps:
+            rec = self.train_step()
+            window.append(rec)
+            if self.step % self.log_every == 0 or self.step == self.steps:
+                mean = {k: float(np.mean([r[k] for r in window if k in r])) for k in window[-1]}
+                mean["step"], mean["lr"] = self.step, rec["lr"]
+                elapsed = time.monotonic() - started
+                per_step = elapsed / max(self.step - first_step, 1)
+                mean["s_per_step"] = per_step
+                self.history.append(mean)
+                if self.rank == 0:
+                    parts = [f"{self.stage} step {self.step}/{self.steps}", f"loss {mean['loss']:.4f}"]
+                    for k, label in (("video_loss", "video"), ("traj_loss", "traj"), ("token_acc", "acc")):
+                        if k in mean:
+                            parts.append(f"{label} {mean[k]:.4f}")
+                    parts += [f"lr {mean['lr']:.2e}", f"{per_step:.2f} s/step",
+                              f"ETA {_fmt_s(per_step * (self.steps - self.step))}"]
+                    self.log("  ".join(parts))
+                    self._append_log(mean)
+                window = []
+            if on_save is not None and self.rank == 0 and (self.step % t.save_every == 0 or self.step == self.steps):
+                on_save(self)
+        return self.history
+
+    def _append_log(self, rec: dict[str, float]) -> None:
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / LOG_FILE, "a") as fh:
+            fh.write(json.dumps({"stage": self.stage, **{k: round(v, 6) for k, v in rec.items()}}) + "\n")
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "step": self.step, "steps": self.steps,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                        "numpy": np.random.get_state()}}
+
+    def save_state(self, directory: str | Path) -> None:
+        """Optimizer, scheduler, step and RNG states beside the weights (``train_state.pt``), atomically."""
+        with atomic_path(Path(directory) / TRAIN_STATE_FILE) as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    def load_state(self, directory: str | Path) -> None:
+        path = Path(directory) / TRAIN_STATE_FILE
+        if not path.is_file():
+            raise ModelError(f"{directory} has no {TRAIN_STATE_FILE} to resume from")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise ModelError(f"{path} is corrupt ({str(exc).splitlines()[0]})") from None
+        if state.get("stage") != self.stage:
+            raise ModelError(f"{path} is from the {state.get('stage')} stage, not {self.stage}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
