@@ -356,11 +356,11 @@ def build_clip_store(bags: Sequence[str | os.PathLike[str]], out: str | os.PathL
     paths = find_bags(bags)
     if not paths:
         raise DataError("no bags to index")
-    if out.exists() and not (out.is_dir() and ((out / INDEX_FILE).is_file() or not any(out.iterdir()))):
-        raise DataError(f"refusing to overwrite {out}: it exists and is not a clip store")
     for p in paths:
         if out.resolve() == p.resolve() or out.resolve() in p.resolve().parents:
             raise DataError(f"the clip store {out} must not contain the input bag {p}")
+    if out.exists() and not (out.is_dir() and ((out / INDEX_FILE).is_file() or not any(out.iterdir()))):
+        raise DataError(f"refusing to overwrite {out}: it exists and is not a clip store")
     plan = _Plan.from_config(cfg)
     readers = []
     for k, p in enumerate(paths):
