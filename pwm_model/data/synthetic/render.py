@@ -1,0 +1,447 @@
+"""The front camera: a pinhole rendering of road, markings, roadside objects and vehicles.
+
+Flat ground (z = 0). Drawing order (painter's algorithm): sky and far hills; ground polygons (grass patches,
+shoulders, asphalt, markings, vehicle shadows); a per-row distance haze over the ground (on flat ground the depth of
+a ground pixel depends on its row only); then boxes sorted by the distance of their object from the camera, far to
+near, each box's camera-facing faces filled with OpenCV, lamps last. Polygons are clipped against the camera's near
+plane before projection. Small outputs are rendered at 2x and area-downsampled (smooth edges).
+
+The renderer is stateless: ``render(ego pose, vehicles)`` depends only on its arguments (and the drive's road,
+scenery and appearance given at construction).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from pwm_model.config import CameraConfig
+from pwm_model.data.synthetic.agents import VehicleView
+from pwm_model.data.synthetic.appearance import Appearance
+from pwm_model.data.synthetic.road import Road
+from pwm_model.data.synthetic.scenery import KIND_PATCH, Scenery, empty_scenery
+from pwm_model.geometry import PinholeCamera, box_corners, clip_polygon_near
+
+NEAR_M = 0.3  # near clipping plane (optical z)
+_SHIFT = 4  # sub-pixel bits for OpenCV polygon fills
+_SCALE = float(1 << _SHIFT)
+_LIM = float(2**31 // (1 << _SHIFT) - 1) / 4  # keep fixed-point coordinates well inside int32
+
+# Box faces as corner indices (see geometry.box_corners: bottom c0 +x+y, c1 +x-y, c2 -x-y, c3 -x+y; top = +4)
+_FACES = np.array([[0, 1, 5, 4], [2, 3, 7, 6], [3, 0, 4, 7], [1, 2, 6, 5], [4, 5, 6, 7], [3, 2, 1, 0]])
+FACE_FRONT, FACE_BACK, FACE_LEFT, FACE_RIGHT, FACE_TOP, FACE_BOTTOM = range(6)
+# outward normals in the box frame
+_FACE_NORMALS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float)
+
+_TIRE = (28.0, 28.0, 30.0)
+_GLASS = (45.0, 55.0, 68.0)
+_TAIL_OFF = (105.0, 18.0, 20.0)
+_TAIL_ON = (215.0, 35.0, 30.0)
+_BRAKE = (255.0, 45.0, 40.0)
+_AMBER = (255.0, 165.0, 20.0)
+_HEAD = (255.0, 250.0, 225.0)
+_DRL = (225.0, 228.0, 235.0)
+_PLATE = (225.0, 225.0, 215.0)
+
+
+def clip_polygon_near_fast(points_cam: np.ndarray, near_m: float) -> np.ndarray:
+    """Vectorised Sutherland-Hodgman clip of a polygon (M, 3) in the optical frame against z >= near_m.
+
+    Same result as ``geometry.clip_polygon_near`` (tested), fast for long polygons such as road strips.
+    """
+    p = np.asarray(points_cam, float)
+    q = np.roll(p, -1, axis=0)
+    a_in, b_in = p[:, 2] >= near_m, q[:, 2] >= near_m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (near_m - p[:, 2]) / (q[:, 2] - p[:, 2])
+        inter = p + t[:, None] * (q - p)  # NaN rows only where the edge does not cross (dropped below)
+    out = np.empty((2 * len(p), 3))
+    out[0::2], out[1::2] = p, inter
+    keep = np.empty(2 * len(p), bool)
+    keep[0::2], keep[1::2] = a_in, a_in != b_in
+    return out[keep]
+
+
+def _mix(c: Sequence[float], fog: Sequence[float], f: float) -> tuple[float, float, float]:
+    return (c[0] + (fog[0] - c[0]) * f, c[1] + (fog[1] - c[1]) * f, c[2] + (fog[2] - c[2]) * f)
+
+
+def _scale(c: Sequence[float], k: float) -> tuple[float, float, float]:
+    return (min(c[0] * k, 255.0), min(c[1] * k, 255.0), min(c[2] * k, 255.0))
+
+
+class Renderer:
+    """Renders the front camera of one drive. ``render(x, y, yaw, vehicles)`` -> (H, W, 3) uint8 RGB."""
+
+    def __init__(self, camera: CameraConfig, road: Road, scenery: Scenery | None = None,
+                 appearance: Appearance | None = None, *, width_px: int | None = None, height_px: int | None = None,
+                 view_m: float = 170.0, supersample: int | None = None, dash_m: tuple[float, float] = (3.0, 9.0)
+                 ) -> None:
+        self.out_w = int(width_px or camera.width_px)
+        self.out_h = int(height_px or camera.height_px)
+        self.ss = int(supersample if supersample is not None else (2 if self.out_h <= 160 else 1))
+        self.cam = PinholeCamera.from_config(camera, self.out_w * self.ss, self.out_h * self.ss)
+        self.road = road
+        self.scenery = scenery if scenery is not None else empty_scenery()
+        self.app = appearance if appearance is not None else Appearance()
+        self.view_m = view_m
+        self.dash_m = dash_m
+        self.w, self.h = self.cam.width_px, self.cam.height_px
+        self._r_ob = self.cam.base_from_camera.rotation.T  # base -> optical
+        self._t_bo = self.cam.base_from_camera.translation
+        self._min_px = 0.6 * self.ss  # skip boxes smaller than this on screen (render pixels)
+        self._line = cv2.LINE_8
+        self._prepare_background()
+        self._prepare_strips()
+        self._vehicle_cache: dict[tuple, tuple[np.ndarray, list]] = {}
+
+    # ------------------------------------------------------------------------------------------------
+    # precomputation
+    def _prepare_background(self) -> None:
+        app, h, w = self.app, self.h, self.w
+        self.horizon_v = self.cam.horizon_v()
+        hv = int(np.clip(math.floor(self.horizon_v) + 1, 0, h))  # first row below the horizon
+        self._h0 = hv
+        rows = np.arange(h, dtype=float)
+        t = np.clip((self.horizon_v - rows) / max(self.horizon_v, 1.0), 0.0, 1.0) ** 0.6
+        sky = (np.asarray(app.sky_horizon)[None] * (1 - t[:, None]) + np.asarray(app.sky_top)[None] * t[:, None])
+        bg = np.repeat(sky[:, None, :], w, axis=1)
+        bg[hv:] = np.asarray(app.grass) * app.light
+        self._background = np.clip(bg, 0, 255).astype(np.uint8)
+        # haze over the ground, by row: distance of the ground point seen at (cx, v)
+        v_ground = np.arange(hv, h, dtype=float)
+        uv = np.stack([np.full_like(v_ground, self.cam.cx), v_ground], axis=1)
+        pts, hit = self.cam.pixel_ray_to_ground(uv)
+        dist = np.where(hit, np.hypot(pts[:, 0] - self._t_bo[0], pts[:, 1] - self._t_bo[1]), 1e9)
+        a = np.clip(app.fade(np.nan_to_num(dist, nan=1e9)), 0.0, 1.0)
+        self._fog_keep = np.round((1.0 - a) * 256.0).astype(np.uint16)[:, None, None]
+        self._fog_add = np.round(a[:, None, None] * 256.0 * np.asarray(app.fog)[None, None, :]).astype(np.uint16)
+        # far hills: colour and angular profile
+        self._hill_rgb = np.array(_mix(_scale(app.hills, app.light), app.fog, 0.45), np.uint8)
+        self._hill_cols = np.arange(w, dtype=float)
+        self._rows = np.arange(h)[:, None]
+
+    def _prepare_strips(self) -> None:
+        """Ground strips (d0, d1, colour) and marking lines; s sample offsets dense near, sparse far."""
+        app, road = self.app, self.road
+        lit = lambda c: _scale(c, app.light)  # noqa: E731
+        re, le, sh = road.right_edge_d_m, road.left_edge_d_m, road.shoulder_m
+        self._strips = [
+            (re - sh, re, lit(app.shoulder)), (le, le + sh, lit(app.shoulder)), (re, le, lit(app.asphalt)),
+        ]
+        lw = 0.15
+        lines = [(re + 0.25 - lw / 2, re + 0.25 + lw / 2), (le - 0.25 - lw / 2, le - 0.25 + lw / 2)]
+        self._lines = [(a, b, lit(app.marking)) for a, b in lines]
+        if road.divider_double:
+            self._lines += [(-0.2 - lw / 2, -0.2 + lw / 2, lit(app.divider)), (0.2 - lw / 2, 0.2 + lw / 2,
+                                                                                 lit(app.divider))]
+        else:
+            self._lines += [(-lw / 2, lw / 2, lit(app.divider))]
+        self._dash_d = [-k * road.lane_width_m for k in range(1, road.n_forward)]
+        self._dash_d += [k * road.lane_width_m for k in range(1, road.n_oncoming)]
+        self._dash_rgb = lit(app.marking)
+        offs = [-6.0]
+        while offs[-1] < self.view_m:
+            offs.append(offs[-1] + float(np.clip(0.06 * abs(offs[-1]), 0.75, 6.0)))
+        self._s_offsets = np.array(offs)
+
+    # ------------------------------------------------------------------------------------------------
+    # transforms
+    def _world_to_cam(self, x_m: float, y_m: float, yaw_rad: float) -> tuple[np.ndarray, np.ndarray]:
+        """(R, t) with p_optical = R @ p_world + t for the ego's rear axle at (x, y, yaw)."""
+        c, s = math.cos(yaw_rad), math.sin(yaw_rad)
+        r_bw = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])  # world -> base
+        r = self._r_ob @ r_bw
+        t = -self._r_ob @ (r_bw @ np.array([x_m, y_m, 0.0]) + self._t_bo)
+        return r, t
+
+    def _project(self, pc: np.ndarray) -> np.ndarray:
+        """Optical-frame points (..., 3) with z >= near -> fixed-point pixel coordinates (..., 2) int32."""
+        z = pc[..., 2]
+        u = self.cam.fx * pc[..., 0] / z + self.cam.cx
+        v = self.cam.fy * pc[..., 1] / z + self.cam.cy
+        uv = np.clip(np.stack([u, v], axis=-1), -_LIM, _LIM)
+        return np.round(uv * _SCALE).astype(np.int32)
+
+    def _fill_ground(self, img: np.ndarray, pts_cam: np.ndarray, color: Sequence[float]) -> None:
+        poly = clip_polygon_near_fast(pts_cam, NEAR_M)
+        if len(poly) >= 3:
+            cv2.fillPoly(img, [self._project(poly)], color, self._line, _SHIFT)
+
+    # ------------------------------------------------------------------------------------------------
+    def camera_s_m(self, x_m: float, y_m: float, yaw_rad: float) -> float:
+        """Arc length of the road point nearest the camera (global coarse search, then refined)."""
+        cx = x_m + self._t_bo[0] * math.cos(yaw_rad)
+        cy = y_m + self._t_bo[0] * math.sin(yaw_rad)
+        step = 16
+        coarse = self.road.xy_m[::step]
+        i = int(np.argmin((coarse[:, 0] - cx) ** 2 + (coarse[:, 1] - cy) ** 2)) * step
+        return self.road.world_to_frenet(cx, cy, float(self.road.s_m[i]), window_m=12.0)[0]
+
+    def render(self, x_m: float, y_m: float, yaw_rad: float, vehicles: Sequence[VehicleView] = (), *,
+               s_hint_m: float | None = None) -> np.ndarray:
+        """The camera image of an ego whose rear axle is at (x, y, yaw), with ``vehicles`` on the road."""
+        r, t = self._world_to_cam(x_m, y_m, yaw_rad)
+        s_cam = self.camera_s_m(x_m, y_m, yaw_rad) if s_hint_m is None else s_hint_m
+        img = self._background.copy()
+        self._draw_hills(img, yaw_rad)
+        self._draw_ground(img, r, t, s_cam, vehicles)
+        self._haze(img)
+        self._draw_objects(img, r, t, s_cam, vehicles)
+        if self.ss > 1:
+            img = cv2.resize(img, (self.out_w, self.out_h), interpolation=cv2.INTER_AREA)
+        return img
+
+    def _draw_hills(self, img: np.ndarray, yaw_rad: float) -> None:
+        if self._h0 <= 0:
+            return
+        az = yaw_rad + np.arctan2(self.cam.cx - self._hill_cols, self.cam.fx)
+        p = self.app.hill_phase
+        e = self.app.hill_height_rad * (0.55 + 0.25 * np.sin(2 * az + p[0]) + 0.12 * np.sin(5 * az + p[1])
+                                        + 0.08 * np.sin(11 * az + p[2]))
+        top = self.horizon_v - self.cam.fy * np.tan(e)
+        mask = (self._rows[: self._h0] >= top[None, :])
+        img[: self._h0][mask] = self._hill_rgb
+
+    def _draw_ground(self, img: np.ndarray, r: np.ndarray, t: np.ndarray, s_cam: float,
+                     vehicles: Sequence[VehicleView]) -> None:
+        road = self.road
+        # grass patches (flat scenery boxes)
+        sl = self.scenery.in_range(s_cam - 10.0, s_cam + self.view_m)
+        kinds = self.scenery.kind[sl]
+        patches = np.nonzero(kinds == KIND_PATCH)[0]
+        if len(patches):
+            boxes = self.scenery.boxes[sl][patches]
+            colors = self.scenery.colors[sl][patches] * self.app.light
+            corners = box_corners(boxes)[:, :4, :] @ r.T + t
+            for poly, color in zip(corners, colors.tolist()):
+                if poly[:, 2].max() > NEAR_M:
+                    self._fill_ground(img, poly, color)
+        s = s_cam + self._s_offsets
+        xy, h = road.frenet_to_world(s, 0.0)
+        nx, ny = -np.sin(h), np.cos(h)
+
+        def strip(d0: float, d1: float) -> np.ndarray:
+            a = np.stack([xy[:, 0] + d0 * nx, xy[:, 1] + d0 * ny, np.zeros_like(s)], axis=1)
+            b = np.stack([xy[:, 0] + d1 * nx, xy[:, 1] + d1 * ny, np.zeros_like(s)], axis=1)
+            return np.concatenate([a, b[::-1]]) @ r.T + t
+
+        for d0, d1, color in self._strips + self._lines:
+            self._fill_ground(img, strip(d0, d1), color)
+        # dashed lane lines: world-fixed dashes
+        dash, period = self.dash_m
+        if self._dash_d:
+            k0 = math.floor((s_cam - 8.0) / period)
+            k1 = math.ceil((s_cam + min(self.view_m, 110.0)) / period)
+            s0 = np.arange(k0, k1) * period
+            ss = np.stack([s0, s0 + dash], axis=1)  # (n, 2)
+            polys = []
+            for d in self._dash_d:
+                pa, _ = road.frenet_to_world(ss, d - 0.075)
+                pb, _ = road.frenet_to_world(ss, d + 0.075)
+                q = np.concatenate([pa, pb[:, ::-1]], axis=1)  # (n, 4, 2)
+                polys.append(q)
+            q = np.concatenate(polys)
+            q3 = np.concatenate([q, np.zeros(q.shape[:2] + (1,))], axis=2) @ r.T + t
+            zmin = q3[..., 2].min(axis=1)
+            ok = q3[..., 2].max(axis=1) > NEAR_M
+            whole = [self._project(p) for p in q3[ok & (zmin >= NEAR_M)]]
+            for p in q3[ok & (zmin < NEAR_M)]:
+                c = clip_polygon_near(p, NEAR_M)
+                if len(c) >= 3:
+                    whole.append(self._project(c))
+            if whole:
+                cv2.fillPoly(img, whole, self._dash_rgb, self._line, _SHIFT)
+        # contact shadows under vehicles (not at night)
+        if vehicles and self.app.time_of_day != "night":
+            shade = _scale(self.app.asphalt, 0.45 * self.app.light)
+            b = np.array([[v.x_m, v.y_m, 0.0, v.length_m + 0.3, v.width_m + 0.3, 0.0, v.yaw_rad] for v in vehicles])
+            corners = box_corners(b)[:, :4, :] @ r.T + t
+            for poly in corners:
+                if poly[:, 2].max() > NEAR_M:
+                    self._fill_ground(img, poly, shade)
+
+    def _haze(self, img: np.ndarray) -> None:
+        g = img[self._h0:]
+        g[...] = ((g.astype(np.uint16) * self._fog_keep + self._fog_add) >> 8).astype(np.uint8)
+
+    # ------------------------------------------------------------------------------------------------
+    def _vehicle_parts(self, v: VehicleView) -> tuple[np.ndarray, list]:
+        """Local boxes (n, 7) relative to the vehicle centre and their colours [(side, top)], cached by shape."""
+        key = (v.kind, round(v.length_m, 3), round(v.width_m, 3), round(v.height_m, 3), v.color_rgb)
+        hit = self._vehicle_cache.get(key)
+        if hit is not None:
+            return hit
+        L, W, H, col = v.length_m, v.width_m, v.height_m, v.color_rgb  # noqa: N806
+        parts: list[tuple[float, float, float, float, float, float]] = []  # (x, z0, l, w, h, y)
+        colors: list[tuple[tuple, tuple]] = []
+        parts.append((0.0, 0.0, L - 0.5, W - 0.12, 0.4, 0.0))
+        colors.append((_TIRE, _TIRE))
+        if v.kind == "truck":
+            cab = 2.3
+            parts.append((L / 2 - cab / 2, 0.35, cab, W, H - 0.55, 0.0))
+            colors.append((col, col))
+            cargo = tuple(float(c) for c in np.clip(np.asarray(col) * 0.3 + 170.0, 0, 255))
+            parts.append((-cab / 2 - 0.15, 0.45, L - cab - 0.3, W, H - 0.45, 0.0))
+            colors.append((cargo, cargo))
+        elif v.kind == "van":
+            parts.append((0.0, 0.3, L, W, H - 0.3, 0.0))
+            colors.append((col, col))
+        else:
+            body_top = 0.55 * H + 0.12
+            parts.append((0.0, 0.3, L, W, body_top - 0.3, 0.0))
+            colors.append((col, col))
+            cl = L * 0.5
+            parts.append((-L * 0.08, body_top, cl, W - 0.2, H - body_top, 0.0))
+            colors.append((_GLASS, col))
+        arr = np.array([[x, y, z0 + h / 2, ln, w, h, 0.0] for x, z0, ln, w, h, y in parts], float)
+        self._vehicle_cache[key] = (arr, colors)
+        return arr, colors
+
+    def _lamps(self, v: VehicleView, night: bool) -> list[tuple[int, np.ndarray, tuple, float]]:
+        """Lamp quads: (face, (4, 3) local points, colour, grow) with face FACE_BACK or FACE_FRONT."""
+        L, W, H = v.length_m, v.width_m, v.height_m  # noqa: N806
+        out = []
+        zt = (0.55 * H + 0.12) if v.kind == "car" else min(1.2, H - 0.4)  # tail lamp top
+        xb, xf = -L / 2 - 0.02, L / 2 + 0.02
+        tail = _BRAKE if v.brake_on else (_TAIL_ON if v.lamps_on else _TAIL_OFF)
+        grow = 0.09 if v.brake_on else (0.05 if v.lamps_on and night else 0.0)
+
+        def quad(x: float, y0: float, y1: float, z0: float, z1: float) -> np.ndarray:
+            return np.array([[x, y0, z0], [x, y1, z0], [x, y1, z1], [x, y0, z1]])
+
+        for side in (-1.0, 1.0):
+            y_in, y_out = side * (W / 2 - 0.42), side * (W / 2 - 0.06)
+            out.append((FACE_BACK, quad(xb, y_in, y_out, zt - 0.26, zt - 0.05), tail, grow))
+            lit = v.left_lamp_on if side > 0 else v.right_lamp_on
+            if lit:
+                out.append((FACE_BACK, quad(xb, y_in, y_out, zt - 0.46, zt - 0.26), _AMBER, 0.07))
+                out.append((FACE_FRONT, quad(xf, -y_in, -y_out, 0.45, 0.62), _AMBER, 0.07))
+            head = _HEAD if v.lamps_on else _DRL
+            out.append((FACE_FRONT, quad(xf, y_in, y_out, 0.62, 0.78), head, 0.08 if v.lamps_on else 0.0))
+        out.append((FACE_BACK, quad(xb, -0.26, 0.26, 0.42, 0.55), _PLATE, 0.0))
+        if v.brake_on and v.kind == "car":
+            out.append((FACE_BACK, quad(-L * 0.08 - L * 0.25 - 0.02, -0.25, 0.25, H - 0.12, H - 0.04), _BRAKE, 0.03))
+        return out
+
+    def _draw_objects(self, img: np.ndarray, r: np.ndarray, t: np.ndarray, s_cam: float,
+                      vehicles: Sequence[VehicleView]) -> None:
+        app = self.app
+        night = app.time_of_day == "night"
+        sl = self.scenery.in_range(s_cam - 8.0, s_cam + self.view_m)
+        keep = self.scenery.kind[sl] != KIND_PATCH
+        boxes = [self.scenery.boxes[sl][keep]]
+        side_c = [self.scenery.colors[sl][keep]]
+        top_c = [self.scenery.colors[sl][keep]]
+        group = [self.scenery.group[sl][keep]]
+        n_scen = int(keep.sum())
+        lamp_items: list[tuple[int, np.ndarray, np.ndarray, tuple, float]] = []  # (group, normal, quad, colour, grow)
+        gbase = int(self.scenery.group.max()) + 1 if len(self.scenery) else 0
+        veh_last_box: dict[int, int] = {}
+        n_box = n_scen
+        for i, v in enumerate(vehicles):
+            local, colors = self._vehicle_parts(v)
+            c, s = math.cos(v.yaw_rad), math.sin(v.yaw_rad)
+            wb = local.copy()
+            wb[:, 0] = v.x_m + c * local[:, 0] - s * local[:, 1]
+            wb[:, 1] = v.y_m + s * local[:, 0] + c * local[:, 1]
+            wb[:, 6] = v.yaw_rad
+            boxes.append(wb)
+            side_c.append(np.array([a for a, _ in colors], float))
+            top_c.append(np.array([b for _, b in colors], float))
+            group.append(np.full(len(wb), gbase + i))
+            n_box += len(wb)
+            veh_last_box[gbase + i] = n_box - 1
+            rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+            for face, q, color, grow in self._lamps(v, night):
+                normal = rot @ _FACE_NORMALS[face]
+                lamp_items.append((gbase + i, normal, q @ rot.T + np.array([v.x_m, v.y_m, 0.0]), color, grow))
+        boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 7))
+        if not len(boxes_a):
+            return
+        side_a, top_a, group_a = np.concatenate(side_c), np.concatenate(top_c), np.concatenate(group)
+        corners = box_corners(boxes_a) @ r.T + t  # (n, 8, 3) optical
+        z = corners[..., 2]
+        zmax = z.max(axis=1)
+        fx = self.cam.fx
+        # culling: behind the camera, outside the field of view, or smaller than a pixel
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xr = corners[..., 0] / np.maximum(z, NEAR_M)
+            yr = corners[..., 1] / np.maximum(z, NEAR_M)
+        lim_l, lim_r = -(self.cam.cx + 1) / fx, (self.w - self.cam.cx) / fx
+        lim_t, lim_b = -(self.cam.cy + 1) / self.cam.fy, (self.h - self.cam.cy) / self.cam.fy
+        all_front = z.min(axis=1) > NEAR_M
+        outside = all_front & ((xr.max(1) < lim_l) | (xr.min(1) > lim_r) | (yr.max(1) < lim_t) | (yr.min(1) > lim_b))
+        centre = corners.mean(axis=1)
+        depth = np.linalg.norm(centre, axis=1)
+        size_px = fx * np.max(boxes_a[:, 3:6], axis=1) / np.maximum(depth, 1e-3)
+        visible = (zmax > NEAR_M) & ~outside & (size_px >= self._min_px)
+        # object depth: the distance of the object's first box; far to near, boxes of an object in order
+        first = {}
+        for gi, d in zip(group_a.tolist(), depth.tolist()):
+            first.setdefault(gi, d)
+        key = np.array([first[g] for g in group_a.tolist()])
+        order = np.lexsort((np.arange(len(boxes_a)), -key))
+        # face visibility and shading
+        yaw = boxes_a[:, 6]
+        cy_, sy_ = np.cos(yaw), np.sin(yaw)
+        n_world = np.zeros((len(boxes_a), 6, 3))
+        n_world[:, 0, :2] = np.stack([cy_, sy_], 1)
+        n_world[:, 1, :2] = -n_world[:, 0, :2]
+        n_world[:, 2, :2] = np.stack([-sy_, cy_], 1)
+        n_world[:, 3, :2] = -n_world[:, 2, :2]
+        n_world[:, 4, 2], n_world[:, 5, 2] = 1.0, -1.0
+        n_cam = n_world @ r.T
+        face_c = corners[:, _FACES].mean(axis=2)  # (n, 6, 3)
+        facing = np.einsum("nfk,nfk->nf", n_cam, -face_c) > 1e-6
+        sun = np.asarray(app.sun_dir)
+        shade = 0.62 + 0.38 * np.clip(n_world @ sun, 0.0, 1.0)  # (n, 6)
+        shade[:, 4] = 1.05
+        shade[:, 5] = 0.45
+        fade = app.fade(depth)[:, None, None]
+        base = np.where((np.arange(6) == FACE_TOP)[None, :, None], top_a[:, None, :], side_a[:, None, :])
+        cols = base * (shade[..., None] * app.light)
+        cols = cols * (1 - fade) + np.asarray(app.fog)[None, None, :] * fade
+        cols = np.clip(cols, 0, 255)
+        uv = self._project(np.where(z[..., None] > NEAR_M, corners, np.array([0.0, 0.0, 1.0])))
+        lamps_by_group: dict[int, list] = {}
+        for item in lamp_items:
+            lamps_by_group.setdefault(item[0], []).append(item)
+        vis_list, order_list = visible.tolist(), order.tolist()
+        facing_l, cols_l, front_l = facing.tolist(), cols.tolist(), all_front.tolist()
+        group_l = group_a.tolist()
+        for bi in order_list:
+            if vis_list[bi]:
+                fl, cl = facing_l[bi], cols_l[bi]
+                for f in range(6):
+                    if not fl[f]:
+                        continue
+                    idx = _FACES[f]
+                    if front_l[bi]:
+                        cv2.fillConvexPoly(img, uv[bi, idx], cl[f], self._line, _SHIFT)
+                    else:
+                        poly = clip_polygon_near(corners[bi, idx], NEAR_M)
+                        if len(poly) >= 3:
+                            cv2.fillPoly(img, [self._project(poly)], cl[f], self._line, _SHIFT)
+            g = group_l[bi]
+            if g in lamps_by_group and veh_last_box.get(g) == bi:
+                self._draw_lamps(img, r, t, lamps_by_group[g], float(depth[bi]), night)
+
+    def _draw_lamps(self, img: np.ndarray, r: np.ndarray, t: np.ndarray, items: list, depth_m: float,
+                    night: bool) -> None:
+        """Lamps of one vehicle, after its boxes, on the faces that look at the camera."""
+        fade = float(self.app.fade(depth_m)) * (0.3 if night else 0.8)
+        fog = self.app.fog
+        for _, normal_world, quad, color, grow in items:
+            pc = quad @ r.T + t
+            if pc[:, 2].min() <= NEAR_M or float((r @ normal_world) @ pc.mean(axis=0)) >= 0.0:
+                continue
+            if grow > 0:
+                # a halo: the same lamp, larger and dimmer, under the lamp itself
+                ctr = pc.mean(axis=0)
+                big = ctr + (pc - ctr) * (1.0 + grow / max(np.linalg.norm(pc[0] - pc[2]) * 0.5, 0.05))
+                cv2.fillConvexPoly(img, self._project(big), _mix(_scale(color, 0.75), fog, fade), self._line, _SHIFT)
+            cv2.fillConvexPoly(img, self._project(pc), _mix(color, fog, fade), self._line, _SHIFT)
