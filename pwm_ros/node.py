@@ -78,7 +78,7 @@ class PwmNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(self._cfg.diagnostics_period_s, self._publish_diagnostics)
         # A backwards jump of ROS time (a looping bag with use_sim_time) resets the history.
-        self._jump_handle = self.get_clock().create_jump_handler(
+        self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
             post_callback=self._on_clock_jump)
 
