@@ -443,6 +443,18 @@ def test_bad_route_command_value(tmp_path: Path) -> None:
         DriveReader(path)
 
 
+def test_non_finite_odometry(tmp_path: Path) -> None:
+    ts = typestore()
+    data, step = images.encode_image(frame_image(0, 64, 128), "rgb8")
+    path = write_raw_bag(tmp_path / "nan_odom", [
+        (TOPICS.image, "sensor_msgs/msg/Image", T0_NS, image_msg(ts, T0_NS, data, "rgb8", 128, 64, step)),
+        (TOPICS.odometry, "nav_msgs/msg/Odometry", T0_NS, odom_msg(ts, T0_NS, 0.0, 0.0, 0.0)),
+        (TOPICS.odometry, "nav_msgs/msg/Odometry", T0_NS + 10, odom_msg(ts, T0_NS + 10, math.nan, 0.0, 0.0))])
+    with pytest.raises(DataError) as err:
+        DriveReader(path)
+    assert "1 odometry message(s) on /odom" in _one_sentence(err) and "NaN" in str(err.value)
+
+
 def test_write_drive_failure_leaves_nothing(tmp_path: Path) -> None:
     samples = arc_drive(6)
     samples[4].image_rgb = np.zeros((10, 10, 3), np.uint8)  # a frame of the wrong size half-way

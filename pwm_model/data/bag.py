@@ -556,6 +556,8 @@ class DriveReader:
                                         "K": np.asarray(msg.k, np.float64).reshape(3, 3),
                                         "distortion_model": str(msg.distortion_model),
                                         "D": np.asarray(msg.d, np.float64)}
+        self._check_finite(odom, tp.odometry, "odometry")
+        self._check_finite([(t, *b.xyz_lwh_yaw.ravel()) for t, b, _ in box_sets], tp.objects, "box")
         self.ego = self._ego_track(odom)
         cmds.sort(key=lambda c: c[0])
         self.commands = Commands(np.array([c[0] for c in cmds], np.int64), np.array([c[1] for c in cmds], np.int64))
@@ -573,6 +575,12 @@ class DriveReader:
         except Exception as exc:
             raise DataError(f"bag {self.path} has a corrupt {conn.msgtype} message on {conn.topic} "
                             f"(message {index} there: {_first_line(exc)})") from exc
+
+    def _check_finite(self, rows: list[tuple[Any, ...]], topic: str, what: str) -> None:
+        bad = [r[0] for r in rows if not np.all(np.isfinite(np.asarray(r[1:], np.float64)))]
+        if bad:
+            raise DataError(f"{len(bad)} {what} message(s) on {topic} in {self.path} hold NaN or infinite values "
+                            f"(the first at {min(bad)} ns)")
 
     def _command_value(self, data: Any, topic: str, receive_ns: int) -> int:
         if isinstance(data, str):
