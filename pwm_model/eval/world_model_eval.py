@@ -1,0 +1,204 @@
+"""``pwm eval``: score a world-model checkpoint on a clip store against the baselines, side by side.
+
+Planning: L2 at 1/2/3 s in both protocols and collision (metrics.py) for PWM, every ``--compare`` checkpoint,
+constant velocity and the ego-status MLP. Forecast: token accuracy per horizon over every clip, PSNR / SSIM per
+horizon of the decoded forecast against the true future frames over ``image_clips`` evenly spread clips, next to
+copy-last-frame and the tokenizer's ceiling (the true future tokens decoded the same recursive way).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pwm_model.config import PwmConfig
+from pwm_model.errors import DataError
+from pwm_model.eval import metrics as M
+from pwm_model.eval.baselines import EgoMLP, constant_velocity, copy_last_frame
+from pwm_model.train.wm_data import TokenCache, ego_vector, load_labels, token_cache
+
+
+@dataclass
+class EvalReport:
+    """Rows for the tables and the flat summary for the JSON line."""
+
+    store: str
+    clips: int
+    image_clips: int
+    horizons_s: list[float]  # forecast frame times
+    planning: dict[str, dict[str, float]] = field(default_factory=dict)  # row name -> metrics
+    forecast: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # row -> {psnr, ssim, token_acc}
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _progress(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+@torch.no_grad()
+def rollout_all(model: torch.nn.Module, cache: TokenCache, ego: np.ndarray, batch_size: int = 64,
+                device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Greedy rollouts of every clip: (forecast tokens (N, F, Ld), waypoints (N, K, 3))."""
+    h = model.history_frames
+    fc, wp = [], []
+    for s in range(0, len(cache.ctx), batch_size):
+        ctx = torch.from_numpy(cache.ctx[s:s + batch_size].astype(np.int64)).to(device)
+        hist = torch.from_numpy(cache.dyn[s:s + batch_size, :h].astype(np.int64)).to(device)
+        e = torch.from_numpy(ego[s:s + batch_size]).to(device)
+        f, w = model.rollout(ctx, hist, e, temperature=0.0)
+        fc.append(f.cpu().numpy())
+        wp.append(w.cpu().numpy())
+    return np.concatenate(fc), np.concatenate(wp)
+
+
+def _planning(pred: np.ndarray, labels: dict[str, np.ndarray], cfg: PwmConfig) -> dict[str, float]:
+    dt = cfg.data.waypoint_dt_s
+    out = M.l2_metrics(pred, labels["waypoints_xyyaw"], labels["waypoints_valid"], dt)
+    out.update(M.collision_metrics(pred, labels["waypoints_xyyaw"], labels["waypoints_valid"], labels["boxes"],
+                                   labels["boxes_valid"], dt))
+    return out
+
+
+def _image_rows(n: int, image_clips: int) -> np.ndarray:
+    if image_clips <= 0:
+        return np.zeros(0, np.int64)
+    return np.unique(np.linspace(0, n - 1, min(image_clips, n)).round().astype(np.int64))
+
+
+def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], *,
+             train_store: str | os.PathLike[str] | None = None, compare: list[str] | None = None,
+             image_clips: int = 256, batch_size: int = 64, device: str = "cpu", progress: bool = True) -> EvalReport:
+    """Everything in the module docstring; see ``format_report`` and ``EvalReport.summary``."""
+    from pwm_model.data.clips import ClipStore
+    from pwm_model.data.datasets import resize_rgb
+    from pwm_model.eval.forecast import decode_forecast
+    from pwm_model.tokenizer.model import load_tokenizer
+    from pwm_model.train.wm_checkpoint import load_world_model
+
+    started = time.monotonic()
+    model, cfg = load_world_model(checkpoint, device=device)
+    clip_store = ClipStore(store)
+    clip_store.check_compatible(cfg)
+    cache = token_cache(store, checkpoint, cfg, progress=progress)
+    labels = load_labels(store)
+    n = len(cache.ctx)
+    if n == 0:
+        raise DataError(f"clip store {store} holds no clips")
+    ego = ego_vector(labels["ego"], labels["command"])
+    h, f, k = model.history_frames, model.forecast_frames, model.num_waypoints
+    model_dt = cfg.model_dt_s
+    report = EvalReport(store=str(store), clips=n, image_clips=0,
+                        horizons_s=[round((i + 1) * model_dt, 3) for i in range(f)])
+    if progress:
+        _progress(f"eval: {n} clips, rolling out {Path(checkpoint).name} ...")
+    forecast, wp = rollout_all(model, cache, ego, batch_size, device)
+    report.planning["PWM"] = _planning(wp, labels, cfg)
+    for other in compare or []:
+        m2, cfg2 = load_world_model(other, device=device)
+        c2 = token_cache(store, other, cfg2, progress=progress)
+        _, wp2 = rollout_all(m2, c2, ego, batch_size, device)
+        name = f"{Path(other).name} (F={m2.forecast_frames})"
+        report.planning[name] = _planning(wp2, labels, cfg2)
+        report.summary[f"compare_{Path(other).name}_l2_3s"] = report.planning[name]["l2_3s"]
+        if m2.forecast_frames == 0:
+            report.summary["plan_only_l2_3s"] = report.planning[name]["l2_3s"]
+            report.summary["plan_only_collision_rate"] = report.planning[name]["collision_rate"]
+    report.planning["constant velocity"] = _planning(
+        constant_velocity(labels["ego"][:, 0], k, cfg.data.waypoint_dt_s), labels, cfg)
+    if train_store is not None:
+        tl = load_labels(train_store)
+        mlp = EgoMLP.fit(ego_vector(tl["ego"], tl["command"]), tl["waypoints_xyyaw"], tl["waypoints_valid"],
+                         seed=cfg.train.seed)
+        report.planning["ego-status MLP"] = _planning(mlp.predict(ego), labels, cfg)
+
+    if f > 0:
+        true_future = cache.dyn[:, h:h + f].astype(np.int64)  # (N, F, Ld) frames t+1 .. t+F
+        last = cache.dyn[:, h - 1].astype(np.int64)  # frame t
+        report.forecast["PWM"] = {"token_acc": list((forecast == true_future).mean(axis=(0, 2)))}
+        report.forecast["copy-last-frame"] = {
+            "token_acc": list((copy_last_frame(last, f) == true_future).mean(axis=(0, 2)))}
+        rows = _image_rows(n, image_clips)
+        if len(rows):
+            _, tok = load_tokenizer(str(checkpoint), device=device)
+            tk = cfg.tokenizer
+            hd, wd = tk.dyn_height_px, tk.dyn_width_px
+            truth = np.zeros((len(rows), f, hd, wd, 3), np.uint8)
+            current = np.zeros((len(rows), hd, wd, 3), np.uint8)
+            for i, r in enumerate(rows):
+                frames = clip_store[int(r)].frames_rgb  # (1 + H + F_data, h, w, 3): index H is frame t
+                current[i] = resize_rgb(frames[h], hd, wd)
+                for j in range(f):
+                    truth[i, j] = resize_rgb(frames[h + 1 + j], hd, wd)
+            dec, ceil = [], []
+            for s in range(0, len(rows), batch_size):
+                rr = rows[s:s + batch_size]
+                ctx = torch.from_numpy(cache.ctx[rr].astype(np.int64)).to(device)
+                dec.append(decode_forecast(tok, ctx, torch.from_numpy(forecast[rr]).to(device)))
+                ceil.append(decode_forecast(tok, ctx, torch.from_numpy(true_future[rr]).to(device)))
+            dec_a, ceil_a = np.concatenate(dec), np.concatenate(ceil)
+            copy = copy_last_frame(current, f)
+            for name, imgs in (("PWM", dec_a), ("copy-last-frame", copy), ("tokenizer ceiling", ceil_a)):
+                row = report.forecast.setdefault(name, {})
+                row["psnr_db"] = M.per_horizon_mean(M.psnr_db(imgs, truth))
+                row["ssim"] = M.per_horizon_mean(M.ssim(imgs, truth))
+            report.image_clips = len(rows)
+
+    pwm = report.planning["PWM"]
+    s = report.summary
+    one_s = int(round(1.0 / model_dt)) - 1  # forecast index of t + 1 s
+    pwm_psnr = report.forecast.get("PWM", {}).get("psnr_db", [])
+    copy_psnr = report.forecast.get("copy-last-frame", {}).get("psnr_db", [])
+    final = {"l2_1s": pwm["l2_1s"], "l2_2s": pwm["l2_2s"], "l2_3s": pwm["l2_3s"], "l2_avg": pwm["l2_avg"],
+             "l2_uniad_1s": pwm["l2_uniad_1s"], "l2_uniad_2s": pwm["l2_uniad_2s"],
+             "l2_uniad_3s": pwm["l2_uniad_3s"], "collision_rate": pwm["collision_rate"],
+             "psnr_forecast_1s_db": pwm_psnr[one_s] if 0 <= one_s < len(pwm_psnr) else math.nan,
+             "token_acc_1s": report.forecast["PWM"]["token_acc"][one_s] if f > one_s >= 0 else math.nan,
+             "cv_l2_3s": report.planning["constant velocity"]["l2_3s"],
+             "cv_collision_rate": report.planning["constant velocity"]["collision_rate"]}
+    if "ego-status MLP" in report.planning:
+        final["ego_mlp_l2_3s"] = report.planning["ego-status MLP"]["l2_3s"]
+    final.update(s)
+    final["copy_last_psnr_1s_db"] = copy_psnr[one_s] if 0 <= one_s < len(copy_psnr) else math.nan
+    final["clips"] = n
+    final["seconds"] = round(time.monotonic() - started, 1)
+    report.summary = {key: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else
+                            (None if isinstance(v, float) else v)) for key, v in final.items()}
+    return report
+
+
+def _f(v: float, digits: int = 3) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def format_report(report: EvalReport) -> str:
+    """The tables for people (planning, then forecast)."""
+    lines = [f"Planning on {report.store} ({report.clips} clips); L2 in m, collision in %",
+             f"{'':<28}{'L2 1s':>7}{'2s':>7}{'3s':>7}{'avg':>7} |{'@1s':>7}{'@2s':>7}{'@3s':>7} |"
+             f"{'coll 1s':>8}{'2s':>6}{'3s':>6} |{'clips hit':>10}"]
+    for name, m in report.planning.items():
+        lines.append(f"{name:<28}{_f(m['l2_1s']):>7}{_f(m['l2_2s']):>7}{_f(m['l2_3s']):>7}{_f(m['l2_avg']):>7} |"
+                     f"{_f(m['l2_uniad_1s']):>7}{_f(m['l2_uniad_2s']):>7}{_f(m['l2_uniad_3s']):>7} |"
+                     f"{_f(m['collision_1s_pct'], 2):>8}{_f(m['collision_2s_pct'], 2):>6}"
+                     f"{_f(m['collision_3s_pct'], 2):>6} |{_f(100 * m['collision_rate'], 1) + '%':>10}")
+    lines.append("L2 1s/2s/3s/avg: mean over the waypoints up to T (VAD/PWM protocol); @T: at T (UniAD protocol); "
+                 "collision: swept 4.084 x 1.85 m ego box vs ground-truth boxes")
+    if report.forecast:
+        hz = "".join(f"{'+' + format(t, 'g') + 's':>8}" for t in report.horizons_s)
+        lines += ["", f"Forecast (token accuracy over {report.clips} clips; PSNR dB / SSIM over "
+                      f"{report.image_clips} clips)", f"{'':<34}{hz}"]
+        for metric, label, digits in (("token_acc", "token accuracy", 3), ("psnr_db", "PSNR", 2),
+                                      ("ssim", "SSIM", 3)):
+            for name, row in report.forecast.items():
+                if metric in row:
+                    vals = "".join(f"{_f(v, digits):>8}" for v in row[metric])
+                    lines.append(f"{label + ' ' + name:<34}{vals}")
+    return "\n".join(lines)
