@@ -60,7 +60,7 @@ class Spec:
 SPECS: dict[str, Spec] = {
     # NodeParams
     "model_dir": Spec("model directory: manifest.json + ONNX graphs (and engines/ for TensorRT)", ON_CONFIGURE),
-    "camera_topic": Spec("camera topic: sensor_msgs/Image; with use_compressed, <camera_topic>/compressed "
+    "camera_topic": Spec("camera topic (sensor_msgs/Image); with use_compressed its /compressed sub-topic "
                          "(image_transport naming) unless it already ends in /compressed", ON_ACTIVATE, topic=True),
     "use_compressed": Spec("subscribe to sensor_msgs/CompressedImage (JPEG/PNG) instead of raw Image",
                            ON_ACTIVATE),
@@ -77,7 +77,7 @@ SPECS: dict[str, Spec] = {
     "odom_timeout_s": Spec("odometry older than this against the camera stamp is ignored (WARN)",
                            range=(0.01, 10.0)),
     "camera_timeout_s": Spec("no camera frame for this long while active raises a WARN", range=(0.1, 60.0)),
-    "diagnostics_period_s": Spec("/diagnostics publishing period", ON_ACTIVATE, range=(0.1, 60.0)),
+    "diagnostics_period_s": Spec("/diagnostics publishing period", range=(0.1, 60.0)),
     # RuntimeConfig
     "backend": Spec("inference backend", ON_CONFIGURE, choices=("onnxruntime", "tensorrt", "torch")),
     "device": Spec("onnxruntime provider / torch device", ON_CONFIGURE, choices=("cpu", "cuda")),

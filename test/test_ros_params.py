@@ -3,6 +3,7 @@ validation on change (over the real parameter services)."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 import subprocess
@@ -75,6 +76,25 @@ def test_split_builds_both_configs() -> None:
     node, runtime = params.split(values)
     assert runtime.planning_rate_hz == 5.0 and isinstance(runtime.planning_rate_hz, float)
     assert node.camera_depth == 1
+
+
+def _launch_constant(name: str) -> object:
+    """A module-level constant of launch/pwm.launch.py, read without importing `launch` (not installed here)."""
+    tree = ast.parse((REPO_ROOT / "launch" / "pwm.launch.py").read_text())
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == name for t in stmt.targets):
+            return ast.literal_eval(stmt.value)
+    raise AssertionError(f"launch/pwm.launch.py has no {name}")
+
+
+def test_launch_arguments_cover_the_issue_and_override_real_parameters() -> None:
+    arguments = _launch_constant("ARGUMENTS")
+    for name in ("model_dir", "backend", "camera_topic", "use_compressed", "params_file", "namespace",
+                 "use_sim_time", "log_level", "autostart"):
+        assert name in arguments and arguments[name][1], name
+    overrides = _launch_constant("OVERRIDES")
+    assert set(overrides) <= set(params.SPECS)  # each argument overrides a declared parameter
+    assert all(arguments[name][0] == "" for name in overrides)  # empty: the params file keeps the one default
 
 
 # ----------------------------------------------------------------------------------------------------
