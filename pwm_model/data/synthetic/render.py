@@ -97,6 +97,7 @@ class Renderer:
         self._prepare_background()
         self._prepare_strips()
         self._vehicle_cache: dict[tuple, tuple[np.ndarray, list]] = {}
+        self._decal_cache: dict[tuple, tuple[np.ndarray, ...]] = {}
 
     # ------------------------------------------------------------------------------------------------
     # precomputation
@@ -171,6 +172,17 @@ class Renderer:
         if len(poly) >= 3:
             cv2.fillPoly(img, [self._project(poly)], color, self._line, _SHIFT)
 
+    def _fill_ground_quads(self, img: np.ndarray, quads_cam: np.ndarray, colors: list) -> None:
+        """Fill many small convex quads (n, 4, 3) given in the optical frame, each in its own colour."""
+        z = quads_cam[..., 2]
+        front = z.min(axis=1) > NEAR_M
+        uv = self._project(np.where(front[:, None, None], quads_cam, 1.0))
+        for i, (f, zmax) in enumerate(zip(front.tolist(), z.max(axis=1).tolist())):
+            if f:
+                cv2.fillConvexPoly(img, uv[i], colors[i], self._line, _SHIFT)
+            elif zmax > NEAR_M:
+                self._fill_ground(img, quads_cam[i], colors[i])
+
     # ------------------------------------------------------------------------------------------------
     def camera_s_m(self, x_m: float, y_m: float, yaw_rad: float) -> float:
         """Arc length of the road point nearest the camera (global coarse search, then refined)."""
@@ -216,10 +228,7 @@ class Renderer:
         if len(patches):
             boxes = self.scenery.boxes[sl][patches]
             colors = self.scenery.colors[sl][patches] * self.app.light
-            corners = box_corners(boxes)[:, :4, :] @ r.T + t
-            for poly, color in zip(corners, colors.tolist()):
-                if poly[:, 2].max() > NEAR_M:
-                    self._fill_ground(img, poly, color)
+            self._fill_ground_quads(img, box_corners(boxes)[:, :4, :] @ r.T + t, colors.tolist())
         s = s_cam + self._s_offsets
         xy, h = road.frenet_to_world(s, 0.0)
         nx, ny = -np.sin(h), np.cos(h)
@@ -259,10 +268,7 @@ class Renderer:
         if vehicles and self.app.time_of_day != "night":
             shade = _scale(self.app.asphalt, 0.45 * self.app.light)
             b = np.array([[v.x_m, v.y_m, 0.0, v.length_m + 0.3, v.width_m + 0.3, 0.0, v.yaw_rad] for v in vehicles])
-            corners = box_corners(b)[:, :4, :] @ r.T + t
-            for poly in corners:
-                if poly[:, 2].max() > NEAR_M:
-                    self._fill_ground(img, poly, shade)
+            self._fill_ground_quads(img, box_corners(b)[:, :4, :] @ r.T + t, [shade] * len(b))
 
     def _haze(self, img: np.ndarray) -> None:
         g = img[self._h0:]
@@ -301,30 +307,59 @@ class Renderer:
         self._vehicle_cache[key] = (arr, colors)
         return arr, colors
 
-    def _lamps(self, v: VehicleView, night: bool) -> list[tuple[int, np.ndarray, tuple, float]]:
-        """Lamp quads: (face, (4, 3) local points, colour, grow) with face FACE_BACK or FACE_FRONT."""
+    def _decal_arrays(self, v: VehicleView, night: bool) -> tuple[np.ndarray, ...]:
+        """``_decals`` as arrays (quads (k, 4, 3), faces, colours (k, 3), halo (k,), emissive (k,)), cached."""
+        key = (v.kind, round(v.length_m, 3), round(v.width_m, 3), round(v.height_m, 3), v.brake_on, v.left_lamp_on,
+               v.right_lamp_on, v.lamps_on, night)
+        hit = self._decal_cache.get(key)
+        if hit is None:
+            items = self._decals(v, night)
+            hit = (np.array([q for _, q, _, _, _ in items]), np.array([f for f, _, _, _, _ in items]),
+                   np.array([c for _, _, c, _, _ in items], float), np.array([g for _, _, _, g, _ in items]),
+                   np.array([e for _, _, _, _, e in items]))
+            self._decal_cache[key] = hit
+        return hit
+
+    def _decals(self, v: VehicleView, night: bool) -> list[tuple[int, np.ndarray, tuple, float, bool]]:
+        """Lamps, plates and windows: (face, (4, 3) local points, colour, halo size m, emissive)."""
         L, W, H = v.length_m, v.width_m, v.height_m  # noqa: N806
-        out = []
+        out: list[tuple[int, np.ndarray, tuple, float, bool]] = []
         zt = (0.55 * H + 0.12) if v.kind == "car" else min(1.2, H - 0.4)  # tail lamp top
         xb, xf = -L / 2 - 0.02, L / 2 + 0.02
         tail = _BRAKE if v.brake_on else (_TAIL_ON if v.lamps_on else _TAIL_OFF)
         grow = 0.09 if v.brake_on else (0.05 if v.lamps_on and night else 0.0)
 
-        def quad(x: float, y0: float, y1: float, z0: float, z1: float) -> np.ndarray:
+        def across(x: float, y0: float, y1: float, z0: float, z1: float) -> np.ndarray:
             return np.array([[x, y0, z0], [x, y1, z0], [x, y1, z1], [x, y0, z1]])
 
+        def along(y: float, x0: float, x1: float, z0: float, z1: float) -> np.ndarray:
+            return np.array([[x0, y, z0], [x1, y, z0], [x1, y, z1], [x0, y, z1]])
+
+        # windows of vans and truck cabs (cars have a glass cabin)
+        if v.kind == "van":
+            z0, z1 = 0.55 * H, H - 0.12
+            out.append((FACE_FRONT, across(xf, -W / 2 + 0.12, W / 2 - 0.12, z0, z1), _GLASS, 0.0, False))
+            out.append((FACE_BACK, across(xb, -W / 2 + 0.2, W / 2 - 0.2, 0.62 * H, z1 - 0.08), _GLASS, 0.0, False))
+            for side, face in ((1.0, FACE_LEFT), (-1.0, FACE_RIGHT)):
+                out.append((face, along(side * (W / 2 + 0.02), L / 2 - 1.7, L / 2 - 0.25, z0, z1), _GLASS, 0.0, False))
+        elif v.kind == "truck":
+            z0, z1 = 0.35 + 0.5 * (H - 0.55), H - 0.4
+            out.append((FACE_FRONT, across(xf, -W / 2 + 0.15, W / 2 - 0.15, z0, z1), _GLASS, 0.0, False))
+            for side, face in ((1.0, FACE_LEFT), (-1.0, FACE_RIGHT)):
+                out.append((face, along(side * (W / 2 + 0.02), L / 2 - 1.3, L / 2 - 0.2, z0, z1), _GLASS, 0.0, False))
         for side in (-1.0, 1.0):
             y_in, y_out = side * (W / 2 - 0.42), side * (W / 2 - 0.06)
-            out.append((FACE_BACK, quad(xb, y_in, y_out, zt - 0.26, zt - 0.05), tail, grow))
-            lit = v.left_lamp_on if side > 0 else v.right_lamp_on
-            if lit:
-                out.append((FACE_BACK, quad(xb, y_in, y_out, zt - 0.46, zt - 0.26), _AMBER, 0.07))
-                out.append((FACE_FRONT, quad(xf, -y_in, -y_out, 0.45, 0.62), _AMBER, 0.07))
+            out.append((FACE_BACK, across(xb, y_in, y_out, zt - 0.26, zt - 0.05), tail, grow, True))
+            if v.left_lamp_on if side > 0 else v.right_lamp_on:
+                out.append((FACE_BACK, across(xb, y_in, y_out, zt - 0.46, zt - 0.26), _AMBER, 0.07, True))
+                out.append((FACE_FRONT, across(xf, y_in, y_out, 0.45, 0.62), _AMBER, 0.07, True))
             head = _HEAD if v.lamps_on else _DRL
-            out.append((FACE_FRONT, quad(xf, y_in, y_out, 0.62, 0.78), head, 0.08 if v.lamps_on else 0.0))
-        out.append((FACE_BACK, quad(xb, -0.26, 0.26, 0.42, 0.55), _PLATE, 0.0))
+            out.append((FACE_FRONT, across(xf, y_in, y_out, 0.62, 0.78), head, 0.08 if v.lamps_on else 0.0, True))
+        out.append((FACE_BACK, across(xb, -0.26, 0.26, 0.42, 0.55), _PLATE, 0.0, False))
+        out.append((FACE_FRONT, across(xf, -0.26, 0.26, 0.32, 0.45), _PLATE, 0.0, False))
         if v.brake_on and v.kind == "car":
-            out.append((FACE_BACK, quad(-L * 0.08 - L * 0.25 - 0.02, -0.25, 0.25, H - 0.12, H - 0.04), _BRAKE, 0.03))
+            out.append((FACE_BACK, across(-L * 0.08 - L * 0.25 - 0.02, -0.25, 0.25, H - 0.12, H - 0.04), _BRAKE, 0.03,
+                        True))
         return out
 
     def _draw_objects(self, img: np.ndarray, r: np.ndarray, t: np.ndarray, s_cam: float,
@@ -337,11 +372,10 @@ class Renderer:
         side_c = [self.scenery.colors[sl][keep]]
         top_c = [self.scenery.colors[sl][keep]]
         group = [self.scenery.group[sl][keep]]
-        n_scen = int(keep.sum())
-        lamp_items: list[tuple[int, np.ndarray, np.ndarray, tuple, float]] = []  # (group, normal, quad, colour, grow)
+        n_box = int(keep.sum())
         gbase = int(self.scenery.group.max()) + 1 if len(self.scenery) else 0
-        veh_last_box: dict[int, int] = {}
-        n_box = n_scen
+        veh_last_box: dict[int, int] = {}  # vehicle group -> its last box (decals are drawn after it)
+        dec_quads, dec_normals, dec_cols, dec_halo, dec_emit, dec_owner = [], [], [], [], [], []
         for i, v in enumerate(vehicles):
             local, colors = self._vehicle_parts(v)
             c, s = math.cos(v.yaw_rad), math.sin(v.yaw_rad)
@@ -355,11 +389,15 @@ class Renderer:
             group.append(np.full(len(wb), gbase + i))
             n_box += len(wb)
             veh_last_box[gbase + i] = n_box - 1
+            quads, faces, cols, halo, emit = self._decal_arrays(v, night)
             rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-            for face, q, color, grow in self._lamps(v, night):
-                normal = rot @ _FACE_NORMALS[face]
-                lamp_items.append((gbase + i, normal, q @ rot.T + np.array([v.x_m, v.y_m, 0.0]), color, grow))
-        boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 7))
+            dec_quads.append(quads @ rot.T + np.array([v.x_m, v.y_m, 0.0]))
+            dec_normals.append(_FACE_NORMALS[faces] @ rot.T)
+            dec_cols.append(cols)
+            dec_halo.append(halo)
+            dec_emit.append(emit)
+            dec_owner.append(np.full(len(faces), gbase + i))
+        boxes_a = np.concatenate(boxes)
         if not len(boxes_a):
             return
         side_a, top_a, group_a = np.concatenate(side_c), np.concatenate(top_c), np.concatenate(group)
@@ -368,80 +406,87 @@ class Renderer:
         zmax = z.max(axis=1)
         fx = self.cam.fx
         # culling: behind the camera, outside the field of view, or smaller than a pixel
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xr = corners[..., 0] / np.maximum(z, NEAR_M)
-            yr = corners[..., 1] / np.maximum(z, NEAR_M)
+        zc = np.maximum(z, NEAR_M)
+        xr, yr = corners[..., 0] / zc, corners[..., 1] / zc
         lim_l, lim_r = -(self.cam.cx + 1) / fx, (self.w - self.cam.cx) / fx
         lim_t, lim_b = -(self.cam.cy + 1) / self.cam.fy, (self.h - self.cam.cy) / self.cam.fy
         all_front = z.min(axis=1) > NEAR_M
         outside = all_front & ((xr.max(1) < lim_l) | (xr.min(1) > lim_r) | (yr.max(1) < lim_t) | (yr.min(1) > lim_b))
-        centre = corners.mean(axis=1)
-        depth = np.linalg.norm(centre, axis=1)
+        depth = np.linalg.norm(corners.mean(axis=1), axis=1)
         size_px = fx * np.max(boxes_a[:, 3:6], axis=1) / np.maximum(depth, 1e-3)
         visible = (zmax > NEAR_M) & ~outside & (size_px >= self._min_px)
-        # object depth: the distance of the object's first box; far to near, boxes of an object in order
-        first = {}
-        for gi, d in zip(group_a.tolist(), depth.tolist()):
-            first.setdefault(gi, d)
-        key = np.array([first[g] for g in group_a.tolist()])
+        # painter's order: objects far to near by the distance of their first box, boxes of an object in order
+        _, first_idx, inverse = np.unique(group_a, return_index=True, return_inverse=True)
+        key = depth[first_idx][inverse]
         order = np.lexsort((np.arange(len(boxes_a)), -key))
         # face visibility and shading
-        yaw = boxes_a[:, 6]
-        cy_, sy_ = np.cos(yaw), np.sin(yaw)
+        cy_, sy_ = np.cos(boxes_a[:, 6]), np.sin(boxes_a[:, 6])
         n_world = np.zeros((len(boxes_a), 6, 3))
-        n_world[:, 0, :2] = np.stack([cy_, sy_], 1)
+        n_world[:, 0, 0], n_world[:, 0, 1] = cy_, sy_
         n_world[:, 1, :2] = -n_world[:, 0, :2]
-        n_world[:, 2, :2] = np.stack([-sy_, cy_], 1)
+        n_world[:, 2, 0], n_world[:, 2, 1] = -sy_, cy_
         n_world[:, 3, :2] = -n_world[:, 2, :2]
         n_world[:, 4, 2], n_world[:, 5, 2] = 1.0, -1.0
         n_cam = n_world @ r.T
         face_c = corners[:, _FACES].mean(axis=2)  # (n, 6, 3)
-        facing = np.einsum("nfk,nfk->nf", n_cam, -face_c) > 1e-6
-        sun = np.asarray(app.sun_dir)
-        shade = 0.62 + 0.38 * np.clip(n_world @ sun, 0.0, 1.0)  # (n, 6)
-        shade[:, 4] = 1.05
-        shade[:, 5] = 0.45
-        fade = app.fade(depth)[:, None, None]
+        facing = np.einsum("nfk,nfk->nf", n_cam, face_c) < -1e-6
+        shade = 0.62 + 0.38 * np.clip(n_world @ np.asarray(app.sun_dir), 0.0, 1.0)  # (n, 6)
+        shade[:, 4], shade[:, 5] = 1.05, 0.45
+        fade = app.fade(depth)
         base = np.where((np.arange(6) == FACE_TOP)[None, :, None], top_a[:, None, :], side_a[:, None, :])
         cols = base * (shade[..., None] * app.light)
-        cols = cols * (1 - fade) + np.asarray(app.fog)[None, None, :] * fade
-        cols = np.clip(cols, 0, 255)
-        uv = self._project(np.where(z[..., None] > NEAR_M, corners, np.array([0.0, 0.0, 1.0])))
-        lamps_by_group: dict[int, list] = {}
-        for item in lamp_items:
-            lamps_by_group.setdefault(item[0], []).append(item)
-        vis_list, order_list = visible.tolist(), order.tolist()
-        facing_l, cols_l, front_l = facing.tolist(), cols.tolist(), all_front.tolist()
-        group_l = group_a.tolist()
-        for bi in order_list:
-            if vis_list[bi]:
+        cols = np.clip(cols + (np.asarray(app.fog)[None, None, :] - cols) * fade[:, None, None], 0, 255)
+        uv_faces = np.ascontiguousarray(self._project(np.where(z[..., None] > NEAR_M, corners, 1.0))[:, _FACES])
+        decals = self._prepare_decals(r, t, dec_quads, dec_normals, dec_cols, dec_halo, dec_emit, dec_owner, night)
+        vis_l, front_l, group_l = visible.tolist(), all_front.tolist(), group_a.tolist()
+        facing_l, cols_l = facing.tolist(), cols.tolist()
+        fill, line = cv2.fillConvexPoly, self._line
+        for bi in order.tolist():
+            if vis_l[bi]:
                 fl, cl = facing_l[bi], cols_l[bi]
-                for f in range(6):
-                    if not fl[f]:
-                        continue
-                    idx = _FACES[f]
-                    if front_l[bi]:
-                        cv2.fillConvexPoly(img, uv[bi, idx], cl[f], self._line, _SHIFT)
-                    else:
-                        poly = clip_polygon_near(corners[bi, idx], NEAR_M)
-                        if len(poly) >= 3:
-                            cv2.fillPoly(img, [self._project(poly)], cl[f], self._line, _SHIFT)
+                if front_l[bi]:
+                    uvb = uv_faces[bi]
+                    for f in range(6):
+                        if fl[f]:
+                            fill(img, uvb[f], cl[f], line, _SHIFT)
+                else:
+                    for f in range(6):
+                        if fl[f]:
+                            poly = clip_polygon_near(corners[bi, _FACES[f]], NEAR_M)
+                            if len(poly) >= 3:
+                                cv2.fillPoly(img, [self._project(poly)], cl[f], line, _SHIFT)
             g = group_l[bi]
-            if g in lamps_by_group and veh_last_box.get(g) == bi:
-                self._draw_lamps(img, r, t, lamps_by_group[g], float(depth[bi]), night)
+            if g in decals and veh_last_box.get(g) == bi:
+                for uv_halo, col_halo, uv_q, col_q in decals[g]:
+                    if uv_halo is not None:
+                        fill(img, uv_halo, col_halo, line, _SHIFT)
+                    fill(img, uv_q, col_q, line, _SHIFT)
 
-    def _draw_lamps(self, img: np.ndarray, r: np.ndarray, t: np.ndarray, items: list, depth_m: float,
-                    night: bool) -> None:
-        """Lamps of one vehicle, after its boxes, on the faces that look at the camera."""
-        fade = float(self.app.fade(depth_m)) * (0.3 if night else 0.8)
-        fog = self.app.fog
-        for _, normal_world, quad, color, grow in items:
-            pc = quad @ r.T + t
-            if pc[:, 2].min() <= NEAR_M or float((r @ normal_world) @ pc.mean(axis=0)) >= 0.0:
-                continue
-            if grow > 0:
-                # a halo: the same lamp, larger and dimmer, under the lamp itself
-                ctr = pc.mean(axis=0)
-                big = ctr + (pc - ctr) * (1.0 + grow / max(np.linalg.norm(pc[0] - pc[2]) * 0.5, 0.05))
-                cv2.fillConvexPoly(img, self._project(big), _mix(_scale(color, 0.75), fog, fade), self._line, _SHIFT)
-            cv2.fillConvexPoly(img, self._project(pc), _mix(color, fog, fade), self._line, _SHIFT)
+    def _prepare_decals(self, r: np.ndarray, t: np.ndarray, quads: list, normals: list, cols: list, halo: list,
+                        emit: list, owner: list, night: bool) -> dict[int, list]:
+        """Project every vehicle's decals at once; per vehicle group, what to fill: (halo uv, colour, uv, colour)."""
+        if not quads:
+            return {}
+        q = np.concatenate(quads) @ r.T + t  # (D, 4, 3)
+        nrm = np.concatenate(normals) @ r.T
+        col, hal, emi, own = np.concatenate(cols), np.concatenate(halo), np.concatenate(emit), np.concatenate(owner)
+        ctr = q.mean(axis=1)
+        ok = (q[..., 2].min(axis=1) > NEAR_M) & (np.einsum("dk,dk->d", nrm, ctr) < 0.0)
+        depth = np.linalg.norm(ctr, axis=1)
+        fade = self.app.fade(depth)[:, None]
+        lamp_fade = fade * (0.3 if night else 0.8)  # lamps glow through the haze
+        fog = np.asarray(self.app.fog)[None, :]
+        lit = col * self.app.light
+        col_q = np.where(emi[:, None], col + (fog - col) * lamp_fade, lit + (fog - lit) * fade)
+        halo_col = col * 0.75 + (fog - col * 0.75) * lamp_fade
+        half_diag = np.maximum(np.linalg.norm(q[:, 0] - q[:, 2], axis=1) * 0.5, 0.05)
+        big = ctr[:, None, :] + (q - ctr[:, None, :]) * (1.0 + hal / half_diag)[:, None, None]
+        q_safe = np.where(ok[:, None, None], q, 1.0)
+        uv = self._project(q_safe)
+        uv_big = self._project(np.where(ok[:, None, None], big, 1.0))
+        out: dict[int, list] = {}
+        for i in np.nonzero(ok)[0].tolist():
+            has_halo = bool(emi[i]) and hal[i] > 0
+            out.setdefault(int(own[i]), []).append((uv_big[i] if has_halo else None, tuple(halo_col[i].tolist()),
+                                                    uv[i], tuple(col_q[i].tolist())))
+        return out

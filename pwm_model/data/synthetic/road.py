@@ -133,6 +133,14 @@ def generate_road(rng: np.random.Generator, length_m: float, style: str = "mixed
         "mixed": ((90.0, 600.0), (60.0, 260.0), (40.0, 160.0), (90.0, 160.0)),
         "gentle": ((700.0, 1800.0), (150.0, 400.0), (80.0, 200.0), (150.0, 250.0)),
     }[style]
+    # the layout first, so that a longer road of the same seed starts with the same road
+    layout = {
+        "lane_width_m": float(rng.uniform(3.3, 3.8)),
+        "n_forward": int(rng.choice([2, 3], p=[0.55, 0.45])),
+        "n_oncoming": int(rng.choice([1, 2], p=[0.5, 0.5])),
+        "shoulder_m": float(rng.uniform(0.8, 2.6)),
+        "divider_double": bool(rng.random() < 0.5),
+    }
     parts: list[np.ndarray] = [np.zeros(int(rng.uniform(*first_m) / _DS_M))]
     heading = 0.0
     total = len(parts[0])
@@ -155,11 +163,4 @@ def generate_road(rng: np.random.Generator, length_m: float, style: str = "mixed
         parts += [curve, straight]
         total += len(curve) + len(straight)
     kappa = np.concatenate(parts)[:n_needed]
-    layout = {
-        "lane_width_m": float(rng.uniform(3.3, 3.8)),
-        "n_forward": int(rng.choice([2, 3], p=[0.55, 0.45])),
-        "n_oncoming": int(rng.choice([1, 2], p=[0.5, 0.5])),
-        "shoulder_m": float(rng.uniform(0.8, 2.6)),
-        "divider_double": bool(rng.random() < 0.5),
-    }
     return road_from_curvature(kappa, **layout)

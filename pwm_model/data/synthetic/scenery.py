@@ -69,7 +69,11 @@ def generate_scenery(rng: np.random.Generator, road: Road, grass_patch_rgb: tupl
     pole_side = int(rng.choice([-1, 1]))
     trunk_rgb = np.array([95.0, 70.0, 50.0])
     leaf_rgb = _jit(rng, (50.0, 85.0, 40.0), 10.0)
+    # one stream per walk along the road: a longer road of the same seed starts with the same objects
+    walks = {name: np.random.default_rng(int(seed)) for name, seed in zip(
+        ("zones-1", "zones1", "poles", "posts", "rails-1", "rails1", "patches"), rng.integers(0, 2**62, 7))}
     for side in (-1, 1):
+        rng = walks[f"zones{side}"]
         out = edge[side]
         s = float(rng.uniform(0, 20))
         zone_end, zone = 0.0, "open"
@@ -106,14 +110,17 @@ def generate_scenery(rng: np.random.Generator, road: Road, grass_patch_rgb: tupl
                           float(rng.uniform(0.6, 1.4)), _jit(rng, leaf_rgb * 1.1, 12.0), KIND_BUSH)
             s += float(rng.uniform(6.0, 14.0) if dense else rng.uniform(12.0, 40.0))
     # regular poles on one side and delineator posts on both: strong, evenly spaced motion cues
+    rng = walks["poles"]
     for s in np.arange(rng.uniform(0, pole_spacing), length, pole_spacing):
         b.add(float(s), pole_side * (abs(edge[pole_side]) + 0.8), 0.0, 0.25, 0.25, float(rng.uniform(6.5, 8.0)),
               (150, 150, 150), KIND_POLE)
+    rng = walks["posts"]
     for side in (-1, 1):
         for s in np.arange(rng.uniform(0, 25.0), length, 25.0):
             b.add(float(s), side * (abs(edge[side]) + 0.35), 0.0, 0.12, 0.12, 1.0, (235, 235, 230), KIND_POST)
     # guard rails on some stretches (more on curves)
     for side in (-1, 1):
+        rng = walks[f"rails{side}"]
         s = 0.0
         while s < length:
             span = float(rng.uniform(60.0, 250.0))
@@ -125,6 +132,7 @@ def generate_scenery(rng: np.random.Generator, road: Road, grass_patch_rgb: tupl
             s += span + float(rng.uniform(40.0, 200.0))
     # flat grass patches (ground texture that moves with the world)
     patch = np.asarray(grass_patch_rgb, float)
+    rng = walks["patches"]
     for s in np.arange(0, length, 9.0):
         for side in (-1, 1):
             if rng.random() < 0.6:
