@@ -15,7 +15,7 @@ from dataclasses import dataclass
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 COUNTERS = ("frames_received", "frames_planned", "dropped_frames", "stale_frames", "duplicate_frames", "bad_frames",
-            "engine_errors", "nan_plans", "time_jumps", "bad_commands", "qos_incompatible")
+            "engine_errors", "nan_plans", "time_jumps", "bad_commands", "qos_incompatible", "previews_published")
 
 
 def percentile(values: list[float] | deque[float], q: float) -> float:

@@ -387,9 +387,11 @@ class PwmNode(LifecycleNode):
             if self._preview_due("forecast") and len(plan.forecast_tokens):
                 tiles = runner.preview(plan)
                 self._pubs["forecast"].publish(conversions.rgb_to_image(tiles, plan.t_ns, camera_frame))
+                self._stats.count("previews_published")
             if self._preview_due("overlay"):
                 img = draw_path(rgb, runner.camera, plan.waypoints_xyyaw)
                 self._pubs["overlay"].publish(conversions.rgb_to_image(img, plan.t_ns, camera_frame))
+                self._stats.count("previews_published")
         except Exception as exc:  # noqa: BLE001 - previews are optional
             self.get_logger().warning(f"preview failed: {type(exc).__name__}: {exc}", throttle_duration_sec=10.0)
 

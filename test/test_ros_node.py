@@ -1,0 +1,440 @@
+"""pwm_node over real DDS with a real model directory (tiny preset, ONNX Runtime on the CPU).
+
+A probe node publishes camera frames the way a driver does and checks what comes back: Paths equal to the
+PolicyRunner's plans on the same frames, compressed input, previews only while subscribed, lifecycle transitions,
+latest-frame-only drops, and bad inputs that end in a warning, a diagnostic count and a live node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -e .[ros])")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from nav_msgs.msg import Path as PathMsg  # noqa: E402
+from rcl_interfaces.msg import Log  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, qos_profile_sensor_data  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Float32  # noqa: E402
+
+from pwm_model.config import RuntimeConfig  # noqa: E402
+from pwm_model.data import images  # noqa: E402
+from pwm_model.runtime.types import EgoInput  # noqa: E402
+from pwm_ros import conversions  # noqa: E402
+from pwm_ros.node import PwmNode  # noqa: E402
+
+from .conftest import BIN_DIR  # noqa: E402
+from .model_utils import nan_model_dir, tiny_model_dir  # noqa: E402
+from .ros_utils import DRIVER_QOS, Probe, spinning, wait_for  # noqa: E402
+
+runner_module = pytest.importorskip("pwm_model.runtime.runner", reason="PolicyRunner is not part of this build yet")
+
+NODE = "/pwm_node"
+CAMERA = "/camera/front/image_raw"
+T0_NS = 1_700_000_000_000_000_000
+DT_NS = 100_000_000  # a 10 Hz camera
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model_dir(tmp_path_factory.mktemp("model"))
+
+
+def _runtime() -> RuntimeConfig:
+    return RuntimeConfig(intra_op_threads=1)  # the node and the reference runner sum in the same order
+
+
+def _node(model_dir: Path, **values: Any):  # noqa: ANN202 - a node factory for spinning()
+    base = {"model_dir": str(model_dir), "intra_op_threads": 1, "planning_rate_hz": 100.0,
+            "max_frame_age_ms": 60_000.0, "diagnostics_period_s": 0.2, "odom_topic": ""}
+    base.update(values)
+    overrides = [Parameter(k, value=v) for k, v in base.items()]
+    return lambda: PwmNode(parameter_overrides=overrides)
+
+
+def _frames(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return [np.roll(base, 3 * k, axis=1) for k in range(n)]  # a scene moving sideways
+
+
+def _image(rgb: np.ndarray, t_ns: int, encoding: str = "rgb8") -> Image:
+    msg = conversions.rgb_to_image(rgb, t_ns, "camera_front", encoding)
+    return msg
+
+
+def _stamp(msg: Any) -> int:
+    return conversions.stamp_to_ns(msg.header.stamp)
+
+
+def _diag(msgs: list[DiagnosticArray]) -> tuple[int, str, dict[str, str]]:
+    status = msgs[-1].status[0]
+    return status.level[0], status.message, {kv.key: kv.value for kv in status.values}
+
+
+def _diag_after(msgs: list[DiagnosticArray], cond, timeout_s: float = 10.0) -> dict[str, str]:  # noqa: ANN001
+    """Wait for a diagnostics message whose values satisfy ``cond``; returns its values (or the last ones)."""
+    def check() -> bool:
+        return bool(msgs) and cond(*_diag(msgs))
+    wait_for(check, timeout_s)
+    return _diag(msgs)[2] if msgs else {}
+
+
+class Camera:
+    """The probe's camera driver: reliable publisher (REP-2003), optional /clock for sim time."""
+
+    def __init__(self, probe: Probe, topic: str = CAMERA, compressed: bool = False, sim_time: bool = False,
+                 qos: QoSProfile = DRIVER_QOS) -> None:
+        self.pub = probe.create_publisher(CompressedImage if compressed else Image, topic, qos)
+        self.clock = probe.create_publisher(Clock, "/clock", DRIVER_QOS) if sim_time else None
+        self.compressed = compressed
+
+    def send(self, msg: Any) -> None:
+        if self.clock is not None:
+            self.clock.publish(Clock(clock=msg.header.stamp))
+            time.sleep(0.01)  # let /clock land first
+        self.pub.publish(msg)
+
+
+def _wait_active(probe: Probe, node: PwmNode, camera: Camera) -> None:
+    assert probe.transition(NODE, "configure"), node._stats.engine_state  # noqa: SLF001
+    assert probe.transition(NODE, "activate")
+    assert wait_for(lambda: camera.pub.get_subscription_count() > 0, 10.0), "the node never subscribed"
+
+
+def _send_and_wait(camera: Camera, paths: list, msg: Any, timeout_s: float = 15.0) -> PathMsg | None:
+    t_ns = _stamp(msg)
+    camera.send(msg)
+    return wait_for(lambda: next((p for p in paths if _stamp(p) == t_ns), None), timeout_s)
+
+
+def test_paths_equal_the_runner_on_the_same_frames(model_dir: Path) -> None:
+    runner = runner_module.PolicyRunner.from_model_dir(model_dir, _runtime())
+    cfg = runner.config
+    frames = _frames(6, cfg.camera.height_px, cfg.camera.width_px)
+    with spinning(_node(model_dir, use_sim_time=True), Probe) as (_, (node, probe)):
+        paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        surprise = probe.listen(Float32, f"{NODE}/surprise")
+        camera = Camera(probe, sim_time=True)
+        _wait_active(probe, node, camera)
+        got = []
+        for k, rgb in enumerate(frames):  # one at a time: the node plans every frame, as the runner below does
+            path = _send_and_wait(camera, paths, _image(rgb, T0_NS + k * DT_NS))
+            assert path is not None, f"no Path for frame {k}"
+            got.append(path)
+    try:
+        for k, (rgb, path) in enumerate(zip(frames, got)):
+            plan = runner.step(rgb, T0_NS + k * DT_NS, EgoInput())
+            assert path.header.frame_id == "base_link"
+            assert _stamp(path) == T0_NS + k * DT_NS  # header stamp = camera stamp
+            assert len(path.poses) == cfg.data.num_waypoints
+            xyyaw, pose_t_ns = conversions.path_to_xyyaw(path)
+            np.testing.assert_array_equal(pose_t_ns, plan.waypoint_t_ns)
+            assert np.all(np.diff(pose_t_ns) == int(cfg.data.waypoint_dt_s * 1e9))  # stamped at +dt each
+            assert pose_t_ns[0] == _stamp(path) + int(cfg.data.waypoint_dt_s * 1e9)
+            np.testing.assert_allclose(xyyaw, plan.waypoints_xyyaw, rtol=0, atol=1e-4)
+    finally:
+        runner.close()
+    assert len(surprise) >= 1 and all(np.isfinite(s.data) for s in surprise)
+
+
+def test_compressed_input_plans_like_the_decoded_frame(model_dir: Path) -> None:
+    runner = runner_module.PolicyRunner.from_model_dir(model_dir, _runtime())
+    h, w = runner.config.camera.height_px, runner.config.camera.width_px
+    frames = _frames(3, h, w, seed=1)
+    with spinning(_node(model_dir, use_compressed=True), Probe) as (_, (node, probe)):
+        paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        camera = Camera(probe, topic=CAMERA + "/compressed", compressed=True)
+        _wait_active(probe, node, camera)
+        now = node.get_clock().now().nanoseconds
+        msgs = [conversions.rgb_to_compressed(rgb, now + k * DT_NS, "camera_front", "jpeg", 90)
+                for k, rgb in enumerate(frames)]
+        got = [_send_and_wait(camera, paths, m) for m in msgs]
+    try:
+        assert all(p is not None for p in got)
+        for m, path in zip(msgs, got):
+            plan = runner.step(images.decode_compressed(m.data, m.format), _stamp(m), EgoInput())
+            np.testing.assert_allclose(conversions.path_to_xyyaw(path)[0], plan.waypoints_xyyaw, atol=1e-4)
+    finally:
+        runner.close()
+
+
+def test_previews_exist_only_while_subscribed(model_dir: Path) -> None:
+    with spinning(_node(model_dir, preview_rate_hz=30.0), Probe) as (_, (node, probe)):
+        paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        diags = probe.listen(DiagnosticArray, "/diagnostics")
+        camera = Camera(probe)
+        _wait_active(probe, node, camera)
+        h, w = node._runner.config.camera.height_px, node._runner.config.camera.width_px  # noqa: SLF001
+        frames = _frames(12, h, w)
+        t0 = node.get_clock().now().nanoseconds
+
+        def send(k: int) -> None:
+            assert _send_and_wait(camera, paths, _image(frames[k], t0 + k * DT_NS)) is not None
+
+        for k in range(3):
+            send(k)
+        assert _diag_after(diags, lambda lvl, msg, v: int(v["frames_planned"]) >= 3)["previews_published"] == "0"
+        forecast, overlay = [], []
+        subs = [probe.create_subscription(Image, f"{NODE}/forecast/image", forecast.append, DRIVER_QOS),
+                probe.create_subscription(Image, f"{NODE}/overlay/image", overlay.append, DRIVER_QOS)]
+        assert wait_for(lambda: node._pubs["forecast"].get_subscription_count() > 0, 5.0)  # noqa: SLF001
+        assert wait_for(lambda: node._pubs["overlay"].get_subscription_count() > 0, 5.0)  # noqa: SLF001
+        for k in range(3, 8):
+            send(k)
+            time.sleep(0.05)  # preview_rate_hz 30
+        assert wait_for(lambda: forecast and overlay, 5.0)
+        fc = conversions.image_to_rgb(forecast[-1])
+        forecast_frames = node._runner.config.world_model.forecast_frames  # noqa: SLF001
+        assert fc.shape[1] % forecast_frames == 0 and fc.shape[1] // forecast_frames == fc.shape[0] * 2  # tiles
+        ov = conversions.image_to_rgb(overlay[-1])
+        assert ov.shape == (h, w, 3) and not np.array_equal(ov, frames[_index(overlay[-1], t0)])  # path drawn
+        assert _stamp(overlay[-1]) in {t0 + k * DT_NS for k in range(3, 8)}
+        for sub in subs:
+            probe.destroy_subscription(sub)
+        assert wait_for(lambda: node._pubs["forecast"].get_subscription_count() == 0, 5.0)  # noqa: SLF001
+        assert wait_for(lambda: node._pubs["overlay"].get_subscription_count() == 0, 5.0)  # noqa: SLF001
+        before = int(_diag_after(diags, lambda lvl, msg, v: int(v["frames_planned"]) >= 8)["previews_published"])
+        assert before >= 2
+        for k in range(8, 12):
+            send(k)
+        after = _diag_after(diags, lambda lvl, msg, v: int(v["frames_planned"]) >= 12)
+        assert int(after["previews_published"]) == before  # nobody listening: nothing decoded or published
+
+
+def _index(msg: Image, t0: int) -> int:
+    return (_stamp(msg) - t0) // DT_NS
+
+
+def test_lifecycle_transitions(model_dir: Path, tmp_path: Path) -> None:
+    with spinning(_node(tmp_path / "no_model"), Probe) as (_, (node, probe)):
+        paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        diags = probe.listen(DiagnosticArray, "/diagnostics")
+        camera = Camera(probe)
+        assert probe.state(NODE) == "unconfigured"
+        assert not probe.transition(NODE, "configure")  # a missing model directory: FAILURE, still unconfigured
+        assert probe.state(NODE) == "unconfigured"
+        values = _diag_after(diags, lambda lvl, msg, v: lvl == 2)
+        assert values["engine_state"].startswith("error: configure failed")
+        assert probe.set_parameter(NODE, "model_dir", str(model_dir)).successful
+        assert probe.transition(NODE, "configure") and probe.state(NODE) == "inactive"
+        assert node._runner is not None  # noqa: SLF001 - loaded and warmed up on configure
+        assert camera.pub.get_subscription_count() == 0  # inactive: no subscription, no work
+        h, w = node._runner.config.camera.height_px, node._runner.config.camera.width_px  # noqa: SLF001
+        rgb = _frames(1, h, w)[0]
+        camera.send(_image(rgb, node.get_clock().now().nanoseconds))
+        time.sleep(0.3)
+        assert paths == []
+        assert probe.transition(NODE, "activate") and probe.state(NODE) == "active"
+        assert wait_for(lambda: camera.pub.get_subscription_count() == 1, 5.0)
+        assert _send_and_wait(camera, paths, _image(rgb, node.get_clock().now().nanoseconds)) is not None
+        assert probe.transition(NODE, "deactivate") and probe.state(NODE) == "inactive"
+        assert wait_for(lambda: camera.pub.get_subscription_count() == 0, 5.0)
+        n = len(paths)
+        camera.send(_image(rgb, node.get_clock().now().nanoseconds))
+        time.sleep(0.3)
+        assert len(paths) == n
+        assert _diag_after(diags, lambda lvl, msg, v: "not active" in msg)["engine_state"] == "ready"
+        assert probe.transition(NODE, "cleanup") and probe.state(NODE) == "unconfigured"
+        assert node._runner is None  # noqa: SLF001 - engines freed
+        assert probe.transition(NODE, "configure") and probe.transition(NODE, "activate")  # again, cleanly
+        assert wait_for(lambda: camera.pub.get_subscription_count() == 1, 5.0)
+        assert _send_and_wait(camera, paths, _image(rgb, node.get_clock().now().nanoseconds)) is not None
+        assert probe.transition(NODE, "deactivate") and probe.transition(NODE, "shutdown")
+        assert probe.state(NODE) == "finalized"
+
+
+def test_latest_frame_only_drops_are_counted_and_publish_nothing(model_dir: Path) -> None:
+    with spinning(_node(model_dir, planning_rate_hz=2.0), Probe) as (_, (node, probe)):
+        paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        diags = probe.listen(DiagnosticArray, "/diagnostics")
+        camera = Camera(probe)
+        _wait_active(probe, node, camera)
+        h, w = node._runner.config.camera.height_px, node._runner.config.camera.width_px  # noqa: SLF001
+        frames = _frames(20, h, w)
+        t0 = node.get_clock().now().nanoseconds
+        sent = [t0 + k * DT_NS for k in range(20)]
+        for rgb, t_ns in zip(frames, sent):  # a burst much faster than planning_rate_hz
+            camera.send(_image(rgb, t_ns))
+            time.sleep(0.02)
+        assert wait_for(lambda: paths and _stamp(paths[-1]) == sent[-1], 10.0), "the newest frame was not planned"
+        values = _diag_after(diags, lambda lvl, msg, v: int(v["frames_received"]) == 20)
+    stamps = [_stamp(p) for p in paths]
+    assert set(stamps) <= set(sent) and stamps == sorted(stamps)
+    assert len(stamps) < len(sent)  # frames were dropped, never queued
+    assert int(values["frames_planned"]) == len(stamps)
+    assert int(values["dropped_frames"]) == len(sent) - len(stamps)  # every frame is planned or counted
+
+
+def test_bad_inputs_warn_count_and_the_node_lives_on(model_dir: Path) -> None:
+    with spinning(_node(model_dir), Probe) as (_, (node, probe)):
+        paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        diags = probe.listen(DiagnosticArray, "/diagnostics")
+        logs = probe.listen(Log, "/rosout")
+        camera = Camera(probe)
+        _wait_active(probe, node, camera)
+        h, w = node._runner.config.camera.height_px, node._runner.config.camera.width_px  # noqa: SLF001
+        rgb = _frames(1, h, w)[0]
+        clock = node.get_clock()
+
+        def good() -> None:
+            assert _send_and_wait(camera, paths, _image(rgb, clock.now().nanoseconds)) is not None, \
+                "no plan after a bad input: the node did not recover"
+
+        def bad(msg: Image, counter: str, log_text: str, level: int | None = 2) -> None:
+            before = int(_diag(diags)[2][counter]) if diags else 0
+            n = len(paths)
+            camera.send(msg)
+            values = _diag_after(diags, lambda lvl, m, v: int(v[counter]) == before + 1)
+            assert int(values[counter]) == before + 1, f"{counter} not counted: {values}"
+            if level is not None:
+                assert _diag(diags)[0] == level, _diag(diags)
+            assert wait_for(lambda: any(log_text in entry.msg for entry in logs if entry.name == "pwm_node"), 5.0), \
+                f"no warning containing {log_text!r}"
+            assert len(paths) == n  # no plan from a bad frame
+            good()
+            assert _diag_after(diags, lambda lvl, m, v: lvl < 2)["engine_state"] == "active"  # recovered
+
+        good()
+        unknown = _image(rgb, clock.now().nanoseconds)
+        unknown.encoding = "weird_encoding_16"
+        bad(unknown, "bad_frames", "weird_encoding_16")
+        zero = _image(rgb, clock.now().nanoseconds)
+        zero.width = 0
+        bad(zero, "bad_frames", "zero size")
+        truncated = _image(rgb, clock.now().nanoseconds)
+        truncated.data = truncated.data[: len(truncated.data) // 2]
+        bad(truncated, "bad_frames", "truncated")
+        now = clock.now().nanoseconds
+        good_later = _image(rgb, now + 50_000_000)
+        assert _send_and_wait(camera, paths, good_later) is not None
+        bad(_image(rgb, now), "time_jumps", "went back", level=None)  # stamps going backwards: history reset
+        stale = _image(rgb, clock.now().nanoseconds - 120_000_000_000)
+        probe.set_parameter(NODE, "max_frame_age_ms", 1000.0)
+        bad(stale, "stale_frames", "old skipped", level=1)
+        # corrupt JPEG on the compressed input (takes effect on the next activate)
+        assert probe.set_parameter(NODE, "use_compressed", True).successful
+        assert probe.transition(NODE, "deactivate") and probe.transition(NODE, "activate")
+        jpeg = Camera(probe, topic=CAMERA + "/compressed", compressed=True)
+        assert wait_for(lambda: jpeg.pub.get_subscription_count() > 0, 5.0)
+        camera = jpeg
+        good_jpeg = conversions.rgb_to_compressed(rgb, clock.now().nanoseconds, "camera_front")
+
+        def good() -> None:  # noqa: F811 - the compressed variant
+            good_jpeg.header.stamp = conversions.ns_to_stamp(clock.now().nanoseconds)
+            assert _send_and_wait(camera, paths, good_jpeg) is not None
+
+        corrupt = conversions.rgb_to_compressed(rgb, clock.now().nanoseconds, "camera_front")
+        corrupt.data = corrupt.data[:40] + corrupt.data[40:200][::-1]
+        bad(corrupt, "bad_frames", "compressed")
+        assert probe.state(NODE) == "active"
+
+
+def test_nan_from_the_engine_is_never_published(model_dir: Path, tmp_path: Path) -> None:
+    poisoned = nan_model_dir(model_dir, tmp_path / "nan_model")
+    with spinning(_node(poisoned), Probe) as (_, (node, probe)):
+        paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        diags = probe.listen(DiagnosticArray, "/diagnostics")
+        logs = probe.listen(Log, "/rosout")
+        camera = Camera(probe)
+        _wait_active(probe, node, camera)
+        h, w = node._runner.config.camera.height_px, node._runner.config.camera.width_px  # noqa: SLF001
+        for k, rgb in enumerate(_frames(3, h, w)):
+            camera.send(_image(rgb, node.get_clock().now().nanoseconds + k))
+            time.sleep(0.1)
+        values = _diag_after(diags, lambda lvl, m, v: int(v["nan_plans"]) >= 3)
+        assert int(values["nan_plans"]) >= 3 and _diag(diags)[0] == 2 and "non-finite" in _diag(diags)[1]
+        assert wait_for(lambda: any("non-finite" in entry.msg for entry in logs), 5.0)
+        assert paths == [] and probe.state(NODE) == "active"
+
+
+def test_incompatible_camera_qos_is_reported_with_the_remedy(model_dir: Path) -> None:
+    with spinning(_node(model_dir, camera_reliability="reliable"), Probe) as (_, (node, probe)):
+        diags = probe.listen(DiagnosticArray, "/diagnostics")
+        logs = probe.listen(Log, "/rosout")
+        assert probe.transition(NODE, "configure") and probe.transition(NODE, "activate")
+        best_effort = probe.create_publisher(Image, CAMERA, qos_profile_sensor_data)
+        assert wait_for(lambda: any("camera_reliability:=best_effort" in e.msg for e in logs), 10.0)
+        values = _diag_after(diags, lambda lvl, m, v: int(v["qos_incompatible"]) >= 1 and "incompatible" in m)
+        assert int(values["qos_incompatible"]) >= 1
+        assert best_effort.get_subscription_count() == 0
+
+
+def test_replay_through_the_node_records_every_plan(model_dir: Path, tmp_path: Path) -> None:
+    from rosbags.highlevel import AnyReader
+
+    from pwm_model.config import TopicsConfig
+    from pwm_model.data.bag import write_drive
+    from pwm_model.data.schema import Boxes, DriveSample, EgoState
+    from pwm_ros.replay import Player, Recorder, default_record_topics
+
+    runner = runner_module.PolicyRunner.from_model_dir(model_dir, _runtime())
+    cam = runner.config.camera
+    runner.close()
+    frames = _frames(8, cam.height_px, cam.width_px)
+    samples = [DriveSample(T0_NS + k * DT_NS, rgb, EgoState(T0_NS + k * DT_NS, 1.0 * k, 0.0, 0.0, speed_mps=10.0),
+                           1, Boxes()) for k, rgb in enumerate(frames)]
+    bag = write_drive(tmp_path / "drive", samples, cam, TopicsConfig())
+    out = tmp_path / "predictions"
+    with spinning(_node(model_dir, use_sim_time=True, odom_topic="/odom", max_frame_age_ms=1000.0), Probe,
+                  lambda: Node("pwm_replay")) as (_, (node, probe, replayer)):
+        player = Player(replayer, bag, rate=0.5)
+        recorder = Recorder(replayer, out, default_record_topics(NODE), lambda: player.now_ns or player.start_ns)
+        assert probe.transition(NODE, "configure") and probe.transition(NODE, "activate")
+        assert player.wait_for_subscribers(10.0)
+        assert wait_for(lambda: "/pwm_node/trajectory" in recorder.subscribed, 10.0)
+        player.play()
+        wait_for(lambda: recorder.counts.get("/pwm_node/trajectory", 0) >= len(frames), 15.0)
+        time.sleep(0.5)
+        recorder.close()
+    with AnyReader([out]) as reader:
+        stamps = [_stamp(reader.deserialize(raw, c.msgtype)) for c, _, raw in reader.messages()
+                  if c.topic == "/pwm_node/trajectory"]
+        topics = {c.topic for c in reader.connections}
+    assert "/diagnostics" in topics
+    frame_stamps = [T0_NS + k * DT_NS for k in range(len(frames))]
+    assert set(stamps) <= set(frame_stamps) and stamps == sorted(stamps)
+    assert len(stamps) >= len(frames) - 1  # at half speed every frame (but perhaps the first) gets its plan
+
+
+def test_console_script_autostarts_in_its_own_process(model_dir: Path) -> None:
+    exe = BIN_DIR / "pwm_node"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pwm_ros.node"]
+    proc = subprocess.Popen([*cmd, "--ros-args", "--params-file", str(Path(__file__).parents[1] / "config" /
+                                                                        "pwm.yaml"),
+                             "-p", f"model_dir:={model_dir}", "-p", "autostart:=true", "-p", "intra_op_threads:=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    try:
+        with spinning(Probe) as (_, (probe,)):
+            paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+            pub = probe.create_publisher(Image, CAMERA, DRIVER_QOS)
+            assert wait_for(lambda: pub.get_subscription_count() > 0, 60.0), "the node never became active"
+            rgb = _frames(1, 128, 256)[0]
+            for _ in range(50):
+                pub.publish(_image(rgb, probe.get_clock().now().nanoseconds))
+                if wait_for(lambda: paths, 0.2):
+                    break
+            assert paths and paths[0].header.frame_id == "base_link"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out[-2000:]
+    assert "active:" in out
+
