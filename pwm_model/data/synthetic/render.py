@@ -159,6 +159,18 @@ class Renderer:
         t = -self._r_ob @ (r_bw @ np.array([x_m, y_m, 0.0]) + self._t_bo)
         return r, t
 
+    def project_world(self, points_world: np.ndarray, x_m: float, y_m: float, yaw_rad: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """World points (..., 3) -> pixels (..., 2) of the output image and ``in_front`` (..., ), for an ego whose
+        rear axle is at (x, y, yaw). The same transform the renderer draws with (overlays, tests)."""
+        r, t = self._world_to_cam(x_m, y_m, yaw_rad)
+        pc = np.asarray(points_world, float) @ r.T + t
+        in_front = pc[..., 2] > NEAR_M
+        z = np.where(in_front, pc[..., 2], np.nan)
+        u = (self.cam.fx * pc[..., 0] / z + self.cam.cx + 0.5) / self.ss - 0.5
+        v = (self.cam.fy * pc[..., 1] / z + self.cam.cy + 0.5) / self.ss - 0.5
+        return np.stack([u, v], axis=-1), in_front
+
     def _project(self, pc: np.ndarray) -> np.ndarray:
         """Optical-frame points (..., 3) with z >= near -> fixed-point pixel coordinates (..., 2) int32."""
         z = pc[..., 2]
