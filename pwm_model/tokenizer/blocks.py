@@ -58,15 +58,14 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
     """Multi-head attention over flattened maps: q (B, C, Nq), k/v (B, C, Nk) -> (B, C, Nq)."""
     b, c, nq = q.shape
     nk = k.shape[2]
-    hd = c // heads
-    q = q.reshape(b * heads, hd, nq).transpose(1, 2)  # (B*nh, Nq, hd)
-    k = k.reshape(b * heads, hd, nk)  # (B*nh, hd, Nk)
-    v = v.reshape(b * heads, hd, nk).transpose(1, 2)  # (B*nh, Nk, hd)
-    w = torch.softmax(torch.bmm(q, k) * (1.0 / math.sqrt(hd)), dim=-1)  # (B*nh, Nq, Nk)
+    q = q.reshape(b * heads, head_dim, nq).transpose(1, 2)  # (B*nh, Nq, hd)
+    k = k.reshape(b * heads, head_dim, nk)  # (B*nh, hd, Nk)
+    v = v.reshape(b * heads, head_dim, nk).transpose(1, 2)  # (B*nh, Nk, hd)
+    w = torch.softmax(torch.bmm(q, k) * (1.0 / math.sqrt(head_dim)), dim=-1)  # (B*nh, Nq, Nk)
     return torch.bmm(w, v).transpose(1, 2).reshape(b, c, nq)
 
 
@@ -75,7 +74,9 @@ class SelfAttention(nn.Module):
 
     def __init__(self, ch: int, heads: int = 1) -> None:
         super().__init__()
-        self.heads = heads
+        if ch % heads:
+            raise ValueError(f"{heads} attention heads do not divide {ch} channels")
+        self.heads, self.head_dim = heads, ch // heads
         self.norm = norm(ch)
         self.qkv = nn.Conv2d(ch, 3 * ch, 1)
         self.proj = nn.Conv2d(ch, ch, 1)
@@ -83,7 +84,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
-        return x + self.proj(_attend(q, k, v, self.heads).reshape(b, c, h, w))
+        return x + self.proj(_attend(q, k, v, self.heads, self.head_dim).reshape(b, c, h, w))
 
 
 class CrossAttention(nn.Module):
@@ -97,7 +98,9 @@ class CrossAttention(nn.Module):
     def __init__(self, ch: int, guide_ch: int, query_hw: tuple[int, int], guide_hw: tuple[int, int],
                  heads: int = 1) -> None:
         super().__init__()
-        self.heads = heads
+        if ch % heads:
+            raise ValueError(f"{heads} attention heads do not divide {ch} channels")
+        self.heads, self.head_dim = heads, ch // heads
         self.norm_q = norm(ch)
         self.norm_kv = norm(guide_ch)
         self.q = nn.Conv2d(ch, ch, 1)
@@ -113,4 +116,4 @@ class CrossAttention(nn.Module):
         q = (self.q(self.norm_q(x)) + self.pos_q).reshape(b, c, h * w)
         k, v = self.kv(self.norm_kv(guide)).reshape(b, 2, c, -1).unbind(1)
         k = k + self.pos_k.reshape(1, c, -1)
-        return x + self.proj(_attend(q, k, v, self.heads).reshape(b, c, h, w))
+        return x + self.proj(_attend(q, k, v, self.heads, self.head_dim).reshape(b, c, h, w))

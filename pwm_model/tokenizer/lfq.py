@@ -34,7 +34,7 @@ class LfqOutput:
 
 def bit_weights(bits: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``2**(bits-1) .. 1`` as a (bits,) tensor: channel 0 is the most significant bit."""
-    return torch.pow(2.0, torch.arange(bits - 1, -1, -1, device=device, dtype=torch.float32)).to(dtype)
+    return torch.tensor([2.0**k for k in range(bits - 1, -1, -1)], device=device, dtype=dtype)
 
 
 def codes_to_indices(codes: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ def indices_to_codes(indices: torch.Tensor, bits: int) -> torch.Tensor:
     Uses Cast, Mul, Floor and Sub only (no integer Mod / bit shifts), exact for indices below 2**24.
     """
     t = indices.to(torch.float32).unsqueeze(1)  # (B, 1, h, w)
-    shift = torch.pow(2.0, -torch.arange(bits - 1, -1, -1, device=indices.device, dtype=torch.float32))
+    shift = torch.tensor([2.0**-k for k in range(bits - 1, -1, -1)], device=indices.device, dtype=torch.float32)
     q = torch.floor(t * shift.view(1, bits, 1, 1))  # index >> (bits-1-k)
     bit = q - 2.0 * torch.floor(q * 0.5)  # ... & 1
     return bit * 2.0 - 1.0

@@ -206,9 +206,10 @@ def train_stage(tok: Tokenizer, branch: str, bank: FrameBank, cfg: PwmConfig, ou
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-        info = {"loss": float(loss), "l1": float(l1), "psnr": float(psnr_db(rec.detach(), x).mean()),
-                "commit": float(q.commit_loss), "entropy": float(q.entropy_loss), "usage": float(q.usage),
-                "g": float(g_loss), "d": float(d_loss)}
+        info = {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": float(psnr_db(rec.detach(), x).mean()),
+                "commit": float(q.commit_loss.detach()), "entropy": float(q.entropy_loss.detach()),
+                "usage": float(q.usage),
+                "g": float(g_loss.detach()), "d": float(d_loss.detach())}
         for k, v in info.items():
             ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
         bar.update(step + 1, {k: ema[k] for k in ("loss", "psnr", "usage")})

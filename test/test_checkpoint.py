@@ -1,0 +1,136 @@
+"""Checkpoint directories: round trip, and one clear ModelError for missing, corrupt or mismatched files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pwm_model.config import apply_overrides, preset, save_yaml
+from pwm_model.errors import ModelError
+from pwm_model.tokenizer.model import Tokenizer, load_tokenizer
+from pwm_model.train.checkpoint import load_checkpoint, load_metrics, load_modules, save_checkpoint
+
+torch.set_num_threads(1)
+
+
+def _cfg(*overrides: str):
+    return apply_overrides(preset("tiny"), ["tokenizer.ctx_height_px=32", "tokenizer.ctx_width_px=64",
+                                            "tokenizer.dyn_height_px=16", "tokenizer.dyn_width_px=32",
+                                            "tokenizer.base_channels=8", "tokenizer.channel_mult=[1,2,2,2]",
+                                            "tokenizer.codebook_bits=6", *overrides])
+
+
+def _saved(tmp_path: Path, **kw) -> tuple[Path, Tokenizer]:
+    torch.manual_seed(0)
+    cfg = _cfg()
+    tok = Tokenizer(cfg.tokenizer)
+    out = tmp_path / "ckpt"
+    save_checkpoint(out, cfg, {"tokenizer": tok}, {"tokenizer_train": {"steps": 3}}, **kw)
+    return out, tok
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    out, tok = _saved(tmp_path)
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json", "tokenizer.safetensors"]
+    cfg, tok2 = load_tokenizer(str(out))
+    assert cfg.tokenizer == tok.cfg
+    for (k, v), (k2, v2) in zip(tok.state_dict().items(), tok2.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    cfg, states = load_checkpoint(out)
+    assert list(states) == ["tokenizer"] and len(states["tokenizer"]) == len(tok.state_dict())
+    # metrics merge, other files stay
+    (out / "COMMANDS.md").write_text("x\n")
+    save_checkpoint(out, cfg, {"tokenizer": tok}, {"tokenizer_eval": {"psnr_ctx_db": 30.0}})
+    assert load_metrics(out) == {"tokenizer_train": {"steps": 3}, "tokenizer_eval": {"psnr_ctx_db": 30.0}}
+    assert (out / "COMMANDS.md").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_half_precision_weights_load_as_float32(tmp_path: Path) -> None:
+    out, tok = _saved(tmp_path, dtype=torch.float16)
+    _, tok2 = load_tokenizer(str(out))
+    w, w2 = tok.ctx.encoder.conv_in.weight, tok2.ctx.encoder.conv_in.weight
+    assert w2.dtype == torch.float32 and torch.allclose(w, w2, atol=1e-3)
+
+
+def test_safetensors_metadata_carries_the_config(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    out, _ = _saved(tmp_path)
+    with safe_open(str(out / "tokenizer.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "pwm-checkpoint" and meta["module"] == "tokenizer"
+    assert "codebook_bits: 6" in meta["config"]
+
+
+def test_missing_directory_config_or_module(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        load_tokenizer(str(tmp_path / "nope"))
+    out, _ = _saved(tmp_path)
+    (out / "tokenizer.safetensors").unlink()
+    with pytest.raises(ModelError, match="has no tokenizer.safetensors"):
+        load_tokenizer(str(out))
+    (out / "config.yaml").unlink()
+    with pytest.raises(ModelError, match="not a checkpoint"):
+        load_tokenizer(str(out))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_weights(tmp_path: Path, damage: str) -> None:
+    out, _ = _saved(tmp_path)
+    f = out / "tokenizer.safetensors"
+    data = f.read_bytes()
+    f.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00not a safetensors file" * 10,
+                   "empty": b""}[damage])
+    with pytest.raises(ModelError, match="corrupt or truncated") as exc:
+        load_tokenizer(str(out))
+    assert "\n" not in str(exc.value)
+
+
+def test_corrupt_config_and_metrics(tmp_path: Path) -> None:
+    out, _ = _saved(tmp_path)
+    (out / "metrics.json").write_text("{not json")
+    with pytest.raises(ModelError, match="metrics file .* is corrupt"):
+        load_metrics(out)
+    (out / "config.yaml").write_text("tokenizer: [unclosed\n")
+    with pytest.raises(ModelError, match="config .* is unusable"):
+        load_tokenizer(str(out))
+
+
+def test_config_mismatch(tmp_path: Path) -> None:
+    out, _ = _saved(tmp_path)
+    save_yaml(_cfg("tokenizer.codebook_bits=7"), out / "config.yaml")
+    with pytest.raises(ModelError, match="does not match its config: tensor .* has shape"):
+        load_tokenizer(str(out))
+    save_yaml(_cfg("tokenizer.guidance=false"), out / "config.yaml")
+    with pytest.raises(ModelError, match="unexpected tensor"):
+        load_tokenizer(str(out))
+
+
+def test_missing_tensor_and_nan_tensor(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    out, tok = _saved(tmp_path)
+    state = {k: v.clone() for k, v in tok.state_dict().items()}
+    first = next(iter(state))
+    save_file({k: v for k, v in state.items() if k != first}, str(out / "tokenizer.safetensors"))
+    with pytest.raises(ModelError, match="missing"):
+        load_tokenizer(str(out))
+    state[first][...] = float("nan")
+    save_file(state, str(out / "tokenizer.safetensors"))
+    with pytest.raises(ModelError, match="NaN"):
+        load_tokenizer(str(out))
+
+
+def test_generic_modules(tmp_path: Path) -> None:
+    cfg = _cfg()
+    lin = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path, cfg, {"head": lin}, {"a": 1})
+    _, mods = load_modules(tmp_path, {"head": lambda c: torch.nn.Linear(3, 2)})
+    assert torch.equal(mods["head"].weight, lin.weight)
+    with pytest.raises(ModelError, match="shape"):
+        load_modules(tmp_path, {"head": lambda c: torch.nn.Linear(4, 2)})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 1}
