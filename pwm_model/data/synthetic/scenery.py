@@ -100,8 +100,14 @@ def generate_scenery(rng: np.random.Generator, road: Road, grass_patch_rgb: tupl
                     crown_h = float(rng.uniform(2.5, 5.5))
                     ds = float(rng.uniform(-3, 3))
                     d = side * (abs(out) + off + crown_w / 2)
-                    b.add(s + ds, d, trunk_h, crown_w, crown_w, crown_h, _jit(rng, leaf_rgb, 12.0), KIND_TREE,
-                          yaw_offset=float(rng.uniform(0, 1.5)))
+                    leaf = _jit(rng, leaf_rgb, 12.0)
+                    yaw = float(rng.uniform(0, 1.5))
+                    # crown: a narrower top turned 45 degrees over a wider base (an octagon-like silhouette);
+                    # drawn top first, then base, then trunk (the camera is usually below the crown)
+                    b.add(s + ds, d, trunk_h + 0.55 * crown_h, 0.7 * crown_w, 0.7 * crown_w, 0.45 * crown_h,
+                          leaf * 1.08, KIND_TREE, yaw_offset=yaw + 0.785)
+                    b.add(s + ds, d, trunk_h, crown_w, crown_w, 0.6 * crown_h, leaf, KIND_TREE, new_group=False,
+                          yaw_offset=yaw)
                     b.add(s + ds, d, 0.0, 0.35, 0.35, trunk_h + 0.3, _jit(rng, trunk_rgb, 8.0), KIND_TREE,
                           new_group=False)
                 else:
