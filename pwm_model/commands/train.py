@@ -68,6 +68,23 @@ def _config(args: argparse.Namespace):
     return from_dict(data)
 
 
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The ``pwm train`` command line these arguments stand for (for COMMANDS.md)."""
+    argv = ["pwm", "train", "--stage", args.stage]
+    for store in args.data:
+        argv += ["--data", store]
+    for flag, value in (("--tokenizer", args.tokenizer), ("--init", args.init), ("--config", args.config),
+                        ("--steps", args.steps), ("--plan-on-rollout", args.plan_on_rollout),
+                        ("--device", None if args.device == "cpu" else args.device)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if not args.init and not args.config:
+        argv += ["--preset", args.preset]
+    for item in args.overrides or []:
+        argv += ["--set", item]
+    return argv + ["--out", args.out]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -113,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
           f"focal={cfg.world_model.focal}, plan_on_rollout={plan_p}", flush=True)
     copy_tokenizer(tok_dir, args.out)
     if not args.resume:
-        append_command(args.out, args.init, f"stage {'2 (pretrain)' if stage == 'pretrain' else '3 (finetune)'}")
+        append_command(args.out, args.init, f"stage {'2 (pretrain)' if stage == 'pretrain' else '3 (finetune)'}",
+                       command_line(args))
     dtype = torch.float16 if args.weights_dtype == "float16" else None
 
     def on_save(t: Trainer) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -58,8 +57,9 @@ def save_world_model(directory: str | os.PathLike[str], cfg: PwmConfig, model: P
     save_checkpoint(directory, cfg, {"world_model": model}, metrics, dtype=dtype)
 
 
-def append_command(out_dir: str | os.PathLike[str], init_dir: str | os.PathLike[str] | None, title: str) -> None:
-    """Record the running command line in ``COMMANDS.md`` (carrying over the --init checkpoint's history)."""
+def append_command(out_dir: str | os.PathLike[str], init_dir: str | os.PathLike[str] | None, title: str,
+                   argv: list[str]) -> None:
+    """Record the command line ``argv`` in ``COMMANDS.md`` (carrying over the --init checkpoint's history)."""
     out = Path(out_dir) / COMMANDS_FILE
     previous = ""
     if out.is_file():
@@ -68,8 +68,4 @@ def append_command(out_dir: str | os.PathLike[str], init_dir: str | os.PathLike[
         previous = (Path(init_dir) / COMMANDS_FILE).read_text()
     if not previous:
         previous = "# How this checkpoint was made\n"
-    argv = ["pwm", *sys.argv[1:]] if Path(sys.argv[0]).name in ("pwm", "cli.py") else sys.argv
-    line = shlex.join(argv)
-    if line in previous:
-        return
-    write_text_atomic(out, previous.rstrip("\n") + f"\n\n{title}:\n\n    {line}\n")
+    write_text_atomic(out, previous.rstrip("\n") + f"\n\n{title}:\n\n    {shlex.join(argv)}\n")

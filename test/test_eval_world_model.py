@@ -1,0 +1,120 @@
+"""`pwm train` (both stages, ablations) and `pwm eval` end to end on a real clip store of a synthetic drive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pwm_model.cli import main
+from pwm_model.config import CameraConfig, TopicsConfig, apply_overrides, preset
+
+torch.set_num_threads(1)
+
+MICRO = ["camera.width_px=128", "camera.height_px=64", "tokenizer.ctx_height_px=32", "tokenizer.ctx_width_px=64",
+         "tokenizer.dyn_height_px=16", "tokenizer.dyn_width_px=32", "tokenizer.base_channels=8",
+         "tokenizer.channel_mult=[1,2,2,2]", "tokenizer.codebook_bits=6", "data.shard_clips=8",
+         "world_model.layers=1", "world_model.d_model=32", "world_model.heads=2", "world_model.ego_hidden=16",
+         "world_model.head_hidden=16", "train.batch_size=4", "train.warmup_steps=1", "train.save_every=2"]
+
+
+def _sets(extra: list[str] | None = None) -> list[str]:
+    out = []
+    for s in MICRO + (extra or []):
+        out += ["--set", s]
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    from pwm_model.data.bag import write_drive
+    from pwm_model.data.clips import build_clip_store
+    from pwm_model.data.synthetic import simulate_drive
+    from pwm_model.tokenizer.model import Tokenizer
+    from pwm_model.train.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("wm_cli")
+    cfg = apply_overrides(preset("tiny"), MICRO)
+    cam = CameraConfig(width_px=128, height_px=64, frame_rate_hz=cfg.camera.frame_rate_hz)
+    for name, seed in (("train", 1000), ("eval", 1)):
+        bag = write_drive(root / f"drive_{name}", simulate_drive(seed=seed, seconds=7.0, camera=cam), cam,
+                          TopicsConfig())
+        build_clip_store([bag], root / f"store_{name}", cfg, progress=False)
+    torch.manual_seed(0)
+    save_checkpoint(root / "tok", cfg, {"tokenizer": Tokenizer(cfg.tokenizer)})  # a real, untrained tokenizer
+    return {"root": root, "train": root / "store_train", "eval": root / "store_eval", "tok": root / "tok"}
+
+
+def test_token_cache_follows_the_guidance_rule(setup: dict[str, Path]) -> None:
+    from pwm_model.data.clips import ClipStore
+    from pwm_model.data.datasets import resize_rgb, to_tensor
+    from pwm_model.tokenizer.model import load_tokenizer
+    from pwm_model.train.wm_data import cache_dir, file_sha256, token_cache
+
+    cfg, tok = load_tokenizer(str(setup["tok"]))
+    cache = token_cache(setup["train"], setup["tok"], cfg, progress=False)
+    store = ClipStore(setup["train"])
+    h, tk = cfg.data.history_frames, cfg.tokenizer
+    assert cache.ctx.shape == (len(store), tk.ctx_tokens)
+    assert cache.dyn.shape == (len(store), cfg.data.history_frames + cfg.data.future_frames, tk.dyn_tokens)
+    assert cache.path == cache_dir(setup["train"], file_sha256(setup["tok"] / "tokenizer.safetensors"))
+    for i in (0, len(store) - 1):
+        frames = store[i].frames_rgb
+        with torch.no_grad():
+            ctx, _ = tok.encode_ctx(to_tensor(frames[h])[None])
+            _, guide = tok.encode_ctx(to_tensor(frames[2])[None])  # frame 3 is guided by frame 2
+            dyn = tok.encode_dyn(to_tensor(resize_rgb(frames[3], tk.dyn_height_px, tk.dyn_width_px))[None], guide)
+        assert np.array_equal(cache.ctx[i], ctx[0].numpy())
+        assert np.array_equal(cache.dyn[i, 2], dyn[0].numpy())  # cache row j = clip frame j + 1
+    again = token_cache(setup["train"], setup["tok"], cfg, progress=False)  # loaded, not rebuilt
+    assert np.array_equal(again.dyn, cache.dyn)
+
+
+def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path, capsys) -> None:
+    train, ev, tok = str(setup["train"]), str(setup["eval"]), str(setup["tok"])
+    pre, fine, plan_only = tmp_path / "pre", tmp_path / "fine", tmp_path / "plan_only"
+    assert main(["train", "--stage", "pretrain", "--data", train, "--tokenizer", tok, "--out", str(pre),
+                 "--steps", "3", "--threads", "1", "--log-every", "1", *_sets()]) == 0
+    for name in ("config.yaml", "world_model.safetensors", "tokenizer.safetensors", "metrics.json", "COMMANDS.md",
+                 "train_state.pt", "train_log.jsonl"):
+        assert (pre / name).is_file(), name
+    assert main(["train", "--stage", "finetune", "--data", train, "--init", str(pre), "--out", str(fine),
+                 "--steps", "2", "--threads", "1", "--plan-on-rollout", "1"]) == 0
+    assert main(["train", "--stage", "finetune", "--data", train, "--init", str(pre), "--out", str(plan_only),
+                 "--steps", "2", "--threads", "1", "--set", "world_model.forecast_frames=0"]) == 0
+    commands = (fine / "COMMANDS.md").read_text()
+    assert "--stage pretrain" in commands and "--stage finetune" in commands  # the history carries over
+    metrics = json.loads((fine / "metrics.json").read_text())
+    assert metrics["train_finetune"]["steps"] == 2 and metrics["train_pretrain"]["steps"] == 3
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(fine), "--data", ev, "--train-data", train, "--compare",
+                 str(plan_only), "--image-clips", "4", "--threads", "1", "--quiet", "--save"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    for key in ("l2_1s", "l2_2s", "l2_3s", "l2_avg", "collision_rate", "psnr_forecast_1s_db", "cv_l2_3s",
+                "plan_only_l2_3s", "copy_last_psnr_1s_db", "ego_mlp_l2_3s", "l2_uniad_3s", "token_acc_1s"):
+        assert key in summary, key
+    assert summary["l2_3s"] is None or summary["l2_3s"] >= 0
+    assert 0.0 <= summary["collision_rate"] <= 1.0
+    table = "\n".join(out[:-1])
+    assert "constant velocity" in table and "ego-status MLP" in table and "copy-last-frame" in table
+    saved = json.loads((fine / "metrics.json").read_text())
+    assert saved[f"eval_{Path(ev).name}"]["clips"] == summary["clips"]
+    # resume continues the run from its train_state.pt
+    assert main(["train", "--stage", "finetune", "--data", train, "--out", str(fine), "--resume", "--steps", "4",
+                 "--threads", "1"]) == 0
+    assert json.loads((fine / "metrics.json").read_text())["train_finetune"]["steps"] == 4
+
+
+def test_cli_errors_are_one_sentence(setup: dict[str, Path], tmp_path: Path, capsys) -> None:
+    assert main(["train", "--stage", "pretrain", "--data", str(setup["train"]), "--out", str(tmp_path / "x"),
+                 *_sets()]) == 2
+    assert "--tokenizer" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing"), "--data", str(setup["eval"])]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--stage", "pretrain", "--data", str(tmp_path / "nostore"), "--tokenizer",
+                 str(setup["tok"]), "--out", str(tmp_path / "y"), *_sets()]) == 2
+    assert "does not exist" in capsys.readouterr().err
