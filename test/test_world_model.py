@@ -120,3 +120,28 @@ def test_paper_preset_builds_on_meta_with_about_the_papers_parameter_count() -> 
     n = count_parameters(model)
     assert 1.23e9 < n < 1.31e9, n
     assert model.vocab_size == 2 * 8192 + 3 and model.ctx_tokens == 448 and model.dyn_tokens == 28
+
+
+def test_planning_from_a_forecast_in_one_pass_equals_a_separate_pass() -> None:
+    from pwm_model.world_model.mask import BRANCH_ROLLOUT, BRANCH_TRUE, dual_sequence_layout
+
+    slots = SlotTable(3, 2, 2)
+    layout = dual_sequence_layout(slots, 2, 2)
+    mask, br = layout.mask(), layout.branches
+    assert torch.equal(mask & (br[:, None] != BRANCH_ROLLOUT), block_causal_mask(layout.blocks)
+                       & (br[:, None] != BRANCH_ROLLOUT))  # shared and teacher-forced rows: plain block-causal
+    assert not mask[br == BRANCH_ROLLOUT][:, br == BRANCH_TRUE].any()  # the rollout branch never sees the truth
+    model = small_model()
+    x = small_inputs(model)
+    b, f = 3, model.forecast_frames
+    forecast, wp_rollout = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    g = torch.Generator().manual_seed(3)
+    true_future = torch.randint(0, model.codebook_size, (b, f, model.dyn_tokens), generator=g)
+    batch = {"ctx_tokens": x["ctx_tokens"], "dyn_tokens": torch.cat([x["dyn_history"], true_future], 1),
+             "ego": x["ego"], "ego_valid": torch.ones(b, dtype=torch.bool), "waypoints": torch.zeros(b, 4, 3)}
+    with torch.no_grad():
+        dual = model(batch, plan_future=forecast[:, :-1])
+        teacher = model(batch)
+    torch.testing.assert_close(dual["waypoints"], wp_rollout, atol=1e-5, rtol=1e-5)  # planned from the forecast
+    torch.testing.assert_close(dual["logits"], teacher["logits"], atol=1e-5, rtol=1e-5)  # video loss unchanged
+    assert not torch.allclose(teacher["waypoints"], wp_rollout)

@@ -21,6 +21,8 @@ import torch
 # token types (index into the token-type embedding)
 TYPE_EGO, TYPE_CTX, TYPE_DYN, TYPE_ACT, TYPE_QUERY = 0, 1, 2, 3, 4
 NUM_TYPES = 5
+# branches of a training sequence that plans from the model's own forecast (see ``dual_sequence_layout``)
+BRANCH_SHARED, BRANCH_TRUE, BRANCH_ROLLOUT = 0, 1, 2
 
 
 def block_causal_mask(block_ids: torch.Tensor) -> torch.Tensor:
@@ -50,15 +52,33 @@ class Layout:
     frames: torch.Tensor  # frame index: 0 = oldest history frame, H-1 = current frame t, H-1+k = frame t+k
     slots: torch.Tensor  # row of the slot embedding (ctx slots, dyn slots, query slots, ego, act: disjoint ranges)
     blocks: torch.Tensor  # block id (non-decreasing)
+    branches: torch.Tensor | None = None  # BRANCH_* of each position (None: all shared)
 
     def __len__(self) -> int:
         return int(self.types.shape[0])
 
+    def branch_ids(self) -> torch.Tensor:
+        return self.branches if self.branches is not None else torch.zeros_like(self.blocks)
+
+    def with_branch(self, branch: int) -> Layout:
+        return Layout(self.types, self.frames, self.slots, self.blocks, torch.full_like(self.blocks, branch))
+
     def cat(self, other: Layout) -> Layout:
         """This layout followed by ``other`` (its block ids shifted past this one's)."""
         shift = int(self.blocks.max()) + 1 if len(self) else 0
+        branches = None
+        if self.branches is not None or other.branches is not None:
+            branches = torch.cat([self.branch_ids(), other.branch_ids()])
         return Layout(torch.cat([self.types, other.types]), torch.cat([self.frames, other.frames]),
-                      torch.cat([self.slots, other.slots]), torch.cat([self.blocks, other.blocks + shift]))
+                      torch.cat([self.slots, other.slots]), torch.cat([self.blocks, other.blocks + shift]), branches)
+
+    def mask(self) -> torch.Tensor:
+        """The attention mask (S, S): block-causal, and the rollout branch never sees the teacher-forced one."""
+        m = block_causal_mask(self.blocks)
+        if self.branches is None:
+            return m
+        b = self.branches
+        return m & ~((b[:, None] == BRANCH_ROLLOUT) & (b[None, :] == BRANCH_TRUE))
 
 
 @dataclass(frozen=True)
@@ -131,3 +151,19 @@ def sequence_layout(slots: SlotTable, history_frames: int, fed_future_frames: in
     if with_plan:
         out = out.cat(plan_layout(slots, history_frames))
     return out
+
+
+def dual_sequence_layout(slots: SlotTable, history_frames: int, fed_future_frames: int) -> Layout:
+    """Teacher forcing and planning from a forecast in one pass (training against exposure bias):
+
+        [EGO][ctx][dyn history] [true dyn t+1 .. t+F-1] [forecast dyn t+1 .. t+F-1][ACT][Q_1 .. Q_K]
+         shared                  BRANCH_TRUE             BRANCH_ROLLOUT
+
+    The true frames carry the video loss; the forecast frames, ACT and the queries never attend to them
+    (``Layout.mask``), so the queries see exactly what a separate pass over [prefix][forecast][ACT][Q] would give.
+    """
+    out = prefix_layout(slots, history_frames)
+    for branch in (BRANCH_TRUE, BRANCH_ROLLOUT):
+        for k in range(fed_future_frames):
+            out = out.cat(dyn_frame_layout(slots, history_frames + k).with_branch(branch))
+    return out.cat(plan_layout(slots, history_frames).with_branch(BRANCH_ROLLOUT))

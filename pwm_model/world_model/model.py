@@ -29,7 +29,7 @@ from pwm_model.world_model.mask import (
     TYPE_EGO,
     Layout,
     SlotTable,
-    block_causal_mask,
+    dual_sequence_layout,
     dyn_frame_layout,
     plan_layout,
     prefix_layout,
@@ -51,6 +51,8 @@ def _layouts(slots: SlotTable, history: int, kind: str, arg: int) -> Layout:
         return dyn_frame_layout(slots, arg)
     if kind == "plan":
         return plan_layout(slots, history)
+    if kind == "dual":
+        return dual_sequence_layout(slots, history, arg)
     return sequence_layout(slots, history, arg, with_plan=kind == "seq+plan")
 
 
@@ -103,7 +105,8 @@ class PolicyWorldModel(nn.Module):
     def _layout(self, kind: str, arg: int = 0) -> Layout:
         lay = _layouts(self.slots, self.history_frames, kind, arg)
         dev = self.tok_emb.weight.device
-        return Layout(lay.types.to(dev), lay.frames.to(dev), lay.slots.to(dev), lay.blocks.to(dev))
+        return Layout(lay.types.to(dev), lay.frames.to(dev), lay.slots.to(dev), lay.blocks.to(dev),
+                      None if lay.branches is None else lay.branches.to(dev))
 
     def embed(self, ids: torch.Tensor, layout: Layout, ego: torch.Tensor | None = None,
               ego_valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -147,7 +150,7 @@ class PolicyWorldModel(nn.Module):
         batch: ``ctx_tokens`` (B, Lc), ``dyn_tokens`` (B, H + F_data, Ld) codes of frames t-H+1 .. t+F_data,
         ``ego`` (B, 5), ``ego_valid`` (B,) bool, ``waypoints`` (B, K, 3), ``waypoints_valid`` (B, K) bool.
         ``plan_future`` (B, F-1, Ld): future frames the planning pass reads instead of the true ones (e.g. the
-        model's own detached rollout, against exposure bias); the planning pass is then a second pass.
+        model's own detached rollout, against exposure bias); both run in one pass (``dual_sequence_layout``).
 
         Returns ``video_loss``, ``token_acc`` (and ``logits`` (B, F, Ld, C), ``targets`` (B, F, Ld)) when the video
         loss is computed, ``traj_loss`` and ``waypoints`` (B, K, 3) when planning is.
@@ -160,15 +163,20 @@ class PolicyWorldModel(nn.Module):
             raise ValueError(f"batch has dyn_tokens {tuple(dyn.shape)} / ctx_tokens {tuple(ctx.shape)}; the model "
                              f"needs (B, >={need}, {ld}) / (B, {self.ctx_tokens})")
         with_video = with_video and f > 0
-        fed = dyn[:, : h_frames + max(f - 1, 0)]  # (B, H + F - 1, Ld)
+        fed_future = max(f - 1, 0)
+        fed = dyn[:, : h_frames + fed_future]  # (B, H + F - 1, Ld)
         ego, ego_valid = batch.get("ego"), batch.get("ego_valid")
-        out: dict[str, torch.Tensor] = {}
-        plan_here = with_plan and plan_future is None
+        dual = with_plan and plan_future is not None and fed_future > 0
+        if dual and tuple(plan_future.shape[1:]) != (fed_future, ld):
+            raise ValueError(f"plan_future must be (B, {fed_future}, {ld}), got {tuple(plan_future.shape)}")
         ids = self._prefix_ids(ctx, fed)
-        if plan_here:
+        if dual:
+            ids = torch.cat([ids, plan_future.long().flatten(1) + c], dim=1)
+        if with_plan:
             ids = torch.cat([ids, self._plan_ids(b, ids.device)], dim=1)
-        layout = self._layout("seq+plan" if plan_here else "seq", max(f - 1, 0))
-        hidden, _ = self.transformer(self.embed(ids, layout, ego, ego_valid), block_causal_mask(layout.blocks))
+        layout = self._layout("dual" if dual else ("seq+plan" if with_plan else "seq"), fed_future)
+        hidden, _ = self.transformer(self.embed(ids, layout, ego, ego_valid), layout.mask())
+        out: dict[str, torch.Tensor] = {}
         if with_video:
             start = 1 + self.ctx_tokens + (h_frames - 1) * ld  # first slot of frame t
             logits = self.frame_head(hidden[:, start: start + f * ld]).view(b, f, ld, c)  # (B, F, Ld, C)
@@ -181,24 +189,10 @@ class PolicyWorldModel(nn.Module):
             out["token_acc"] = (logits.argmax(-1) == targets).float().mean().detach()
             out["logits"], out["targets"] = logits, targets
         if with_plan:
-            if plan_here:
-                h_q = hidden[:, -self.num_waypoints:]  # (B, K, D)
-            else:
-                h_q = self._plan_pass(ctx, dyn[:, :h_frames], plan_future, ego, ego_valid)
-            wp = self.waypoints_from_hidden(h_q)
+            wp = self.waypoints_from_hidden(hidden[:, -self.num_waypoints:])  # (B, K, 3)
             out["waypoints"] = wp
             out["traj_loss"] = masked_l1(wp, batch["waypoints"], batch.get("waypoints_valid"))
         return out
-
-    def _plan_pass(self, ctx: torch.Tensor, history: torch.Tensor, future: torch.Tensor | None,
-                   ego: torch.Tensor | None, ego_valid: torch.Tensor | None) -> torch.Tensor:
-        """One uncached pass over [EGO][ctx][history][future][ACT][Q]: the query hidden states (B, K, D)."""
-        frames = history if future is None or future.shape[1] == 0 else torch.cat([history, future.long()], 1)
-        n_future = frames.shape[1] - self.history_frames
-        ids = torch.cat([self._prefix_ids(ctx, frames), self._plan_ids(ctx.shape[0], ctx.device)], dim=1)
-        layout = self._layout("seq+plan", n_future)
-        hidden, _ = self.transformer(self.embed(ids, layout, ego, ego_valid), block_causal_mask(layout.blocks))
-        return hidden[:, -self.num_waypoints:]
 
     # ------------------------------------------------------------------------------------------------
     # inference with the KV cache (prefill -> frame steps -> plan step; every cache a plain tensor)
@@ -211,8 +205,7 @@ class PolicyWorldModel(nn.Module):
         """
         ids = self._prefix_ids(ctx_tokens, dyn_history)
         layout = self._layout("prefix")
-        hidden, kv = self.transformer(self.embed(ids, layout, ego, ego_valid), block_causal_mask(layout.blocks),
-                                      use_cache=True)
+        hidden, kv = self.transformer(self.embed(ids, layout, ego, ego_valid), layout.mask(), use_cache=True)
         return self.frame_head(hidden[:, -1:] if last_only else hidden[:, -self.dyn_tokens:]), kv
 
     def frame_step(self, frame_tokens: torch.Tensor, frame_index: int, kv: torch.Tensor
