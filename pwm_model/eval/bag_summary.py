@@ -1,0 +1,179 @@
+"""The flat metrics of one or more bag evaluations (``metrics.json``) and the table printed for people.
+
+Every number comes from ``metrics.py`` over the plans of all bags together: L2 (VAD protocol ``l2_{T}s``, UniAD
+protocol ``l2_uniad_{T}s``), collision, constant velocity beside it (``cv_``), forecast PSNR / SSIM per horizon
+with copy-last-frame beside it, latency percentiles and surprise statistics. Undefined values are ``None`` in JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from pwm_model.eval import metrics as M
+from pwm_model.eval.bag_eval import BagEvaluation
+
+LATENCY_PERCENTILES = (50, 90, 99)
+
+
+def _cat(evals: list[BagEvaluation], name: str) -> np.ndarray:
+    return np.concatenate([getattr(e, name) for e in evals])
+
+
+def _cat_boxes(evals: list[BagEvaluation]) -> tuple[np.ndarray, np.ndarray]:
+    m = max(e.boxes.shape[2] for e in evals)
+    boxes, valid = [], []
+    for e in evals:
+        pad = m - e.boxes.shape[2]
+        boxes.append(np.pad(e.boxes, ((0, 0), (0, 0), (0, pad), (0, 0))))
+        valid.append(np.pad(e.boxes_valid, ((0, 0), (0, 0), (0, pad))))
+    return np.concatenate(boxes), np.concatenate(valid)
+
+
+def horizon_index(horizon_s: float, step_s: float, count: int) -> int | None:
+    """0-based index of the step at ``horizon_s`` (steps at step_s, 2 step_s, ...), None if none falls on it."""
+    k = horizon_s / step_s
+    if abs(k - round(k)) > 1e-6 or not 1 <= round(k) <= count:
+        return None
+    return int(round(k)) - 1
+
+
+def planning_metrics(evals: list[BagEvaluation]) -> dict[str, Any]:
+    """L2 and collision of the plans and of constant velocity, and the per-waypoint error curves."""
+    scored = [e for e in evals if e.has_odometry]
+    k = evals[0].plans.shape[1]
+    dt = evals[0].waypoint_dt_s
+    if not scored:
+        keys = [f"{p}_{h:g}s" for p in ("l2", "l2_uniad", "cv_l2", "cv_l2_uniad") for h in M.HORIZONS_S]
+        return {**dict.fromkeys(keys + ["l2_avg", "cv_l2_avg", "collision_rate", "cv_collision_rate"], math.nan),
+                "scored_plans": 0, "l2_curve_m": [], "cv_l2_curve_m": []}
+    plans, truth, valid, cv = (_cat(scored, n) for n in ("plans", "truth", "truth_valid", "cv"))
+    out: dict[str, Any] = {"scored_plans": int(valid.any(axis=1).sum())}
+    out.update(M.l2_metrics(plans, truth, valid, dt))
+    out.update(M.l2_metrics(cv, truth, valid, dt, prefix="cv_l2"))
+    with_boxes = [e for e in scored if e.has_boxes]
+    if with_boxes:
+        p2, t2, v2, c2 = (_cat(with_boxes, n) for n in ("plans", "truth", "truth_valid", "cv"))
+        boxes, boxes_valid = _cat_boxes(with_boxes)
+        out.update(M.collision_metrics(p2, t2, v2, boxes, boxes_valid, dt))
+        out.update(M.collision_metrics(c2, t2, v2, boxes, boxes_valid, dt, prefix="cv_collision"))
+    else:
+        out.update(collision_rate=math.nan, cv_collision_rate=math.nan)
+    # the error at every waypoint time (the UniAD protocol evaluated at each waypoint)
+    every = tuple(round((i + 1) * dt, 6) for i in range(k))
+    for prefix, traj in (("l2", plans), ("cv_l2", cv)):
+        curve = M.l2_metrics(traj, truth, valid, dt, horizons_s=every, prefix="x")
+        out[f"{prefix}_curve_m"] = [curve[f"x_uniad_{h:g}s"] for h in every]
+    out["waypoint_times_s"] = list(every)
+    return out
+
+
+def forecast_metrics(evals: list[BagEvaluation]) -> dict[str, Any]:
+    """PSNR / SSIM per forecast horizon of the decoded forecasts and of copy-last-frame."""
+    model_dt = evals[0].model_dt_s
+    psnr, ssim, cpsnr, cssim = (_cat(evals, n) for n in ("forecast_psnr", "forecast_ssim", "copy_psnr", "copy_ssim"))
+    f = psnr.shape[1] if psnr.ndim == 2 else 0
+    out: dict[str, Any] = {"forecast_samples": int(len(psnr)),
+                           "forecast_horizons_s": [round((i + 1) * model_dt, 6) for i in range(f)]}
+    curves = {}
+    for name, values in (("forecast_psnr_db", psnr), ("forecast_ssim", ssim), ("copy_last_psnr_db", cpsnr),
+                         ("copy_last_ssim", cssim)):
+        curves[name] = M.per_horizon_mean(values) if len(values) else [math.nan] * f
+        out[name] = curves[name]
+    one = horizon_index(1.0, model_dt, f)
+    pick = (lambda c: c[one]) if one is not None else (lambda c: math.nan)  # noqa: E731
+    out.update(psnr_forecast_1s_db=pick(curves["forecast_psnr_db"]), ssim_forecast_1s=pick(curves["forecast_ssim"]),
+               copy_last_psnr_1s_db=pick(curves["copy_last_psnr_db"]),
+               copy_last_ssim_1s=pick(curves["copy_last_ssim"]))
+    return out
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values, float)
+    return v[np.isfinite(v)]
+
+
+def runtime_metrics(evals: list[BagEvaluation]) -> dict[str, Any]:
+    """Latency percentiles, surprise statistics and the achieved planning rate."""
+    lat = _finite(_cat(evals, "latency_ms"))
+    out: dict[str, Any] = {"latency_kind": evals[0].latency_kind}
+    for q in LATENCY_PERCENTILES:
+        out[f"latency_p{q}_ms"] = float(np.percentile(lat, q)) if lat.size else math.nan
+    out["latency_mean_ms"] = float(lat.mean()) if lat.size else math.nan
+    out["latency_max_ms"] = float(lat.max()) if lat.size else math.nan
+    sur = _finite(_cat(evals, "surprise"))
+    out.update(surprise_mean=float(sur.mean()) if sur.size else math.nan,
+               surprise_p90=float(np.percentile(sur, 90)) if sur.size else math.nan,
+               surprise_max=float(sur.max()) if sur.size else math.nan)
+    seconds = sum(max(1e-9, (e.end_ns - e.start_ns) / 1e9) for e in evals)
+    out["plan_rate_hz"] = sum(len(e.plan_t_ns) for e in evals) / seconds
+    out["warming_up_plans"] = int(_cat(evals, "warming_up").sum())
+    return out
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 4) if math.isfinite(value) else None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def summarize(evals: list[BagEvaluation]) -> dict[str, Any]:
+    """``metrics.json``: the headline numbers first, then curves, then per-bag facts; NaN -> None."""
+    if not evals:
+        raise ValueError("summarize needs at least one bag evaluation")
+    out: dict[str, Any] = {"mode": evals[0].mode, "plans": int(sum(len(e.plan_t_ns) for e in evals)),
+                           "frames": int(sum(e.frames for e in evals))}
+    out.update(planning_metrics(evals))
+    out.update(forecast_metrics(evals))
+    out.update(runtime_metrics(evals))
+    out["planning_scored"] = any(e.has_odometry for e in evals)
+    out["bags"] = [{"bag": e.bag, "frames": e.frames, "plans": int(len(e.plan_t_ns)),
+                    "seconds_of_drive": round((e.end_ns - e.start_ns) / 1e9, 2), "odometry": e.has_odometry,
+                    "boxes": e.has_boxes, "video": e.video.path.name if e.video else None,
+                    "video_codec": e.video.codec if e.video else None, "notes": e.notes, **e.extra} for e in evals]
+    return _clean(out)
+
+
+def _fmt(value: Any, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value * scale:.{digits}f}{unit}"
+
+
+TABLE_ROWS = (  # (label, key of the model, key of the baseline or None, digits, scale, unit)
+    ("L2 1 s (m)", "l2_1s", "cv_l2_1s", 3, 1.0, ""),
+    ("L2 2 s (m)", "l2_2s", "cv_l2_2s", 3, 1.0, ""),
+    ("L2 3 s (m)", "l2_3s", "cv_l2_3s", 3, 1.0, ""),
+    ("L2 avg (m)", "l2_avg", "cv_l2_avg", 3, 1.0, ""),
+    ("L2 @3 s, UniAD (m)", "l2_uniad_3s", "cv_l2_uniad_3s", 3, 1.0, ""),
+    ("collision rate", "collision_rate", "cv_collision_rate", 1, 100.0, " %"),
+    ("forecast PSNR 1 s (dB)", "psnr_forecast_1s_db", "copy_last_psnr_1s_db", 2, 1.0, ""),
+    ("forecast SSIM 1 s", "ssim_forecast_1s", "copy_last_ssim_1s", 3, 1.0, ""),
+    ("latency p50 (ms)", "latency_p50_ms", None, 1, 1.0, ""),
+    ("latency p99 (ms)", "latency_p99_ms", None, 1, 1.0, ""),
+    ("surprise mean", "surprise_mean", None, 3, 1.0, ""),
+)
+
+
+def format_table(metrics: dict[str, Any], extra_columns: dict[str, dict[str, Any]] | None = None) -> str:
+    """The summary table for the terminal: PWM, the baseline (constant velocity / copy-last-frame), extras."""
+    extra_columns = extra_columns or {}
+    head = f"{'':<24}{'PWM':>10}{'baseline':>10}" + "".join(f"{name:>14}" for name in extra_columns)
+    lines = [head]
+    for label, key, base, digits, scale, unit in TABLE_ROWS:
+        row = f"{label:<24}{_fmt(metrics.get(key), digits, scale, unit):>10}"
+        row += f"{_fmt(metrics.get(base), digits, scale, unit) if base else '':>10}"
+        row += "".join(f"{_fmt(col.get(key), digits, scale, unit):>14}" for col in extra_columns.values())
+        lines.append(row)
+    lines.append(f"{'plans':<24}{metrics.get('plans', 0):>10}")
+    lines.append("baseline: constant velocity for planning, copy-last-frame for the forecast; L2 n s = mean "
+                 "displacement up to n s (VAD/PWM protocol); latency: " + str(metrics.get("latency_kind", "")))
+    return "\n".join(lines)
