@@ -196,6 +196,10 @@ class RecordedPlans:
 
     def start(self, reader: DriveReader) -> None:
         self.matched = 0
+        stamps = set(reader.frame_stamps().tolist())  # cheap: no image is decoded
+        if not stamps & set(self.predictions.plans):
+            raise DataError(f"none of the recorded plans in {self.predictions.path} matches a camera frame of "
+                            f"{reader.path} by stamp: were they recorded while replaying this bag?")
 
     def wants(self, t_ns: int) -> bool:
         return t_ns in self.predictions.plans
@@ -494,16 +498,16 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
                                 f"{len(rows['t'])} plans")
                 next_report += 0.1
         scorer.close()
+        if not rows["t"]:
+            if source.mode == "live":
+                raise DataError(f"none of the recorded plans in {source.predictions.path} matches a camera frame "
+                                f"of {bag} by stamp: were they recorded while replaying this bag?")
+            raise DataError(f"no plan was made on {bag}: it has {frames} camera frames")
         info = video.close() if video is not None else None
     except BaseException:
         if video is not None:
             video.discard()
         raise
-    if not rows["t"]:
-        if source.mode == "live":
-            raise DataError(f"none of the recorded plans in {source.predictions.path} matches a camera frame of "
-                            f"{bag} by stamp: were they recorded while replaying this bag?")
-        raise DataError(f"no plan was made on {bag}: it has {frames} camera frames")
     boxes, boxes_valid = _pad_boxes(rows["boxes"], rows["bvalid"], k_count)
     f_count = cfg.world_model.forecast_frames
     ft, fpsnr, fssim, cpsnr, cssim = scorer.arrays(f_count)

@@ -1,0 +1,192 @@
+"""``pwm eval-bag``: score a model against recorded drives (rosbag2), offline or from a live run's recording."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "evaluate a model on rosbag2 drives: L2, collision, forecast PSNR/SSIM, surprise, latency; writes a report"
+DESCRIPTION = """Replay recorded drives through the planner and score every plan against the bag's own future.
+
+  pwm eval-bag out/sample_drive --model out/models/pwm-tiny-onnx
+  pwm eval-bag drive_a drive_b --model MODEL_DIR --backend tensorrt --out out/eval/ab
+  pwm eval-bag mybag.mcap --model MODEL_DIR --topics image=/cam/image_raw odometry=/odometry/filtered
+  pwm eval-bag out/sample_drive --predictions out/predictions --model MODEL_DIR   # plans recorded live
+
+Offline (default) the model runs here, through the same PolicyRunner as the ROS 2 node, at the model's planning
+rate on bag time. With --predictions the plans are the node's ~/trajectory messages recorded while the bag was
+replayed (`pwm_replay BAG --record OUT_BAG`, or `ros2 bag record`); nothing runs.
+
+Reads the camera (sensor_msgs/Image or CompressedImage), nav_msgs/Odometry, the route command and ground-truth
+boxes (visualization_msgs/MarkerArray); mcap or sqlite3. Scores: L2 at 1/2/3 s (VAD and UniAD protocols) and
+collision against the bag's future poses and boxes, constant velocity beside it; forecast PSNR/SSIM against the
+frames that really came (copy-last-frame beside it); surprise over time; latency. Writes OUT/metrics.json,
+OUT/report.html and OUT/overlay.mp4 (default OUT: out/eval/<bag name>). A bag without odometry gets forecast
+metrics only. See docs/EVALUATION.md."""
+
+TOPIC_KEYS = ("image", "compressed_image", "camera_info", "odometry", "command", "objects", "scenario")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pwm_model.eval.overlay_video import CODECS
+
+    parser.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 bag directory, .mcap or .db3 file")
+    parser.add_argument("--model", metavar="MODEL_DIR",
+                        help="model directory (manifest.json + graphs); required unless --predictions is given")
+    parser.add_argument("--predictions", action="append", default=[], metavar="OUT_BAG",
+                        help="score the plans recorded in this bag instead of running the model (one per BAG)")
+    parser.add_argument("--prediction-topic", metavar="TOPIC",
+                        help="nav_msgs/Path topic in the predictions bag (default: the one ending in /trajectory)")
+    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"),
+                        help="inference backend (default: the model's runtime.backend)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="device (default: the model's runtime.device)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: out/eval/<first bag name>)")
+    parser.add_argument("--topics", nargs="+", default=[], metavar="KEY=TOPIC",
+                        help=f"topic names in the bag, e.g. image=/cam/image_raw (keys: {', '.join(TOPIC_KEYS)})")
+    parser.add_argument("--planning-rate-hz", type=float, metavar="HZ",
+                        help="plans per second of bag time (default: the model's runtime.planning_rate_hz)")
+    parser.add_argument("--forecast-every", type=int, default=5, metavar="N",
+                        help="decode the forecast of every N-th plan for PSNR/SSIM (0: none; default 5)")
+    parser.add_argument("--no-video", action="store_true", help="do not write the overlay video")
+    parser.add_argument("--video-codec", choices=("auto", *CODECS), default="auto",
+                        help="overlay video codec (default auto: avc1, else vp09, else mp4v)")
+    parser.add_argument("--title", help="report title")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def parse_topics(items: list[str], base: Any) -> Any:
+    """``KEY=TOPIC`` items applied to a ``TopicsConfig`` (validated)."""
+    from pwm_model.errors import ConfigError
+
+    changes = {}
+    for item in items:
+        key, sep, topic = item.partition("=")
+        if not sep or key not in TOPIC_KEYS:
+            raise ConfigError(f"--topics item {item!r} must look like KEY=TOPIC with KEY one of "
+                              f"{', '.join(TOPIC_KEYS)}")
+        changes[key] = topic
+    topics = dataclasses.replace(base, **changes)
+    topics.validate("--topics")
+    return topics
+
+
+def model_config(model_dir: str | Path) -> Any:
+    """The config a model directory (manifest.json) or a checkpoint directory (config.yaml) was made with."""
+    from pwm_model.config import from_dict, load_yaml
+    from pwm_model.errors import ModelError
+
+    d = Path(model_dir)
+    if (d / "manifest.json").is_file():
+        try:
+            manifest = json.loads((d / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{d / 'manifest.json'} is not valid JSON: {exc}") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+            raise ModelError(f"{d / 'manifest.json'} holds no config")
+        return from_dict(manifest["config"])
+    if (d / "config.yaml").is_file():
+        return load_yaml(d / "config.yaml")
+    raise ModelError(f"{d} is not a model directory (no manifest.json) or a checkpoint (no config.yaml)")
+
+
+def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, predictions: list[str] | None = None,
+                    prediction_topic: str | None = None, backend: str | None = None, device: str | None = None,
+                    topics: list[str] | None = None, planning_rate_hz: float | None = None, forecast_every: int = 5,
+                    video: bool = True, video_codec: str = "auto", title: str | None = None,
+                    compare: dict[str, dict[str, Any]] | None = None, extra_notes: list[str] | None = None,
+                    extra_metrics: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``bags`` and write ``out``/metrics.json, report.html and the overlay video(s); returns the metrics."""
+    from pwm_model.config import preset
+    from pwm_model.errors import ConfigError
+    from pwm_model.eval.bag_eval import EvalOptions, OfflinePlanner, RecordedPlans, evaluate_bag
+    from pwm_model.eval.bag_summary import summarize
+    from pwm_model.eval.predictions import read_predictions
+    from pwm_model.eval.report import write_report
+    from pwm_model.geometry import PinholeCamera
+    from pwm_model.io_utils import write_json_atomic
+
+    predictions = predictions or []
+    if predictions and len(predictions) != len(bags):
+        raise ConfigError(f"give one --predictions bag per drive: {len(bags)} drives, {len(predictions)} predictions")
+    if not predictions and not model:
+        raise ConfigError("--model is required to run the planner (or give --predictions recorded from a live run)")
+    if forecast_every < 0:
+        raise ConfigError(f"--forecast-every must not be negative, got {forecast_every}")
+    out = Path(out)
+    runner = None
+    if predictions:
+        cfg = model_config(model) if model else preset("tiny")
+        camera = PinholeCamera.from_config(cfg.camera)
+    else:
+        from pwm_model.runtime.runner import PolicyRunner
+
+        cfg = model_config(model)
+        rt = dataclasses.replace(cfg.runtime, **{k: v for k, v in (("backend", backend), ("device", device))
+                                                  if v is not None})
+        runner = PolicyRunner.from_model_dir(model, rt)
+        cfg, camera = runner.config, runner.camera
+        runner.warm_up()
+    if topics:
+        cfg.data.topics = parse_topics(topics, cfg.data.topics)
+    rate = planning_rate_hz if planning_rate_hz is not None else cfg.runtime.planning_rate_hz
+    opts = EvalOptions(forecast_every=forecast_every, video=video, video_codec=video_codec, progress=progress)
+    evals = []
+    try:
+        for j, bag in enumerate(bags):
+            if predictions:
+                pred = read_predictions(predictions[j], prediction_topic)
+                _check_predictions(pred, cfg)
+                source: Any = RecordedPlans(pred)
+            else:
+                source = OfflinePlanner(runner, rate, forecast_every)
+            name = "overlay.mp4" if len(bags) == 1 else f"overlay_{j:02d}_{Path(bag).name}.mp4"
+            evals.append(evaluate_bag(bag, source, cfg, camera, out_dir=out, topics=cfg.data.topics, options=opts,
+                                      video_name=name))
+    finally:
+        if runner is not None:
+            runner.close()
+    metrics = summarize(evals)
+    backend_name = (backend or cfg.runtime.backend) if not predictions else "recorded"
+    metrics.update(model=str(model) if model else None, backend=backend_name,
+                   planning_rate_hz=rate if not predictions else None, **(extra_metrics or {}))
+    write_json_atomic(out / "metrics.json", metrics)
+    write_report(out / "report.html", evals, metrics,
+                 title=title or f"pwm drive evaluation: {', '.join(Path(b).name for b in bags)}",
+                 model=str(model or ""), backend=backend_name, compare=compare, extra_notes=extra_notes or [])
+    return metrics
+
+
+def _check_predictions(pred: Any, cfg: Any) -> None:
+    from pwm_model.errors import DataError
+
+    dt = pred.waypoint_dt_s
+    if math.isfinite(dt) and abs(dt - cfg.data.waypoint_dt_s) > 1e-3:
+        raise DataError(f"the recorded plans in {pred.path} have waypoints {dt:g} s apart, but the model config says "
+                        f"data.waypoint_dt_s = {cfg.data.waypoint_dt_s:g} (pass the --model they came from)")
+    k = {len(p.waypoints_xyyaw) for p in pred.plans.values()}
+    if k != {cfg.data.num_waypoints}:
+        raise DataError(f"the recorded plans in {pred.path} have {', '.join(map(str, sorted(k)))} waypoints, but the "
+                        f"model config says data.num_waypoints = {cfg.data.num_waypoints} (pass the --model they "
+                        "came from)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pwm_model.eval.bag_summary import format_table
+
+    out = Path(args.out) if args.out else Path("out/eval") / Path(args.bags[0]).name
+    metrics = evaluate_drives(args.bags, model=args.model, out=out, predictions=args.predictions,
+                              prediction_topic=args.prediction_topic, backend=args.backend, device=args.device,
+                              topics=args.topics, planning_rate_hz=args.planning_rate_hz,
+                              forecast_every=args.forecast_every, video=not args.no_video,
+                              video_codec=args.video_codec, title=args.title, progress=not args.quiet)
+    print(format_table(metrics))
+    for bag in metrics["bags"]:
+        for note in bag["notes"]:
+            print(f"note: {note}")
+    print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}", file=sys.stderr)
+    return 0

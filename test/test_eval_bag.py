@@ -1,0 +1,223 @@
+"""Bag evaluation, the scoring side: recorded plans against the bag's own future, on real rosbag2 files.
+
+Plans come from predictions bags written as ``pwm_replay --record`` writes them (no model needed); the drive is the
+analytic arc of drive_helpers, so the ground truth and constant velocity's error are known in closed form.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pwm_model.data.bag import DriveReader
+from pwm_model.errors import DataError
+from pwm_model.eval.bag_eval import RecordedPlans, evaluate_bag, ground_truth
+from pwm_model.eval.bag_summary import summarize
+from pwm_model.eval.metrics import EGO_CENTER_X_M
+from pwm_model.eval.predictions import read_predictions
+from pwm_model.geometry import PinholeCamera
+
+from .drive_helpers import T0_NS, arc_relative, odom_msg, typestore, write_raw_bag
+from .eval_bag_helpers import (
+    FRAMES,
+    config,
+    cv_l2_up_to,
+    rewrite_with_mcap_library,
+    truth_plan,
+    write_arc,
+    write_predictions,
+)
+
+DT_NS = 100_000_000
+STAMPS = [T0_NS + i * DT_NS for i in range(FRAMES)]
+REQUIRED = ("l2_3s", "cv_l2_3s", "collision_rate", "psnr_forecast_1s_db", "latency_p50_ms", "plans")
+
+
+def _pwm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pwm_model.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def _evaluate(bag: Path, pred: Path, out: Path | None = None, video: bool = False) -> tuple[object, dict]:
+    from pwm_model.eval.bag_eval import EvalOptions
+
+    cfg = config()
+    ev = evaluate_bag(bag, RecordedPlans(read_predictions(pred)), cfg, PinholeCamera.from_config(cfg.camera),
+                      out_dir=out, options=EvalOptions(video=video, progress=False))
+    return ev, summarize([ev])
+
+
+def test_ground_truth_is_the_arc_ahead(tmp_path: Path) -> None:
+    reader = DriveReader(write_arc(tmp_path / "arc"))
+    wp, ok, boxes, boxes_ok = ground_truth(reader, STAMPS[10], 8, 500_000_000, None)
+    np.testing.assert_allclose(wp, truth_plan(), atol=1e-6)
+    assert ok.all() and boxes.shape[0] == 8 and boxes_ok.any(axis=1).all()
+    # 6.9 s of drive: from t = 4.0 s only the waypoints up to 2.9 s ahead exist
+    wp, ok, _, _ = ground_truth(reader, STAMPS[40], 8, 500_000_000, None)
+    assert ok.tolist() == [True] * 5 + [False] * 3 and np.all(wp[~ok] == 0)
+
+
+def test_perfect_plans_score_zero_and_constant_velocity_its_analytic_error(tmp_path: Path) -> None:
+    bag = write_arc(tmp_path / "arc")
+    # plans in the first 3 s: every waypoint has its ground truth (later ones would average in fewer waypoints)
+    pred = write_predictions(tmp_path / "pred", STAMPS[:30:2], lambda t: truth_plan(), surprise=lambda t: 0.25)
+    ev, m = _evaluate(bag, pred)
+    assert m["plans"] == 15 and m["mode"] == "live" and m["planning_scored"]
+    for h in ("1s", "2s", "3s"):
+        assert m[f"l2_{h}"] == pytest.approx(0.0, abs=1e-4)
+        assert m[f"cv_l2_{h}"] == pytest.approx(cv_l2_up_to(float(h[0])), abs=1e-3)
+    x, y, _ = arc_relative(3.0)
+    assert m["cv_l2_uniad_3s"] == pytest.approx(math.hypot(5.0 * 3.0 - x, y), abs=1e-3)
+    assert m["collision_rate"] == 0.0 and m["cv_collision_rate"] == 0.0
+    assert m["latency_p50_ms"] == pytest.approx(30.0) and m["latency_kind"] == "end-to-end"
+    assert m["surprise_mean"] == pytest.approx(0.25)
+    assert m["psnr_forecast_1s_db"] is None  # live recordings carry no forecast frames
+    assert all(key in m for key in REQUIRED)
+    assert len(m["l2_curve_m"]) == 8 and m["cv_l2_curve_m"][-1] > m["cv_l2_curve_m"][0] > 0
+
+
+def test_a_lateral_offset_is_its_l2_and_a_plan_into_the_lead_car_collides(tmp_path: Path) -> None:
+    bag = write_arc(tmp_path / "arc")
+    offset = truth_plan() + np.array([0.0, 1.0, 0.0])
+    _, m = _evaluate(bag, write_predictions(tmp_path / "offset", STAMPS[:30:3], lambda t: offset))
+    for key in ("l2_1s", "l2_2s", "l2_3s", "l2_uniad_3s", "l2_avg"):
+        assert m[key] == pytest.approx(1.0, abs=1e-4)
+    # a plan that puts the ego box onto the lead car (4.5 m long) at every waypoint time collides, every time
+    reader = DriveReader(bag)
+
+    def ram(t_ns: int) -> np.ndarray:
+        _, _, boxes, ok = ground_truth(reader, t_ns, 8, 500_000_000, None)
+        car = [b[ok[k] & (np.abs(b[:, 3] - 4.5) < 1e-3)][0] for k, b in enumerate(boxes)]
+        return np.array([[c[0] - EGO_CENTER_X_M, c[1], c[6]] for c in car])
+
+    _, m = _evaluate(bag, write_predictions(tmp_path / "ram", STAMPS[:20:4], ram))
+    assert m["collision_rate"] == 1.0 and m["collision_1s_pct"] == 100.0
+    assert m["cv_collision_rate"] == 0.0 and m["collision_gt_excluded"] == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite3", "compressed", "foreign_writer_extra_topics"])
+def test_other_storages_writers_and_encodings_score_the_same(tmp_path: Path, kind: str) -> None:
+    if kind == "sqlite3":
+        bag = write_arc(tmp_path / "arc", storage="sqlite3")
+    elif kind == "compressed":
+        bag = write_arc(tmp_path / "arc", compressed=True, compressed_format="jpeg")
+    else:
+        bag = rewrite_with_mcap_library(write_arc(tmp_path / "arc"), tmp_path / "foreign.mcap")
+    reader = DriveReader(bag)
+    assert reader.summary.camera_frames == FRAMES and reader.summary.camera_compressed == (kind == "compressed")
+    if kind.startswith("foreign"):
+        assert "/chatter" in reader.summary.topics
+    offset = truth_plan() + np.array([0.5, 0.0, 0.0])
+    ev, m = _evaluate(bag, write_predictions(tmp_path / "pred", STAMPS[:30:5], lambda t: offset), tmp_path / "out",
+                      video=kind == "compressed")
+    assert m["plans"] == 6 and m["l2_3s"] == pytest.approx(0.5, abs=1e-4)
+    assert m["cv_l2_3s"] == pytest.approx(cv_l2_up_to(3.0), abs=1e-3)
+    if kind == "compressed":  # the overlay video holds every frame and decodes
+        cap = cv2.VideoCapture(str(ev.video.path))
+        count = 0
+        while cap.read()[0]:
+            count += 1
+        assert count == FRAMES and ev.video.path.stat().st_size > 1000
+
+
+def test_cli_writes_metrics_report_and_video(tmp_path: Path) -> None:
+    bag = write_arc(tmp_path / "arc")
+    pred = write_predictions(tmp_path / "pred", STAMPS[::2], lambda t: truth_plan() + [0.2, 0.0, 0.0],
+                             surprise=lambda t: (t - T0_NS) / 1e10)
+    out = tmp_path / "eval"
+    r = _pwm("eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "L2 3 s (m)" in r.stdout and "0.200" in r.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert all(key in m for key in REQUIRED) and m["plans"] == FRAMES // 2 and m["l2_3s"] == pytest.approx(0.2)
+    assert m["bags"][0]["video"] == "overlay.mp4" and (out / "overlay.mp4").stat().st_size > 0
+    page = (out / "report.html").read_text()
+    assert 'src="overlay.mp4"' in page and "Surprise over time" in page
+    assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def _no_odometry_bag(tmp_path: Path) -> Path:
+    from pwm_model.data.bag import write_drive
+    from pwm_model.data.schema import Boxes, DriveSample, EgoState
+
+    cfg = config()
+    rng = np.random.default_rng(0)
+    samples = [DriveSample(T0_NS + i * DT_NS, rng.integers(0, 255, (64, 128, 3), np.uint8),
+                           EgoState(T0_NS + i * DT_NS, 0.0, 0.0, 0.0), 1, Boxes()) for i in range(20)]
+    bag = write_drive(tmp_path / "no_odom_src", samples, cfg.camera, cfg.data.topics)
+    # copy every topic but odometry
+    from rosbags.highlevel import AnyReader
+
+    ts = typestore()
+    msgs = []
+    with AnyReader([bag], default_typestore=ts) as reader:
+        for conn, t_ns, raw in reader.messages():
+            if conn.topic != cfg.data.topics.odometry:
+                msgs.append((conn.topic, conn.msgtype, t_ns, reader.deserialize(raw, conn.msgtype)))
+    return write_raw_bag(tmp_path / "no_odom", msgs)
+
+
+def test_bag_without_odometry_gets_forecast_metrics_only_said_plainly(tmp_path: Path) -> None:
+    bag = _no_odometry_bag(tmp_path)
+    pred = write_predictions(tmp_path / "pred", [T0_NS + i * DT_NS for i in range(20)], lambda t: truth_plan())
+    out = tmp_path / "eval"
+    r = _pwm("eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet", "--no-video")
+    assert r.returncode == 0, r.stderr
+    assert "no odometry on /odom" in r.stdout and "forecast metrics only" in r.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["planning_scored"] is False and m["l2_3s"] is None and m["plans"] == 20
+    assert "forecast metrics only" in (out / "report.html").read_text()
+
+
+def _truncated(tmp_path: Path) -> Path:
+    bag = write_arc(tmp_path / "trunc")
+    file = next(bag.glob("*.mcap"))
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+    return bag
+
+
+def _no_camera(tmp_path: Path) -> Path:
+    ts = typestore()
+    return write_raw_bag(tmp_path / "no_camera", [
+        ("/odom", "nav_msgs/msg/Odometry", T0_NS, odom_msg(ts, T0_NS, 0.0, 0.0, 0.0)),
+        ("/chatter", "std_msgs/msg/String", T0_NS, ts.types["std_msgs/msg/String"](data="hi"))])
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("truncated", "corrupt or truncated"), ("no_camera", "has no camera topic /camera/front/image_raw"),
+    ("missing", "does not exist"), ("other_drive", "matches a camera frame"), ("not_predictions", "no planned"),
+    ("wrong_dt", "waypoints 0.25 s apart")])
+def test_bad_inputs_give_one_sentence_exit_2_and_write_nothing(tmp_path: Path, case: str, expect: str) -> None:
+    bag = {"truncated": _truncated, "no_camera": _no_camera}.get(case, lambda p: write_arc(p / "arc"))(tmp_path)
+    pred = write_predictions(tmp_path / "pred", STAMPS[::7], lambda t: truth_plan(),
+                             dt_s=0.25 if case == "wrong_dt" else 0.5)
+    if case == "missing":
+        bag = tmp_path / "nowhere"
+    if case == "other_drive":
+        pred = write_predictions(tmp_path / "pred_other", [s + 12_345 for s in STAMPS[::7]], lambda t: truth_plan())
+    if case == "not_predictions":
+        pred = bag
+    out = tmp_path / "eval"
+    r = _pwm("eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], r.stderr
+    assert not out.exists() or not any(out.iterdir()), "a failed evaluation left files behind"
+
+
+def test_recorded_surprise_follows_its_trajectory(tmp_path: Path) -> None:
+    pred = read_predictions(write_predictions(tmp_path / "pred", STAMPS[:5], lambda t: truth_plan(),
+                                              surprise=lambda t: float((t - T0_NS) // DT_NS)))
+    assert sorted(pred.plans) == STAMPS[:5] and pred.waypoint_dt_s == pytest.approx(0.5)
+    assert [pred.plans[t].surprise for t in STAMPS[:5]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    np.testing.assert_allclose(pred.plans[STAMPS[0]].waypoints_xyyaw, truth_plan(), atol=1e-6)
+    with pytest.raises(DataError, match="does not exist"):
+        read_predictions(tmp_path / "absent")
