@@ -97,18 +97,18 @@ def model_config(model_dir: str | Path) -> Any:
 def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, predictions: list[str] | None = None,
                     prediction_topic: str | None = None, backend: str | None = None, device: str | None = None,
                     topics: list[str] | None = None, planning_rate_hz: float | None = None, forecast_every: int = 5,
-                    video: bool = True, video_codec: str = "auto", title: str | None = None,
-                    compare: dict[str, dict[str, Any]] | None = None, extra_notes: list[str] | None = None,
-                    extra_metrics: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``bags`` and write ``out``/metrics.json, report.html and the overlay video(s); returns the metrics."""
+                    video: bool = True, video_codec: str = "auto", progress: bool = True
+                    ) -> tuple[list[Any], dict[str, Any]]:
+    """Evaluate ``bags`` (the overlay videos go to ``out``); returns the ``BagEvaluation``s and the metrics.
+
+    ``write_outputs`` then writes metrics.json and report.html.
+    """
     from pwm_model.config import preset
     from pwm_model.errors import ConfigError
     from pwm_model.eval.bag_eval import EvalOptions, OfflinePlanner, RecordedPlans, evaluate_bag
     from pwm_model.eval.bag_summary import summarize
     from pwm_model.eval.predictions import read_predictions
-    from pwm_model.eval.report import write_report
     from pwm_model.geometry import PinholeCamera
-    from pwm_model.io_utils import write_json_atomic
 
     predictions = predictions or []
     if predictions and len(predictions) != len(bags):
@@ -151,14 +151,24 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
         if runner is not None:
             runner.close()
     metrics = summarize(evals)
-    backend_name = (backend or cfg.runtime.backend) if not predictions else "recorded"
-    metrics.update(model=str(model) if model else None, backend=backend_name,
-                   planning_rate_hz=rate if not predictions else None, **(extra_metrics or {}))
+    metrics.update(model=str(model) if model else None,
+                   backend=(backend or cfg.runtime.backend) if not predictions else "recorded (live node)",
+                   planning_rate_hz=rate if not predictions else None)
+    return evals, metrics
+
+
+def write_outputs(out: str | Path, evals: list[Any], metrics: dict[str, Any], *, title: str | None = None,
+                  compare: dict[str, dict[str, Any]] | None = None, notes: list[str] | None = None) -> Path:
+    """``out``/metrics.json and ``out``/report.html (each written atomically); returns the report's path."""
+    from pwm_model.eval.report import write_report
+    from pwm_model.io_utils import write_json_atomic
+
+    out = Path(out)
     write_json_atomic(out / "metrics.json", metrics)
-    write_report(out / "report.html", evals, metrics,
-                 title=title or f"pwm drive evaluation: {', '.join(Path(b).name for b in bags)}",
-                 model=str(model or ""), backend=backend_name, compare=compare, extra_notes=extra_notes or [])
-    return metrics
+    return write_report(out / "report.html", evals, metrics,
+                        title=title or f"pwm drive evaluation: {', '.join(Path(e.bag).name for e in evals)}",
+                        model=str(metrics.get("model") or ""), backend=str(metrics.get("backend") or ""),
+                        compare=compare, extra_notes=notes or [])
 
 
 def _check_predictions(pred: Any, cfg: Any) -> None:
@@ -179,11 +189,12 @@ def run(args: argparse.Namespace) -> int:
     from pwm_model.eval.bag_summary import format_table
 
     out = Path(args.out) if args.out else Path("out/eval") / Path(args.bags[0]).name
-    metrics = evaluate_drives(args.bags, model=args.model, out=out, predictions=args.predictions,
-                              prediction_topic=args.prediction_topic, backend=args.backend, device=args.device,
-                              topics=args.topics, planning_rate_hz=args.planning_rate_hz,
-                              forecast_every=args.forecast_every, video=not args.no_video,
-                              video_codec=args.video_codec, title=args.title, progress=not args.quiet)
+    evals, metrics = evaluate_drives(args.bags, model=args.model, out=out, predictions=args.predictions,
+                                     prediction_topic=args.prediction_topic, backend=args.backend,
+                                     device=args.device, topics=args.topics, planning_rate_hz=args.planning_rate_hz,
+                                     forecast_every=args.forecast_every, video=not args.no_video,
+                                     video_codec=args.video_codec, progress=not args.quiet)
+    write_outputs(out, evals, metrics, title=args.title)
     print(format_table(metrics))
     for bag in metrics["bags"]:
         for note in bag["notes"]:
