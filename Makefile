@@ -34,5 +34,10 @@ test: venv lint
 data: venv
 	$(VENV)/bin/pwm gen-data --out out/sample_drive --scenes 1 --seconds 30 --seed 0
 
+# The sample drive (written if missing), the shipped model exported to ONNX (if missing or changed), pwm_node fed
+# live by pwm_replay, then out/demo/report.html + metrics.json. Options: make demo DEMO_ARGS="--rate 2".
+demo: venv
+	$(VENV)/bin/pwm demo $(DEMO_ARGS)
+
 clean:
 	rm -rf out build install log .pytest_cache .ruff_cache
