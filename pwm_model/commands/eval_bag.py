@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -77,18 +76,14 @@ def parse_topics(items: list[str], base: Any) -> Any:
 
 def model_config(model_dir: str | Path) -> Any:
     """The config a model directory (manifest.json) or a checkpoint directory (config.yaml) was made with."""
-    from pwm_model.config import from_dict, load_yaml
+    from pwm_model.config import load_yaml
     from pwm_model.errors import ModelError
 
     d = Path(model_dir)
     if (d / "manifest.json").is_file():
-        try:
-            manifest = json.loads((d / "manifest.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{d / 'manifest.json'} is not valid JSON: {exc}") from None
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
-            raise ModelError(f"{d / 'manifest.json'} holds no config")
-        return from_dict(manifest["config"])
+        from pwm_model.runtime.manifest import load_manifest
+
+        return load_manifest(d).config
     if (d / "config.yaml").is_file():
         return load_yaml(d / "config.yaml")
     raise ModelError(f"{d} is not a model directory (no manifest.json) or a checkpoint (no config.yaml)")

@@ -165,14 +165,21 @@ class OfflinePlanner:
 
     def start(self, reader: DriveReader) -> None:
         self.runner.reset()
-        self._due_ns, self._count = None, 0
+        self._due_ns, self._count, self._last_ns, self._seen_ns = None, 0, None, None
+        self.time_jumps = 0
 
     def wants(self, t_ns: int) -> bool:
         return self._due_ns is None or t_ns >= self._due_ns - RATE_TOLERANCE * self.period_ns
 
     def plan(self, t_ns: int, rgb: np.ndarray | None, ego: EgoInput) -> PlanRecord | None:
-        if rgb is None or not self.wants(t_ns):
-            return None
+        if self._seen_ns is not None and t_ns < self._seen_ns:
+            self.runner.reset()  # time went backwards (a looped recording): the node resets its history too
+            self._due_ns, self._last_ns = None, None
+            self.time_jumps += 1
+        self._seen_ns = t_ns
+        if rgb is None or (self._last_ns is not None and t_ns <= self._last_ns) or not self.wants(t_ns):
+            return None  # not due yet, or a repeated frame (the node skips those too)
+        self._last_ns = t_ns
         due = t_ns if self._due_ns is None else self._due_ns
         self._due_ns = due + self.period_ns if t_ns - due < self.period_ns else t_ns + self.period_ns
         p = self.runner.step(rgb, t_ns, ego)
