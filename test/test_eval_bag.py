@@ -221,3 +221,13 @@ def test_recorded_surprise_follows_its_trajectory(tmp_path: Path) -> None:
     np.testing.assert_allclose(pred.plans[STAMPS[0]].waypoints_xyyaw, truth_plan(), atol=1e-6)
     with pytest.raises(DataError, match="does not exist"):
         read_predictions(tmp_path / "absent")
+
+
+def test_recorded_with_wall_clock_receive_times_latency_is_not_scored(tmp_path: Path) -> None:
+    bag = write_arc(tmp_path / "arc")
+    # `ros2 bag record` without --use-sim-time stamps arrivals with the wall clock, weeks after the drive
+    pred = write_predictions(tmp_path / "pred", STAMPS[:20:2], lambda t: truth_plan(),
+                             latency_ns=3 * 7 * 24 * 3600 * 10**9)
+    ev, m = _evaluate(bag, pred)
+    assert m["latency_p50_ms"] is None and m["l2_3s"] == pytest.approx(0.0, abs=1e-4)
+    assert any("use-sim-time" in n for n in ev.notes)

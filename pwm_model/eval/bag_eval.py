@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 STRIP_CAP = 400  # decoded forecasts (and their true frames) kept for the report's strips at most
 THUMB_MAX_WIDTH_PX = 320  # camera thumbnails kept for the report are at most this wide
+LATENCY_PLAUSIBLE_MS = 60_000.0  # recorded arrival minus camera stamp beyond this: not bag time (wall clock)
 RATE_TOLERANCE = 0.1  # a frame is due for planning this share of a planning period early (camera jitter)
 
 
@@ -519,6 +520,12 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     f_count = cfg.world_model.forecast_frames
     ft, fpsnr, fssim, cpsnr, cssim = scorer.arrays(f_count)
     extra: dict[str, Any] = {"seconds": round(time.monotonic() - started, 1)}
+    latency = np.array(rows["latency"], float)
+    if source.mode == "live" and np.isfinite(latency).any() and not (
+            0.0 <= np.nanmedian(latency) <= LATENCY_PLAUSIBLE_MS):
+        notes.append("The plans were recorded with receive times that are not bag time (record with "
+                     "`ros2 bag record --use-sim-time`, or with pwm_replay --record): latency is not scored.")
+        latency[:] = math.nan
     if source.mode == "live":
         pred = source.predictions
         extra.update(recorded_plans=len(pred.plans), matched_plans=source.matched, diagnostics=pred.diagnostics)
@@ -531,7 +538,7 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
         plan_t_ns=np.array(rows["t"], np.int64), plans=np.stack(rows["plan"]), truth=np.stack(rows["truth"]),
         truth_valid=np.stack(rows["valid"]), boxes=boxes, boxes_valid=boxes_valid, boxes_now=rows["now"],
         cv=np.stack(rows["cv"]), speed_mps=np.array(rows["speed"], float), command=np.array(rows["cmd"], int),
-        surprise=np.array(rows["surprise"], float), latency_ms=np.array(rows["latency"], float),
+        surprise=np.array(rows["surprise"], float), latency_ms=latency,
         latency_kind=source.latency_kind, warming_up=np.array(rows["warm"], bool), forecast_t_ns=ft,
         forecast_psnr=fpsnr, forecast_ssim=fssim, copy_psnr=cpsnr, copy_ssim=cssim, strips=scorer.strips,
         moments=picker.moments(), video=info, video_speedup=video_stride, notes=notes, extra=extra)
