@@ -14,6 +14,7 @@ import numpy as np
 from pwm_model.data.schema import COMMAND_LEFT, COMMAND_STRAIGHT
 from pwm_model.data.synthetic.agents import Agent, LateralMove, idm_accel
 from pwm_model.data.synthetic.road import Road
+from pwm_model.geometry import box_footprint, polygons_intersect
 
 EGO_LENGTH_M, EGO_WIDTH_M, EGO_HEIGHT_M = 4.6, 1.85, 1.5
 EGO_CENTER_X_M = 1.4  # box centre ahead of the rear axle (rear overhang 0.9 m)
@@ -56,6 +57,7 @@ class EgoDriver:
         self.command = COMMAND_STRAIGHT
         self.lane_changes_done = 0
         self.leader_id: int | None = None
+        self._creep = False
 
     # --- Frenet helpers ------------------------------------------------------------------------------
     @property
@@ -113,8 +115,20 @@ class EgoDriver:
         v_curve = np.sqrt(LAT_ACCEL_MAX_MPS2 / np.maximum(k, 1e-4))
         return float(np.min(np.sqrt(v_curve**2 + 2 * CURVE_DECEL_MPS2 * (s - self.s_m))))
 
+    def _would_touch(self, a: Agent, t_s: float, ahead_m: float) -> bool:
+        """Would the ego's footprint (grown by 0.3 m), moved ``ahead_m`` along its heading, touch vehicle ``a``?"""
+        c, s = math.cos(self.yaw_rad), math.sin(self.yaw_rad)
+        mine = ego_box(self.x_m + ahead_m * c, self.y_m + ahead_m * s, self.yaw_rad)
+        mine[3:5] += 0.6
+        view = a.view(self.road, t_s, False)
+        return polygons_intersect(box_footprint(mine), box_footprint(view.box().astype(float)))
+
     def _leader(self, agents: list[Agent], t_s: float) -> tuple[float | None, float, float, int | None]:
-        """(gap, speed, acceleration, track id) of the vehicle the ego must follow, or (None, 0, 0, None)."""
+        """(gap, speed, acceleration, track id) of the vehicle the ego must follow, or (None, 0, 0, None).
+
+        Sets ``_creep`` when a vehicle the ego is pulling out around is close but clear of its path.
+        """
+        self._creep = False
         s_c, d_c, v = self.center_s_m, self.center_d_m, self.speed_mps
         best: tuple[float | None, float, float, int | None] = (None, 0.0, 0.0, None)
         for a in agents:
@@ -132,7 +146,14 @@ class EgoDriver:
                 return a.lateral.at(t_s + tau)[0] if a.lateral is not None else a.d_m
 
             overlap_now = abs(d_c - a.d_m) < reach
-            relevant = (overlap_now and (gap < 2.0 + 0.6 * v or not self.changing_lane and self.request is None))
+            # a vehicle overlapping the ego now is followed unless a lane change will take the ego clear of it
+            relevant = overlap_now and not self.changing_lane and self.request is None
+            if overlap_now and self.changing_lane and gap < 1.0 + 0.6 * v:
+                # close while pulling out around it: stop only if driving on straight would touch it
+                if self._would_touch(a, t_s, min(max(gap, 0.0) + 0.5, 3.0)):
+                    relevant = True
+                else:
+                    self._creep = True
             for tau in (max(t_arrive - 1.0, 0.0), t_arrive):
                 if abs(self.d_ref_m(t_s + tau) - a_d(tau)) < reach:
                     relevant = True
@@ -149,14 +170,16 @@ class EgoDriver:
                 self.lateral = LateralMove(road.lane_d_m(self.lane), road.lane_d_m(self.request.target_lane), t_s,
                                            duration)
                 self.lane = self.request.target_lane
-        if self.lateral is not None and self.lateral.done(t_s) and abs(self.center_d_m - self.lateral.d1_m) < 0.3:
+        heading_err = math.remainder(self.yaw_rad - float(road.heading_at(self.s_m)), 2 * math.pi)
+        if (self.lateral is not None and self.lateral.done(t_s) and abs(self.center_d_m - self.lateral.d1_m) < 0.3
+                and abs(heading_err) < 0.05):
             self.lateral, self.request = None, None
             self.command = COMMAND_STRAIGHT
             self.lane_changes_done += 1
 
         # 2. lateral: pure pursuit towards the reference path
         v = self.speed_mps
-        look_m = float(np.clip(0.9 * v, 6.0, 25.0))
+        look_m = float(np.clip(0.9 * v, 4.0, 25.0))
         target_xy, _ = road.frenet_to_world(self.s_m + look_m, self.d_ref_m(t_s + look_m / max(v, 2.0)))
         dx, dy = target_xy[0] - self.x_m, target_xy[1] - self.y_m
         c, s = math.cos(self.yaw_rad), math.sin(self.yaw_rad)
@@ -168,7 +191,11 @@ class EgoDriver:
         # 3. longitudinal: IDM towards min(speed limit, curve speed), following the leader
         gap, v_lead, a_lead, self.leader_id = self._leader(agents, t_s)
         v0 = min(self.v_limit_mps, self._curve_speed_mps())
-        a_cmd = idm_accel(v, v0, gap, v - v_lead, a_max=1.6, b_comf=2.5, headway_s=1.4, s0_m=3.0,
+        if self._creep:
+            v0 = min(v0, 2.5)  # edge past the vehicle slowly
+        # waiting to change lanes (e.g. behind an obstacle), keep room to pull out
+        s0 = 6.0 if self.request is not None and self.lateral is None else 3.0
+        a_cmd = idm_accel(v, v0, gap, v - v_lead, a_max=1.6, b_comf=2.5, headway_s=1.4, s0_m=s0,
                           lead_accel_mps2=a_lead)
         a_cmd = float(np.clip(a_cmd, -MAX_DECEL_MPS2, 2.0))
         # jerk limit: gentle when accelerating, quick when braking

@@ -239,13 +239,15 @@ class CutInEvent(Event):
                 gap = a.s_m - ego.center_s_m - (a.length_m + EGO_LENGTH_M) / 2
                 if (a.role == "ambient" and a.direction > 0 and not a.parked and a.lateral is None
                         and abs(a.d_m - d_lane) < 0.5 and self.gap_target + 5.0 < gap < 70.0
-                        and a.speed_mps < ego.speed_mps - 1.0 and a.kind != "truck"):
+                        and a.speed_mps < ego.speed_mps - 1.0 and a.kind != "truck"
+                        and (w.leader_of(a)[0] or 1e9) > 30.0):
+                    self.gap_target = float(self.rng.uniform(11.0, 18.0))
                     self._setup(w, a, direction, lane, "approach")
                     return True
         # (b) a faster vehicle from behind, when the next lane is clear
         for direction, lane in order:
             d_lane = w.road.lane_d_m(lane)
-            if not w.lane_occupied(d_lane, ego.center_s_m - 50.0, ego.center_s_m + 150.0):
+            if not w.lane_occupied(d_lane, ego.center_s_m - 50.0, ego.center_s_m + 100.0):
                 v = max(ego.speed_mps, 5.0)
                 s = ego.center_s_m - float(self.rng.uniform(7.0, 12.0))
                 car = w.spawn(str(self.rng.choice(["car", "van"], p=[0.85, 0.15])), s, d_lane, v + 5.0, role="event")
@@ -288,17 +290,27 @@ class CutInEvent(Event):
                 car.set_indicator(self.toward, w.t_s)
                 if self.from_behind:
                     car.v_desired_mps = ego.speed_mps + 1.0
+                else:  # hold a steady speed a little below the ego's while signalling and cutting in
+                    self.v_hold = max(ego.speed_mps - 2.0, 0.6 * ego.speed_mps)
+                    car.v_desired_mps = self.v_hold
                 car.move_laterally(car.d_m + sign * 0.35, w.t_s, self.signal_s)
                 self._go("signal", w)
             elif dt > 12.0:
                 return True
-        elif self.phase == "signal":
+        dt = w.t_s - self.phase_t0
+        if not self.from_behind and self.phase in ("signal", "cut"):
+            # it is leaving its lane (often to pass a slower vehicle): it follows that one only when close
+            lead_gap = w.leader_of(car)[0]
+            car.accel_override = (None if lead_gap is not None and lead_gap < 8.0
+                                  else float(np.clip(1.5 * (self.v_hold - car.speed_mps), -1.5, 1.0)))
+        if self.phase == "signal":
             if dt >= self.signal_s:
                 car.move_laterally(w.road.lane_d_m(ego.lane), w.t_s, self.cut_s)
                 self._go("cut", w)
         elif self.phase == "cut":
             if dt >= self.cut_s:
                 car.set_indicator(INDICATOR_OFF, w.t_s)
+                car.accel_override = None
                 if self.from_behind:
                     car.v_desired_mps = 0.75 * max(car.speed_mps, 4.0)
                 w.reserved_lane = None
@@ -313,10 +325,11 @@ class CutInEvent(Event):
 
     def finish(self, w: World) -> None:
         self.car.role = "ambient"
+        self.car.accel_override = None
         self.car.set_indicator(INDICATOR_OFF, w.t_s)
         self.car.v_desired_mps = max(self.car.v_desired_mps, w.ego.v_limit_mps + 3.0)
-        if self.car.lateral is None:
-            self.car.d_m = w.road.lane_d_m(w.road.lane_of(self.car.d_m))
+        if self.car.lateral is None:  # back to a lane centre after an interrupted drift
+            self.car.move_laterally(w.road.lane_d_m(w.road.lane_of(self.car.d_m)), w.t_s, 1.5)
         w.reserved_lane = None
 
 

@@ -120,7 +120,7 @@ class World:
         return bool(front) and bool(self.pinhole.in_image(uv))
 
     # --- stepping ------------------------------------------------------------------------------------
-    def _leader_of(self, a: Agent) -> tuple[float | None, float, float]:
+    def leader_of(self, a: Agent) -> tuple[float | None, float, float]:
         """(gap, speed, acceleration) of the vehicle ``a`` follows (the ego included), or (None, 0, 0)."""
         best_gap, best_v, best_a = None, 0.0, 0.0
         ego = self.ego
@@ -143,7 +143,7 @@ class World:
         return best_gap, best_v, best_a
 
     def _physics_step(self, dt_s: float) -> None:
-        leaders = [self._leader_of(a) for a in self.agents]
+        leaders = [self.leader_of(a) for a in self.agents]
         self.ego.step(dt_s, self.t_s, self.agents)
         for a, (gap, v_lead, a_lead) in zip(self.agents, leaders):
             a.step(dt_s, self.t_s, gap, v_lead, a_lead)
