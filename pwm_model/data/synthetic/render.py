@@ -293,6 +293,8 @@ class Renderer:
         hit = self._vehicle_cache.get(key)
         if hit is not None:
             return hit
+        if len(self._vehicle_cache) > 4096:  # long drives meet many vehicles: keep the cache bounded
+            self._vehicle_cache.clear()
         L, W, H, col = v.length_m, v.width_m, v.height_m, v.color_rgb  # noqa: N806
         parts: list[tuple[float, float, float, float, float, float]] = []  # (x, z0, l, w, h, y)
         colors: list[tuple[tuple, tuple]] = []
@@ -325,6 +327,8 @@ class Renderer:
                v.right_lamp_on, v.lamps_on, night)
         hit = self._decal_cache.get(key)
         if hit is None:
+            if len(self._decal_cache) > 4096:
+                self._decal_cache.clear()
             items = self._decals(v, night)
             hit = (np.array([q for _, q, _, _, _ in items]), np.array([f for f, _, _, _, _ in items]),
                    np.array([c for _, _, c, _, _ in items], float), np.array([g for _, _, _, g, _ in items]),
