@@ -24,7 +24,7 @@ MANIFEST_FORMAT = "pwm-synthetic-drives"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pwm_model.commands.common import add_config_arguments
-    from pwm_model.data.synthetic import SCENARIOS
+    from pwm_model.data.synthetic.names import SCENARIOS
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (bags and scenes.json)")
     parser.add_argument("--scenes", type=int, default=1, metavar="N", help="number of drives (default: 1)")

@@ -8,12 +8,22 @@ Modules: ``road`` (centre line, lanes, Frenet frame), ``scenery`` (roadside obje
 time of day, haze), ``agents`` (other vehicles, IDM), ``ego`` (the ego driver), ``scenarios`` (events and ambient
 traffic), ``render`` (the pinhole camera renderer), ``world`` (putting it together).
 Seeds >= 1000 are for training data, seeds < 1000 for held-out evaluation (seed 0 is the demo drive).
+The heavy parts (numpy, OpenCV) load on first use, so importing the names stays cheap.
 """
 
-from pwm_model.data.synthetic.render import Renderer
-from pwm_model.data.synthetic.scenarios import SCENARIOS
-from pwm_model.data.synthetic.world import EPOCH_NS, World, simulate_drive
+from __future__ import annotations
 
-TRAIN_SEED_MIN = 1000  # training drives use seeds >= 1000; evaluation drives use seeds below
+import importlib
+from typing import Any
+
+from pwm_model.data.synthetic.names import SCENARIOS, TRAIN_SEED_MIN
+
+_LAZY = {"Renderer": "render", "World": "world", "simulate_drive": "world", "EPOCH_NS": "world"}
 
 __all__ = ["EPOCH_NS", "SCENARIOS", "TRAIN_SEED_MIN", "Renderer", "World", "simulate_drive"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"pwm_model.data.synthetic.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

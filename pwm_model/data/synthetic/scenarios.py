@@ -15,11 +15,12 @@ import numpy as np
 from pwm_model.data.schema import COMMAND_LEFT, COMMAND_RIGHT
 from pwm_model.data.synthetic.agents import INDICATOR_HAZARD, INDICATOR_LEFT, INDICATOR_OFF, INDICATOR_RIGHT, Agent
 from pwm_model.data.synthetic.ego import EGO_LENGTH_M
+from pwm_model.data.synthetic.names import SCENARIOS
 
 if TYPE_CHECKING:
     from pwm_model.data.synthetic.world import World
 
-SCENARIOS = ("cruise", "curve", "lead_brake", "cut_in", "parked_obstacle", "oncoming", "lane_change")
+__all__ = ["SCENARIOS", "EVENT_FAMILIES", "Scheduler", "AmbientTraffic"]
 EVENT_FAMILIES = ("lead_brake", "cut_in", "parked_obstacle", "oncoming", "lane_change", "cruise")
 _EVENT_WEIGHTS = (0.2, 0.2, 0.16, 0.14, 0.16, 0.14)
 CURVE_LABEL_KAPPA = 1.0 / 350.0  # a curve this tight (or tighter) within 4 s ahead labels the frame ``curve``
