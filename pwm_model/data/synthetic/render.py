@@ -82,7 +82,7 @@ class Renderer:
                  ) -> None:
         self.out_w = int(width_px or camera.width_px)
         self.out_h = int(height_px or camera.height_px)
-        self.ss = int(supersample if supersample is not None else (2 if self.out_h <= 160 else 1))
+        self.ss = int(supersample if supersample is not None else (2 if self.out_h <= 320 else 1))
         self.cam = PinholeCamera.from_config(camera, self.out_w * self.ss, self.out_h * self.ss)
         self.road = road
         self.scenery = scenery if scenery is not None else empty_scenery()
