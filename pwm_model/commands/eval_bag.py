@@ -25,8 +25,8 @@ Reads the camera (sensor_msgs/Image or CompressedImage), nav_msgs/Odometry, the 
 boxes (visualization_msgs/MarkerArray); mcap or sqlite3. Scores: L2 at 1/2/3 s (VAD and UniAD protocols) and
 collision against the bag's future poses and boxes, constant velocity beside it; forecast PSNR/SSIM against the
 frames that really came (copy-last-frame beside it); surprise over time; latency. Writes OUT/metrics.json,
-OUT/report.html and OUT/overlay.mp4 (default OUT: out/eval/<bag name>). A bag without odometry gets forecast
-metrics only. See docs/EVALUATION.md."""
+OUT/report.html and OUT/overlay.mp4 (+ overlay.webm; default OUT: out/eval/<bag name>). A bag without odometry
+gets forecast metrics only. See docs/EVALUATION.md."""
 
 TOPIC_KEYS = ("image", "compressed_image", "camera_info", "odometry", "command", "objects", "scenario")
 
@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode the forecast of every N-th plan for PSNR/SSIM (0: none; default 5)")
     parser.add_argument("--no-video", action="store_true", help="do not write the overlay video")
     parser.add_argument("--video-codec", choices=("auto", *CODECS), default="auto",
-                        help="overlay video codec (default auto: avc1, else vp09, else mp4v)")
+                        help="overlay MP4 codec (default auto: avc1 where OpenCV has it, else mp4v plus a VP8 WebM "
+                             "that browsers play)")
     parser.add_argument("--title", help="report title")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 

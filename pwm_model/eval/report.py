@@ -48,7 +48,8 @@ td:first-child,th:first-child{text-align:left}td.win{font-weight:700;color:#1780
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:14px}
 .cards.small{grid-template-columns:repeat(auto-fill,minmax(300px,1fr))}
 .card{background:#fff;padding:8px;box-shadow:0 1px 2px #0002;border-radius:4px}
-.card img{width:100%;height:auto;display:block}.wide img{max-width:100%;height:auto;display:block}.wide{background:#fff;padding:8px;margin:8px 0;
+.card img{width:100%;height:auto;display:block}.wide img{max-width:100%;height:auto;display:block}
+.wide{background:#fff;padding:8px;margin:8px 0;
 box-shadow:0 1px 2px #0002;border-radius:4px}.cap{font-size:13px;color:#4a5163;margin:6px 2px 0}
 .legend span{display:inline-block;margin-right:16px;font-size:14px}.sw{display:inline-block;width:22px;height:4px;
 vertical-align:middle;margin-right:6px}video{width:100%;max-width:900px;background:#000;display:block}
@@ -418,13 +419,16 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
             poster = next((m.thumb_rgb for m in e.moments if m.why == "sample"), None)
             poster_attr = f' poster="{_rgb_png(poster)}"' if poster is not None else ""
             speed = f", {e.video_speedup}× speed" if e.video_speedup > 1 else ""
-            hint = "" if v.browser_playable else (" This browser may not play MPEG-4 Part 2 video: open the file "
-                                                  "with VLC or ffplay.")
-            parts.append(f'<video controls muted loop preload="metadata"{poster_attr}>'
+            hint = "" if v.browser_playable else (" Browsers do not play MPEG-4 Part 2 video: open the file with "
+                                                  "VLC or ffplay.")
+            web = (f'<source src="{html.escape(v.web_path.name)}" type="video/webm">' if v.web_path else "")
+            also = (f' (shown here: <a href="{html.escape(v.web_path.name)}">{html.escape(v.web_path.name)}</a>, '
+                    "VP8)" if v.web_path else "")
+            parts.append(f'<video controls muted loop preload="metadata"{poster_attr}>{web}'
                          f'<source src="{html.escape(v.path.name)}" type="video/mp4"></video>'
                          f'<p class="cap"><a href="{html.escape(v.path.name)}">{html.escape(v.path.name)}</a> · '
-                         f"{v.codec} · {v.frames} frames of {v.width_px}×{v.height_px} px at {v.fps:g} fps{speed} · "
-                         f"{html.escape(e.name)}.{hint}</p>")
+                         f"{v.codec}{also} · {v.frames} frames of {v.width_px}×{v.height_px} px at {v.fps:g} fps"
+                         f"{speed} · {html.escape(e.name)}.{hint}</p>")
     parts += ["<h2>Details</h2>", _details(evals),
               '<p class="cap">All numbers: <a href="metrics.json">metrics.json</a>.</p>']
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
