@@ -173,8 +173,13 @@ class Agent:
                 if self.extra.pop("indicator_until_done", False):
                     self.set_indicator(INDICATOR_OFF, t_s + dt_s)
 
-    def view(self, road, t_s: float, lamps_on: bool) -> VehicleView:  # noqa: ANN001 - Road, avoids a cycle
-        xy, h = road.frenet_to_world(self.s_m, self.d_m)
+    def view(self, road, t_s: float, lamps_on: bool, pose: tuple[float, float, float] | None = None  # noqa: ANN001
+             ) -> VehicleView:
+        """The vehicle in the world frame; ``pose`` = (x, y, road heading) when already computed (batched)."""
+        if pose is None:
+            xy, h = road.frenet_to_world(self.s_m, self.d_m)
+            pose = (float(xy[0]), float(xy[1]), float(h))
+        xy, h = pose[:2], pose[2]
         v = max(self.speed_mps, 0.5)
         yaw = float(h) + (math.atan2(self.d_rate_mps, v) if self.direction > 0 else math.pi - math.atan2(
             self.d_rate_mps, v))

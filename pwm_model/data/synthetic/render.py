@@ -93,6 +93,7 @@ class Renderer:
         self._r_ob = self.cam.base_from_camera.rotation.T  # base -> optical
         self._t_bo = self.cam.base_from_camera.translation
         self._min_px = 0.6 * self.ss  # skip boxes smaller than this on screen (render pixels)
+        self._min_area = 0.15 * self.ss * self.ss  # and faces smaller than this (render pixels squared)
         self._line = cv2.LINE_8
         self._prepare_background()
         self._prepare_strips()
@@ -453,6 +454,10 @@ class Renderer:
         cols = base * (shade[..., None] * app.light)
         cols = np.clip(cols + (np.asarray(app.fog)[None, None, :] - cols) * fade[:, None, None], 0, 255)
         uv_faces = np.ascontiguousarray(self._project(np.where(z[..., None] > NEAR_M, corners, 1.0))[:, _FACES])
+        # skip faces that cover (almost) no pixel: shoelace area in render pixels (fixed point)
+        fu, fv = uv_faces[..., 0].astype(np.float64), uv_faces[..., 1].astype(np.float64)
+        area = 0.5 * np.abs(np.sum(fu * np.roll(fv, -1, axis=2) - np.roll(fu, -1, axis=2) * fv, axis=2))
+        facing &= (area >= self._min_area * _SCALE * _SCALE) | ~all_front[:, None]
         decals = self._prepare_decals(r, t, dec_quads, dec_normals, dec_cols, dec_halo, dec_emit, dec_owner, night)
         vis_l, front_l, group_l = visible.tolist(), all_front.tolist(), group_a.tolist()
         facing_l, cols_l = facing.tolist(), cols.tolist()

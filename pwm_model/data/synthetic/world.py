@@ -168,7 +168,12 @@ class World:
         return EPOCH_NS + round(self.frame_index * 1e9 / self.camera.frame_rate_hz)
 
     def views(self) -> list[VehicleView]:
-        return [a.view(self.road, self.t_s, self.appearance.lamps_on) for a in self.agents]
+        if not self.agents:
+            return []
+        xy, h = self.road.frenet_to_world(np.array([a.s_m for a in self.agents]),
+                                          np.array([a.d_m for a in self.agents]))
+        return [a.view(self.road, self.t_s, self.appearance.lamps_on, pose=p)
+                for a, p in zip(self.agents, zip(xy[:, 0].tolist(), xy[:, 1].tolist(), h.tolist()))]
 
     def renderer(self, width_px: int | None = None, height_px: int | None = None) -> Renderer:
         return Renderer(self.camera, self.road, self.scenery, self.appearance, width_px=width_px,
