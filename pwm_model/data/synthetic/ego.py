@@ -34,6 +34,8 @@ def ego_box(x_m: float, y_m: float, yaw_rad: float) -> np.ndarray:
 
 @dataclass
 class LaneChangeRequest:
+    """A commanded lane change: issued (the route command goes out) before the manoeuvre may start."""
+
     direction: int  # COMMAND_LEFT or COMMAND_RIGHT
     issued_s: float
     start_after_s: float  # the manoeuvre starts no earlier than this (the command leads it by 1-2 s)
@@ -109,7 +111,8 @@ class EgoDriver:
         return True
 
     # --- driving -------------------------------------------------------------------------------------
-    def _curve_speed_mps(self) -> float:
+    def curve_speed_mps(self) -> float:
+        """The highest speed from which every curve in the next 160 m can be reached comfortably."""
         s = self.s_m + np.arange(0.0, 160.0, 2.0)
         k = np.abs(self.road.curvature_at(s))
         v_curve = np.sqrt(LAT_ACCEL_MAX_MPS2 / np.maximum(k, 1e-4))
@@ -190,7 +193,7 @@ class EgoDriver:
 
         # 3. longitudinal: IDM towards min(speed limit, curve speed), following the leader
         gap, v_lead, a_lead, self.leader_id = self._leader(agents, t_s)
-        v0 = min(self.v_limit_mps, self._curve_speed_mps())
+        v0 = min(self.v_limit_mps, self.curve_speed_mps())
         if self._creep:
             v0 = min(v0, 2.5)  # edge past the vehicle slowly
         # waiting to change lanes (e.g. behind an obstacle), keep room to pull out

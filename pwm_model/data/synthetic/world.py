@@ -54,7 +54,7 @@ class World:
         self.scenery = generate_scenery(r_scenery, self.road, self.appearance.grass_patch)
         lane = int(self.rng.integers(self.road.n_forward))
         self.ego = EgoDriver(self.road, lane, 20.0, 0.0, v_limit)
-        self.ego.speed_mps = min(0.9 * v_limit, self.ego._curve_speed_mps())
+        self.ego.speed_mps = min(0.9 * v_limit, self.ego.curve_speed_mps())
         self.agents: list[Agent] = []
         self.reserved_lane: int | None = None  # a lane an event needs clear of ambient traffic
         self._next_id = 1
