@@ -40,6 +40,7 @@ class Plan:
     surprise: float = float("nan")  # weighted mismatch of this frame vs the last forecast; NaN if none
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, plus "total"
     warming_up: bool = False  # True while the history buffer is not yet full (the plan is less informed)
+    ctx_tokens: np.ndarray | None = None  # (Lc,) int64 ctx codes of frame t_ns: what preview() decodes against
 
 
 class Engine(Protocol):
