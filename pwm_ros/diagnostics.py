@@ -75,13 +75,13 @@ class NodeStats:
         self._window = window
         self._rate_window_s = rate_window_s
         self.engine_state = "unconfigured"
+        self.counts = dict.fromkeys(COUNTERS, 0)  # since the node started
+        self._reported = dict(self.counts)
         self.reset()
 
     def reset(self) -> None:
-        """Clear everything but the engine state (on activate)."""
+        """Clear rates, windows and the fault state, keeping the counters and the engine state (on activate)."""
         with self._lock:
-            self.counts = dict.fromkeys(COUNTERS, 0)
-            self._reported = dict(self.counts)
             self.input_rate = RateMeter(self._rate_window_s)
             self.plan_rate = RateMeter(self._rate_window_s)
             self.latency_ms: deque[float] = deque(maxlen=self._window)  # camera stamp -> publish (node clock)

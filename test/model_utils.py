@@ -1,25 +1,79 @@
 """Model directories for the node tests: a tiny, randomly initialised checkpoint exported to ONNX (real graphs).
 
-``PWM_TEST_MODEL_DIR`` names an existing model directory instead (a CI cache, a Docker image without torch).
+The export (export/export_onnx.py, with its checks and its comparison with PyTorch) takes about a minute on two
+cores, so its result is kept under ``out/test_cache/`` keyed by the sources that shape it; any change to
+``pwm_model`` or ``export`` makes a new one. ``PWM_TEST_MODEL_DIR`` names an existing model directory instead
+(a Docker image without torch).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CACHE = REPO_ROOT / "out" / "test_cache"
 
-def tiny_model_dir(root: Path) -> Path:
-    """A model directory of the tiny preset under ``root`` (made once; skips with the reason where impossible)."""
+
+def _sources_key() -> str:
+    h = hashlib.sha256()
+    for path in sorted([*REPO_ROOT.glob("pwm_model/**/*.py"), *REPO_ROOT.glob("pwm_model/**/*.json"),
+                        *REPO_ROOT.glob("export/*.py")]):
+        h.update(str(path.relative_to(REPO_ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def tiny_model_dir(root: Path | None = None) -> Path:
+    """A model directory of the tiny preset (random weights, seed 0), exported once per source version.
+
+    Skips with the reason where it cannot be made (no torch, no export script).
+    """
     given = os.environ.get("PWM_TEST_MODEL_DIR")
     if given:
         return Path(given)
-    pytest.skip("export/export_onnx.py is not part of this build yet")
-    raise AssertionError  # pragma: no cover
+    pytest.importorskip("torch", reason="torch is needed to export the test model (or set PWM_TEST_MODEL_DIR)")
+    if not (REPO_ROOT / "export" / "export_onnx.py").is_file():
+        pytest.skip("export/export_onnx.py is not part of this build")
+    out = CACHE / f"tiny-{_sources_key()}"
+    if (out / "manifest.json").is_file():
+        return out
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test process may be exporting the same model
+        if not (out / "manifest.json").is_file():
+            _export_tiny(out)
+    for stale in CACHE.glob("tiny-*"):
+        if stale != out and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    return out
+
+
+def _export_tiny(out: Path) -> None:
+    import torch
+
+    from pwm_model.config import preset
+    from pwm_model.tokenizer.model import Tokenizer
+    from pwm_model.train.checkpoint import save_checkpoint
+    from pwm_model.world_model.model import PolicyWorldModel
+
+    sys.path.insert(0, str(REPO_ROOT / "export"))
+    from export_onnx import export_model
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    ckpt = out.parent / f".{out.name}.checkpoint"
+    save_checkpoint(ckpt, cfg, {"tokenizer": Tokenizer(cfg.tokenizer), "world_model": PolicyWorldModel(cfg)})
+    try:
+        export_model(ckpt, out, verify_frames=2, echo=lambda *a: None)
+    finally:
+        shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:

@@ -7,7 +7,6 @@ Needs a ROS 2 install with launch_testing (the Docker image's ``test`` target, o
 
 from __future__ import annotations
 
-import os
 import time
 import unittest
 from pathlib import Path
@@ -39,7 +38,7 @@ CAMERA_TOPIC = "/launch_test/camera/image_raw"
 
 @pytest.mark.launch_test
 def generate_test_description() -> tuple[launch.LaunchDescription, dict]:
-    model_dir = tiny_model_dir(Path(os.environ.get("PWM_TEST_CACHE", "/tmp/pwm_test_cache")))
+    model_dir = tiny_model_dir()
     include = launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(REPO_ROOT / "launch" / "pwm.launch.py")),
         launch_arguments={"model_dir": str(model_dir), "camera_topic": CAMERA_TOPIC,

@@ -35,6 +35,7 @@ from pwm_model.data import images  # noqa: E402
 from pwm_model.runtime.types import EgoInput  # noqa: E402
 from pwm_ros import conversions  # noqa: E402
 from pwm_ros.node import PwmNode  # noqa: E402
+from pwm_ros.overlay import draw_path  # noqa: E402
 
 from .conftest import BIN_DIR  # noqa: E402
 from .model_utils import nan_model_dir, tiny_model_dir  # noqa: E402
@@ -50,7 +51,7 @@ DT_NS = 100_000_000  # a 10 Hz camera
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_model_dir(tmp_path_factory.mktemp("model"))
+    return tiny_model_dir()
 
 
 def _runtime() -> RuntimeConfig:
@@ -201,13 +202,18 @@ def test_previews_exist_only_while_subscribed(model_dir: Path) -> None:
         forecast_frames = node._runner.config.world_model.forecast_frames  # noqa: SLF001
         assert fc.shape[1] % forecast_frames == 0 and fc.shape[1] // forecast_frames == fc.shape[0] * 2  # tiles
         ov = conversions.image_to_rgb(overlay[-1])
-        assert ov.shape == (h, w, 3) and not np.array_equal(ov, frames[_index(overlay[-1], t0)])  # path drawn
         assert _stamp(overlay[-1]) in {t0 + k * DT_NS for k in range(3, 8)}
+        planned = next(p for p in paths if _stamp(p) == _stamp(overlay[-1]))
+        expect = draw_path(frames[_index(overlay[-1], t0)], node._runner.camera,  # noqa: SLF001
+                           conversions.path_to_xyyaw(planned)[0])
+        np.testing.assert_array_equal(ov, expect)  # the camera image with this plan's path projected
         for sub in subs:
             probe.destroy_subscription(sub)
         assert wait_for(lambda: node._pubs["forecast"].get_subscription_count() == 0, 5.0)  # noqa: SLF001
         assert wait_for(lambda: node._pubs["overlay"].get_subscription_count() == 0, 5.0)  # noqa: SLF001
-        before = int(_diag_after(diags, lambda lvl, msg, v: int(v["frames_planned"]) >= 8)["previews_published"])
+        n_diag = len(diags)
+        assert wait_for(lambda: len(diags) >= n_diag + 2, 5.0)  # a report made after the last preview went out
+        before = int(_diag(diags)[2]["previews_published"])
         assert before >= 2
         for k in range(8, 12):
             send(k)
@@ -253,7 +259,7 @@ def test_lifecycle_transitions(model_dir: Path, tmp_path: Path) -> None:
         assert probe.transition(NODE, "configure") and probe.transition(NODE, "activate")  # again, cleanly
         assert wait_for(lambda: camera.pub.get_subscription_count() == 1, 5.0)
         assert _send_and_wait(camera, paths, _image(rgb, node.get_clock().now().nanoseconds)) is not None
-        assert probe.transition(NODE, "deactivate") and probe.transition(NODE, "shutdown")
+        assert probe.transition(NODE, "deactivate") and probe.transition(NODE, "inactive_shutdown")
         assert probe.state(NODE) == "finalized"
 
 
@@ -271,7 +277,8 @@ def test_latest_frame_only_drops_are_counted_and_publish_nothing(model_dir: Path
             camera.send(_image(rgb, t_ns))
             time.sleep(0.02)
         assert wait_for(lambda: paths and _stamp(paths[-1]) == sent[-1], 10.0), "the newest frame was not planned"
-        values = _diag_after(diags, lambda lvl, msg, v: int(v["frames_received"]) == 20)
+        values = _diag_after(diags, lambda lvl, msg, v: int(v["frames_received"]) == 20 and int(
+            v["frames_planned"]) == len(paths))
     stamps = [_stamp(p) for p in paths]
     assert set(stamps) <= set(sent) and stamps == sorted(stamps)
     assert len(stamps) < len(sent)  # frames were dropped, never queued
