@@ -24,7 +24,8 @@ HELP = "replay the sample drive through the ROS 2 node, evaluate live and offlin
 DESCRIPTION = """The project's main command (`make demo`), step by step:
 
   1. the sample drive: out/sample_drive (synthetic, seed 0, held out from training; `pwm gen-data` if missing)
-  2. the shipped model models/pwm-tiny exported to ONNX in out/models/pwm-tiny-onnx (again when it changed)
+  2. the shipped model models/pwm-tiny exported to ONNX in out/models/pwm-tiny-onnx (again when its weights
+     changed: their sha256 is compared with the one the export's manifest.json recorded)
   3. pwm_node started with use_sim_time and autostart (configure + activate), ONNX Runtime on the CPU
   4. pwm_replay plays the drive over ROS 2 with /clock and records the node's plans into out/demo/predictions
   5. the recorded plans scored (out/demo/live/), the same drive evaluated offline (out/demo/)
@@ -35,7 +36,6 @@ ROS_DOMAIN_ID from the environment, else a private domain chosen from this proce
 
 GEN_DATA_ARGS = ("--scenes", "1", "--seconds", "30", "--seed", "0")  # as `make data`: seed 0 is held out
 AGREEMENT_PCT = 5.0  # live and offline l2_3s must agree within this (issue acceptance)
-CHECKPOINT_STAMP = ".checkpoint.sha256"  # beside the exported model: the checkpoint it was exported from
 NODE_STOP_S = 15.0
 
 
@@ -109,41 +109,45 @@ def _bags(drive: Path) -> list[Path]:
         return []
 
 
-def checkpoint_sha256(checkpoint: Path) -> str:
-    """sha256 over the checkpoint's config and weights (file names and contents, sorted by name)."""
-    from pwm_model.errors import ModelError
-
-    files = sorted(p for p in checkpoint.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".yaml")))
-    if not any(p.suffix == ".safetensors" for p in files):
-        raise ModelError(f"{checkpoint} holds no weights (*.safetensors): it is not a checkpoint")
+def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode() + b"\0")
-        with p.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
     return h.hexdigest()
 
 
+def export_is_current(checkpoint: Path, model_dir: Path) -> bool:
+    """Whether ``model_dir`` was exported from these very weights: every ``*.safetensors`` of the checkpoint has
+    the sha256 the manifest's ``source`` recorded for it (the config is stored inside the weights' checkpoint)."""
+    try:
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        source = manifest["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    weights = sorted(checkpoint.glob("*.safetensors"))
+    return bool(weights) and all(source.get(f"{w.stem}_sha256") == _file_sha256(w) for w in weights)
+
+
 def export_if_needed(checkpoint: Path, model_dir: Path) -> str:
-    """Export ``checkpoint`` to ``model_dir`` unless it already holds an export of this very checkpoint."""
+    """Export ``checkpoint`` to ``model_dir`` unless it already holds an export of these very weights."""
     from pwm_model.errors import ModelError
 
     if not checkpoint.is_dir():
         raise ModelError(f"checkpoint {checkpoint} does not exist")
-    sha = checkpoint_sha256(checkpoint)
-    stamp = model_dir.parent / f".{model_dir.name}{CHECKPOINT_STAMP}"
-    if (model_dir / "manifest.json").is_file() and stamp.is_file() and stamp.read_text().strip() == sha:
-        return "up to date"
+    missing = [f"{n}.safetensors" for n in ("tokenizer", "world_model")
+               if not (checkpoint / f"{n}.safetensors").is_file()]
+    if missing:
+        raise ModelError(f"checkpoint {checkpoint} has no {' or '.join(missing)}: the demo needs a trained tokenizer "
+                         "and world model")
+    if export_is_current(checkpoint, model_dir):
+        return "up to date (exported from these weights)"
     script = Path(__file__).resolve().parents[2] / "export" / "export_onnx.py"
     cmd = [sys.executable, str(script)] if script.is_file() else [sys.executable, "-m", "export.export_onnx"]
     r = subprocess.run([*cmd, "--checkpoint", str(checkpoint), "--out", str(model_dir)], capture_output=True,
                        text=True)
-    if r.returncode != 0 or not (model_dir / "manifest.json").is_file():
+    if r.returncode != 0 or not export_is_current(checkpoint, model_dir):
         raise ModelError(f"exporting {checkpoint} to ONNX failed: {_last_line(r.stderr) or r.returncode}")
-    from pwm_model.io_utils import write_text_atomic
-
-    write_text_atomic(stamp, sha + "\n")
     return "exported"
 
 
