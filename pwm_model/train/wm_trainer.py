@@ -6,6 +6,14 @@
   ``(train.seed, epoch)``, so it depends on the step only and a resumed run draws the same batches. With
   ``world_size`` ranks each rank takes every ``world_size``-th sample of the global batch (DDP / FSDP wrap the model
   from outside; the loop itself does not change).
+- Why not ``DistributedSampler``: within an epoch it gives rank r the same samples (every ``world_size``-th of a
+  seeded permutation), but it pads or drops each epoch to a multiple of the world size and keeps its position in
+  iterator state. Here the global batch of a step does not depend on the number of ranks (epochs run on across
+  step boundaries), so N processes follow the one-process run of the same global batch, and a resumed run needs
+  only the step number to draw the same batches.
+- Several processes (``pwm_model.train.distributed``): the forward goes through ``wrapped`` (DDP / FSDP); gradients
+  sync on the last accumulation micro-step only; logged losses are averaged over the ranks; bf16 autocast where
+  ``train.precision`` is bf16 on a GPU.
 - pretrain: action-free video only (the EGO position keeps the no-ego embedding, no planning pass);
   finetune: ``video_weight * L_video + traj_weight * L_traj`` (0.3 / 1.0 in the paper).
 - Exposure bias: with ``plan_on_rollout`` p > 0, a share p of the fine-tuning steps plans from the model's own
@@ -29,6 +37,16 @@ from torch import nn
 from pwm_model.config import PwmConfig
 from pwm_model.errors import ConfigError, ModelError
 from pwm_model.io_utils import atomic_path
+from pwm_model.train.distributed import (
+    all_reduce_mean,
+    autocast,
+    autocast_dtype,
+    clip_grad_norm,
+    full_optimizer_state,
+    grad_sync,
+    is_sharded,
+    load_optimizer_state,
+)
 from pwm_model.train.wm_data import WorldModelData
 from pwm_model.world_model.model import PolicyWorldModel
 
@@ -72,7 +90,7 @@ class Trainer:
     def __init__(self, cfg: PwmConfig, model: PolicyWorldModel, data: WorldModelData, stage: str, steps: int, *,
                  out_dir: str | Path | None = None, device: str | torch.device = "cpu", rank: int = 0,
                  world_size: int = 1, plan_on_rollout: float = 0.0, log_every: int = 25,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, wrapped: nn.Module | None = None) -> None:
         if stage not in STAGES:
             raise ConfigError(f"unknown stage {stage!r}: choose pretrain or finetune")
         if steps < 1:
@@ -88,6 +106,8 @@ class Trainer:
         self.cfg, self.model, self.data, self.stage, self.steps = cfg, model, data, stage, steps
         self.device = torch.device(device)
         self.rank, self.world_size = rank, world_size
+        self.wrapped = model if wrapped is None else wrapped  # what the training forward goes through (DDP / FSDP)
+        self.autocast_dtype = autocast_dtype(cfg.train.precision, self.device)
         self.plan_on_rollout = plan_on_rollout
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.log, self.log_every = log, log_every
@@ -128,7 +148,7 @@ class Trainer:
         model = self.model
         if self.stage == "pretrain":
             batch = dict(batch, ego_valid=torch.zeros_like(batch["ego_valid"]))
-            out = model(batch, with_plan=False)
+            out = self.wrapped(batch, with_plan=False)
             out["loss"] = out["video_loss"]
             return out
         plan_future = None
@@ -140,7 +160,7 @@ class Trainer:
                                         ego_valid=batch["ego_valid"], temperature=0.0)
             model.train(was_training)
             plan_future = forecast[:, :-1].detach()  # frames t+1 .. t+F-1, as the queries see them at inference
-        out = model(batch, plan_future=plan_future)
+        out = self.wrapped(batch, plan_future=plan_future)
         video = out.get("video_loss", torch.zeros((), device=out["traj_loss"].device))
         out["loss"] = wm.video_weight * video + wm.traj_weight * out["traj_loss"]
         return out
@@ -152,12 +172,15 @@ class Trainer:
         sums: dict[str, float] = {}
         for micro in range(t.grad_accum):
             batch = self.data.batch(self.batch_indices(self.step, micro), self.device)
-            out = self.losses(batch, use_rollout)
-            (out["loss"] / t.grad_accum).backward()
+            with grad_sync(self.wrapped, micro == t.grad_accum - 1):
+                with autocast(self.device, self.autocast_dtype):
+                    out = self.losses(batch, use_rollout)
+                (out["loss"] / t.grad_accum).backward()
             for k in ("loss", "video_loss", "traj_loss", "token_acc"):
                 if k in out:
                     sums[k] = sums.get(k, 0.0) + float(out[k].detach()) / t.grad_accum
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip))
+        sums = all_reduce_mean(sums, self.device)
+        grad_norm = clip_grad_norm(self.model, t.grad_clip)
         if not math.isfinite(sums["loss"]) or not math.isfinite(grad_norm):
             raise ModelError(f"training diverged at step {self.step}: the loss is {sums['loss']} (lower train.lr)")
         self.optimizer.step()
@@ -169,16 +192,20 @@ class Trainer:
         return sums
 
     # -- the loop ----------------------------------------------------------------------------------------------
-    def run(self, on_save: Callable[[Trainer], None] | None = None) -> list[dict[str, float]]:
-        """Train until ``steps``; log every ``log_every`` steps with the ETA; call ``on_save`` every
-        ``train.save_every`` steps and at the end (rank 0 only)."""
+    def run(self, on_save: Callable[[Trainer], None] | None = None, *, max_steps: int | None = None,
+            on_step: Callable[[Trainer, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+        """Train until ``steps`` (or stop at step ``max_steps``); log every ``log_every`` steps with the ETA; call
+        ``on_step`` after every step (every rank) and ``on_save`` every ``train.save_every`` steps and at the end
+        (rank 0 only; every rank under FSDP, whose state gathering is collective)."""
         t = self.cfg.train
         started, first_step = time.monotonic(), self.step
+        stop = self.steps if max_steps is None else min(self.steps, max_steps)
+        save_ranks = is_sharded(self.wrapped) or self.rank == 0
         window: list[dict[str, float]] = []
-        while self.step < self.steps:
+        while self.step < stop:
             rec = self.train_step()
             window.append(rec)
-            if self.step % self.log_every == 0 or self.step == self.steps:
+            if self.step % self.log_every == 0 or self.step == stop:
                 mean = {k: float(np.mean([r[k] for r in window if k in r])) for k in window[-1]}
                 mean["step"], mean["lr"] = self.step, rec["lr"]
                 elapsed = time.monotonic() - started
@@ -195,7 +222,9 @@ class Trainer:
                     self.log("  ".join(parts))
                     self._append_log(mean)
                 window = []
-            if on_save is not None and self.rank == 0 and (self.step % t.save_every == 0 or self.step == self.steps):
+            if on_step is not None:
+                on_step(self, rec)
+            if on_save is not None and save_ranks and (self.step % t.save_every == 0 or self.step == stop):
                 on_save(self)
         return self.history
 
@@ -209,14 +238,20 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "step": self.step, "steps": self.steps,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "optimizer": full_optimizer_state(self.model, self.optimizer), "scheduler": self.scheduler.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                         "numpy": np.random.get_state()}}
 
     def save_state(self, directory: str | Path) -> None:
-        """Optimizer, scheduler, step and RNG states beside the weights (``train_state.pt``), atomically."""
+        """Optimizer, scheduler, step and RNG states beside the weights (``train_state.pt``), atomically.
+
+        Rank 0 writes (every rank calls it under FSDP: the optimizer state is gathered; the RNG states of the ranks
+        are equal, as every rank seeds alike and draws the same shapes)."""
+        state = self.state_dict()
+        if self.rank != 0:
+            return
         with atomic_path(Path(directory) / TRAIN_STATE_FILE) as tmp:
-            torch.save(self.state_dict(), tmp)
+            torch.save(state, tmp)
 
     def load_state(self, directory: str | Path) -> None:
         path = Path(directory) / TRAIN_STATE_FILE
@@ -228,7 +263,7 @@ class Trainer:
             raise ModelError(f"{path} is corrupt ({str(exc).splitlines()[0]})") from None
         if state.get("stage") != self.stage:
             raise ModelError(f"{path} is from the {state.get('stage')} stage, not {self.stage}")
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])
