@@ -215,6 +215,9 @@ class TrainConfig:
     grad_clip: float = 4.0
     seed: int = 10086
     precision: str = "bf16"  # fp32 | bf16 (bf16 autocast on GPU only)
+    # several processes (torchrun): ddp replicates the model on every rank; fsdp shards parameters, gradients and
+    # AdamW state across the ranks (the paper preset: ~1.3B parameters would need ~21 GB per replica in fp32)
+    strategy: str = "ddp"
     tokenizer_lr: float = 1e-4
     tokenizer_ctx_steps: int = 800_000
     tokenizer_dyn_steps: int = 800_000
@@ -232,6 +235,7 @@ class TrainConfig:
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, prefix, "beta1", "betas must be in [0, 1)")
         _check(self.grad_clip > 0, prefix, "grad_clip", "must be positive")
         _check(self.precision in ("fp32", "bf16"), prefix, "precision", "must be fp32 or bf16")
+        _check(self.strategy in ("ddp", "fsdp"), prefix, "strategy", "must be ddp or fsdp")
         for name in ("tokenizer_ctx_steps", "tokenizer_dyn_steps", "pretrain_steps", "finetune_steps",
                      "warmup_steps", "num_workers"):
             _check(getattr(self, name) >= 0, prefix, name, "must not be negative")
@@ -333,7 +337,7 @@ def _small() -> PwmConfig:
 
 
 def _paper() -> PwmConfig:
-    return PwmConfig(preset="paper", data=DataConfig(history_frames=20))
+    return PwmConfig(preset="paper", data=DataConfig(history_frames=20), train=TrainConfig(strategy="fsdp"))
 
 
 PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}
