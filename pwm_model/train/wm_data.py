@@ -75,7 +75,7 @@ def _progress(text: str, final: bool = False) -> None:
 
 @torch.no_grad()
 def build_token_cache(store_path: str | os.PathLike[str], tokenizer: torch.nn.Module, tokenizer_sha: str,
-                      cfg: PwmConfig, *, batch_size: int = 64, progress: bool = True) -> TokenCache:
+                      cfg: PwmConfig, *, batch_size: int = 16, progress: bool = True) -> TokenCache:
     """Tokenize every clip of the store (see the module docstring) and write the cache atomically."""
     from pwm_model.data.clips import ClipStore
     from pwm_model.data.datasets import resize_rgb, to_tensor
