@@ -55,6 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Steps
 
+_PRINT_LOCK = threading.Lock()
+
+
+def _say(text: str) -> None:
+    """One whole line on stdout (the subprocess pumps print from their own threads)."""
+    with _PRINT_LOCK:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
 class Steps:
     """Numbered progress lines with the time each step took."""
 
@@ -65,10 +75,10 @@ class Steps:
     def start(self, text: str) -> None:
         self.n += 1
         self._step_t0 = time.monotonic()
-        print(f"[{self.n}/{self.total}] {text}", flush=True)
+        _say(f"[{self.n}/{self.total}] {text}")
 
     def done(self, text: str = "") -> None:
-        print(f"      {text + ' ' if text else ''}({time.monotonic() - self._step_t0:.1f} s)", flush=True)
+        _say(f"      {text + ' ' if text else ''}({time.monotonic() - self._step_t0:.1f} s)")
 
 
 def _bin(name: str) -> str:
@@ -199,7 +209,7 @@ class Process:
             self._log.flush()
             self.lines.append(line.rstrip())
             if echo is not None and echo(line):
-                print(f"      {prefix}{line.rstrip()}", flush=True)
+                _say(f"      {prefix}{line.rstrip()}")
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -235,7 +245,7 @@ def live_run(bag: Path, model_dir: Path, out: Path, rate: float, node_timeout_s:
                    env, echo=lambda line: "error" in line.lower() or "loaded" in line.lower(), prefix="node: ")
     predictions = out / "predictions"
     try:
-        print(f"      node starting (ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, log {node.log_path})", flush=True)
+        _say(f"      node starting (ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, log {node.log_path})")
         replay = Process([_bin("pwm_replay"), str(bag), "--record", str(predictions), "--rate", f"{rate:g}",
                           "--wait-s", f"{node_timeout_s:g}"], out / "logs" / "pwm_replay.log", env,
                          echo=lambda line: line.startswith("pwm_replay:") or "error" in line.lower(),
