@@ -122,10 +122,12 @@ def barrier() -> None:
         dist.barrier()
 
 
-def teardown() -> None:
-    """Wait for every rank, then leave the process group (a no-op for one process)."""
+def teardown(wait: bool = True) -> None:
+    """Leave the process group (a no-op for one process): after every rank got here when ``wait``; at once
+    otherwise (after an error, when the other ranks may never arrive: torchrun stops them)."""
     if dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -163,9 +165,10 @@ def wrap_model(model: nn.Module, env: DistEnv, strategy: str = "ddp") -> nn.Modu
         from torch.nn.parallel import DistributedDataParallel
 
         # find_unused_parameters: pretraining leaves the waypoint head out of the graph; parameters unused on every
-        # rank keep no gradient, so AdamW skips them exactly as in a one-process run
+        # rank keep no gradient, so AdamW skips them exactly as in a one-process run. The buffers are constants:
+        # no broadcast before every forward.
         return DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-                                       find_unused_parameters=True)
+                                       find_unused_parameters=True, forward_sync_buffers=False)
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     # the model returns views (e.g. logits.view(...)) that are only read, never changed in place
@@ -287,4 +290,6 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(model, optimizer, state["fsdp_full"], options=StateDictOptions(full_state_dict=True))
+    # strict=False: parameters that never had a gradient (the waypoint head in pretraining) have no state yet
+    set_optimizer_state_dict(model, optimizer, state["fsdp_full"],
+                             options=StateDictOptions(full_state_dict=True, strict=False))
