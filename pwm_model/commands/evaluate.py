@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="another world-model checkpoint to plan with on the same clips (repeatable)")
     parser.add_argument("--image-clips", type=int, default=256, metavar="N",
                         help="clips whose forecasts are decoded for PSNR/SSIM (default: 256, evenly spread)")
+    parser.add_argument("--max-clips", type=int, metavar="N", help="score only N evenly spread clips (default: all)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
@@ -44,12 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from pwm_model.errors import ConfigError
     from pwm_model.eval.world_model_eval import evaluate, format_report
 
-    if args.threads < 0 or args.batch_size < 1 or args.image_clips < 0:
-        raise ConfigError("--threads and --image-clips must not be negative and --batch-size must be at least 1")
+    if args.threads < 0 or args.batch_size < 1 or args.image_clips < 0 or (args.max_clips or 1) < 1:
+        raise ConfigError("--threads and --image-clips must not be negative, --batch-size and --max-clips must be "
+                          "at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     report = evaluate(args.checkpoint, args.data, train_store=args.train_data, compare=args.compare,
-                      image_clips=args.image_clips, batch_size=args.batch_size, device=args.device,
+                      image_clips=args.image_clips, max_clips=args.max_clips, batch_size=args.batch_size,
+                      device=args.device,
                       progress=not args.quiet)
     print(format_report(report))
     if args.save:

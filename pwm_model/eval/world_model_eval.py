@@ -76,7 +76,8 @@ def _image_rows(n: int, image_clips: int) -> np.ndarray:
 
 def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], *,
              train_store: str | os.PathLike[str] | None = None, compare: list[str] | None = None,
-             image_clips: int = 256, batch_size: int = 64, device: str = "cpu", progress: bool = True) -> EvalReport:
+             image_clips: int = 256, max_clips: int | None = None, batch_size: int = 64, device: str = "cpu",
+             progress: bool = True) -> EvalReport:
     """Everything in the module docstring; see ``format_report`` and ``EvalReport.summary``."""
     from pwm_model.data.clips import ClipStore
     from pwm_model.data.datasets import resize_rgb
@@ -90,6 +91,11 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     clip_store.check_compatible(cfg)
     cache = token_cache(store, checkpoint, cfg, progress=progress)
     labels = load_labels(store)
+    clip_rows = np.arange(len(cache.ctx))
+    if max_clips is not None and max_clips < len(clip_rows):
+        clip_rows = _image_rows(len(clip_rows), max_clips)
+        cache = TokenCache(cache.ctx[clip_rows], cache.dyn[clip_rows], cache.path)
+        labels = {key: v[clip_rows] for key, v in labels.items()}
     n = len(cache.ctx)
     if n == 0:
         raise DataError(f"clip store {store} holds no clips")
@@ -105,6 +111,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     for other in compare or []:
         m2, cfg2 = load_world_model(other, device=device)
         c2 = token_cache(store, other, cfg2, progress=progress)
+        c2 = TokenCache(c2.ctx[clip_rows], c2.dyn[clip_rows], c2.path)
         _, wp2 = rollout_all(m2, c2, ego, batch_size, device)
         name = f"{Path(other).name} (F={m2.forecast_frames})"
         report.planning[name] = _planning(wp2, labels, cfg2)
@@ -134,7 +141,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
             truth = np.zeros((len(rows), f, hd, wd, 3), np.uint8)
             current = np.zeros((len(rows), hd, wd, 3), np.uint8)
             for i, r in enumerate(rows):
-                frames = clip_store[int(r)].frames_rgb  # (1 + H + F_data, h, w, 3): index H is frame t
+                frames = clip_store[int(clip_rows[r])].frames_rgb  # (1 + H + F_data, h, w, 3): index H = frame t
                 current[i] = resize_rgb(frames[h], hd, wd)
                 for j in range(f):
                     truth[i, j] = resize_rgb(frames[h + 1 + j], hd, wd)
