@@ -396,6 +396,8 @@ class PwmNode(LifecycleNode):
             self.get_logger().warning(f"preview failed: {type(exc).__name__}: {exc}", throttle_duration_sec=10.0)
 
     def _on_worker_error(self, exc: BaseException) -> None:
+        if not self.context.ok():  # shutting down (Ctrl-C) while a cycle was publishing: nothing to report
+            return
         self._stats.fault("engine_errors", f"planning cycle failed: {type(exc).__name__}: {exc}", time.monotonic())
         self.get_logger().error(f"planning cycle failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
