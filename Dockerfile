@@ -78,6 +78,11 @@ CMD ["ros2", "launch", "pwm_ros", "pwm.launch.py"]
 # ---------------------------------------------------------------------------------------------------------------
 # test (optional target): the tests that skip without a full ROS install run here (launch_testing, cv_bridge).
 FROM runtime AS test
+USER root
+RUN python3 -m pip install --index-url https://download.pytorch.org/whl/cpu torch \
+    && python3 -m pip install safetensors
+USER pwm
+RUN mkdir -p /home/pwm/src
 COPY --chown=pwm:pwm test /home/pwm/src/test
 COPY --chown=pwm:pwm launch /home/pwm/src/launch
 COPY --chown=pwm:pwm config /home/pwm/src/config
@@ -86,5 +91,6 @@ COPY --chown=pwm:pwm pwm_ros /home/pwm/src/pwm_ros
 COPY --chown=pwm:pwm pwm_model /home/pwm/src/pwm_model
 COPY --chown=pwm:pwm export /home/pwm/src/export
 WORKDIR /home/pwm/src
+# torch (CPU) only here: the tests export a tiny random model to drive the node with.
 RUN /usr/local/bin/pwm-entrypoint python3 -m pytest -q -p no:cacheprovider \
-        test/test_conversions.py test/test_launch.py test/test_ros_params.py
+        test/test_conversions.py test/test_launch.py test/test_ros_params.py test/test_ros_node.py
