@@ -174,18 +174,6 @@ def step_profiles(wm: Any) -> dict[str, list[int]]:
 # ----------------------------------------------------------------------------------------------------
 # verification against PyTorch
 
-class Recorder:
-    """Wraps an engine and keeps a copy of every call's inputs and outputs."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine, self.name, self.calls = engine, engine.name, []
-
-    def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        out = self.engine.run(inputs)
-        self.calls.append(({k: v.copy() for k, v in inputs.items()}, {k: v.copy() for k, v in out.items()}))
-        return out
-
-
 def compare_outputs(ref: dict[str, Any], got: dict[str, Any]) -> dict[str, float]:
     """Per output: token agreement (integers), max abs error (floats) or share of off pixels (uint8 images)."""
     import numpy as np
@@ -228,14 +216,14 @@ def verify(model_dir: Path, mods: dict[str, Any], frames_source: str | None, n_f
            camera_size: tuple[int, int] | None) -> dict[str, Any]:
     """Run the PyTorch graphs over real frames, replay every call's inputs through ONNX Runtime and compare."""
     from pwm_model.config import RuntimeConfig
-    from pwm_model.runtime.backends import TorchEngine, open_engines
+    from pwm_model.runtime.backends import RecordingEngine, TorchEngine, open_engines
     from pwm_model.runtime.frames import camera_frames
     from pwm_model.runtime.manifest import load_manifest
     from pwm_model.runtime.runner import PolicyRunner
 
     m = load_manifest(model_dir)
     m.verify_files()
-    torch_engines = {n: Recorder(TorchEngine(n, g.module, g.inputs, g.outputs, "cpu")) for n, g in mods.items()}
+    torch_engines = {n: RecordingEngine(TorchEngine(n, g.module, g.inputs, g.outputs, "cpu")) for n, g in mods.items()}
     runner = PolicyRunner(m, RuntimeConfig(backend="torch"), torch_engines)
     plans, steps = [], []
     for rgb, t_ns, ego in camera_frames(frames_source, m.config, n_frames, camera_size):

@@ -94,6 +94,26 @@ class TorchEngine:
         self.module = None
 
 
+class RecordingEngine:
+    """Wraps an engine and keeps a copy of every call's inputs and outputs (export verification, calibration)."""
+
+    def __init__(self, engine: Engine, keep_outputs: bool = True) -> None:
+        self.engine, self.name = engine, engine.name
+        self.keep_outputs = keep_outputs
+        self.calls: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.engine.run(inputs)
+        kept = {k: v.copy() for k, v in out.items()} if self.keep_outputs else {}
+        self.calls.append(({k: np.array(v, copy=True) for k, v in inputs.items()}, kept))
+        return out
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+
 # ----------------------------------------------------------------------------------------------------
 # ONNX Runtime
 

@@ -73,7 +73,7 @@ class FrameHistory:
             raise ValueError(f"stamps must increase: {entry.t_ns} after {self._stamps[-1]}")
         self._stamps.append(entry.t_ns)
         self._entries.append(entry)
-        keep_from = entry.t_ns - self.history_frames * self.model_dt_ns - self.tolerance_ns
+        keep_from = entry.t_ns - (self.history_frames - 1) * self.model_dt_ns - self.tolerance_ns
         guide_from = entry.t_ns - self.model_dt_ns - self.tolerance_ns
         drop = bisect.bisect_left(self._stamps, keep_from)
         del self._stamps[:drop], self._entries[:drop]

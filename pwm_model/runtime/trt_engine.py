@@ -79,8 +79,9 @@ def gpu_description() -> str:
 
 def current_key(m: Manifest, graph: str, precision: str, flags: dict[str, Any] | None = None) -> EngineKey:
     """The key an engine of ``graph`` needs on this machine (TensorRT version, GPU, ONNX file, precision)."""
+    version = tensorrt_version()
     name, cc = gpu_facts()
-    return EngineKey.make("tensorrt", graph, m.graphs[graph].sha256, precision, tensorrt_version(), name, cc, flags)
+    return EngineKey.make("tensorrt", graph, m.graphs[graph].sha256, precision, version, name, cc, flags)
 
 
 def find_trt_engine(m: Manifest, graph: str, precision: str) -> StoredEngine:

@@ -1,0 +1,243 @@
+"""PolicyRunner: ring buffer, history by stamp, forecast surprise, previews, errors; the runtime imports no torch."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pwm_model.config import RuntimeConfig
+from pwm_model.errors import DataError, ModelError
+from pwm_model.runtime.history import FrameEntry, FrameHistory
+from pwm_model.runtime.surprise import SurpriseMonitor, weighted_mismatch
+from pwm_model.runtime.types import EgoInput
+from test.conftest import REPO_ROOT
+from test.export_helpers import copy_model_dir, model_dir
+
+MS = 1_000_000
+
+
+def _runner(d: Path | None = None, **rt):
+    from pwm_model.runtime.runner import PolicyRunner
+
+    return PolicyRunner.from_model_dir(d or model_dir(), RuntimeConfig(**rt))
+
+
+def _frames(cfg, n):
+    from pwm_model.runtime.frames import camera_frames
+
+    return list(camera_frames(None, cfg, n))
+
+
+def test_runtime_imports_no_torch():
+    code = ("import sys, pwm_model.runtime.runner, pwm_model.runtime.backends, pwm_model.runtime.trt_engine, "
+            "pwm_model.runtime.onnx_check, pwm_model.runtime.engine_key, pwm_model.runtime.parity; "
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert r.stdout.strip() == "False"
+
+
+def test_each_frame_encoded_once_history_by_stamp_and_plan_fields():
+    with _runner() as runner:
+        cfg = runner.config
+        runner.warm_up()
+        assert runner.stats["frames"] == 0
+        frames = _frames(cfg, 12)
+        plans = [runner.step(rgb, t, ego) for rgb, t, ego in frames]
+        assert runner.stats["ctx_encodes"] == runner.stats["dyn_encodes"] == runner.stats["rollouts"] == 12
+    # tiny: model frames 0.2 s apart = every 2nd camera frame; H = 4 history frames; frame 0 guides itself, so the
+    # history is complete (and properly guided) from the frame whose oldest history frame has a predecessor
+    h, stride = cfg.data.history_frames, cfg.data.frame_stride
+    first_full = h * stride
+    assert [p.warming_up for p in plans] == [i < first_full for i in range(12)]
+    p = plans[-1]
+    tk = cfg.tokenizer
+    assert p.t_ns == frames[-1][1]
+    assert p.waypoints_xyyaw.shape == (8, 3) and p.waypoints_xyyaw.dtype == np.float32
+    assert np.all(np.isfinite(p.waypoints_xyyaw))
+    assert list(p.waypoint_t_ns - p.t_ns) == [k * 500 * MS for k in range(1, 9)]
+    assert p.forecast_tokens.shape == (5, tk.dyn_tokens) and p.forecast_tokens.dtype == np.int64
+    assert p.forecast_tokens.min() >= 0 and p.forecast_tokens.max() < tk.codebook_size
+    assert p.ctx_tokens.shape == (tk.ctx_tokens,)
+    assert set(p.timings_ms) == {"preprocess", "ctx_encoder", "dyn_encoder", "rollout", "total"}
+    assert p.timings_ms["total"] >= p.timings_ms["rollout"] > 0
+
+
+def test_ring_buffer_plans_equal_reencoding_the_whole_history():
+    """Tokens from the ring buffer (each frame encoded once, guided by its predecessor) = re-encoding every
+    history frame against its own predecessor, as the tokenizer was trained."""
+    with _runner() as runner:
+        cfg = runner.config
+        h, stride = cfg.data.history_frames, cfg.data.frame_stride
+        frames = _frames(cfg, 12)
+        for rgb, t, ego in frames:
+            plan = runner.step(rgb, t, ego)
+        e = runner.engines
+        images = [runner.prepare(rgb) for rgb, _, _ in frames][-1 - h * stride::stride]
+        ctx = [e["ctx_encoder"].run({"image_rgb": img}) for img in images]
+        guides = [n for n in ctx[0] if n.startswith("guide_enc_")]
+        dyn = [e["dyn_encoder"].run({"image_rgb": images[i + 1], **{n: ctx[i][n] for n in guides}})["dyn_tokens"]
+               for i in range(h)]
+        out = e["rollout"].run({"ctx_tokens": ctx[-1]["ctx_tokens"], "dyn_history": np.concatenate(dyn)[None],
+                                "ego": frames[-1][2].as_vector()[None]})
+        assert np.array_equal(out["forecast_tokens"][0], plan.forecast_tokens)
+        assert np.array_equal(out["waypoints"][0], plan.waypoints_xyyaw)
+        # guided by the wrong frame (the previous camera frame, 0.1 s earlier) the tokens differ
+        wrong = e["dyn_encoder"].run({"image_rgb": images[-1], **{
+            n: e["ctx_encoder"].run({"image_rgb": runner.prepare(frames[-2][0])})[n] for n in guides}})
+        assert not np.array_equal(wrong["dyn_tokens"], dyn[-1])
+
+
+def test_frame_history_selects_by_stamp_repeats_oldest_and_forgets():
+    dt = 200 * MS
+    hist = FrameHistory(dt, history_frames=3)
+
+    def mk(t_ns: int, guided: bool = True) -> FrameEntry:
+        return FrameEntry(t_ns, np.full(4, t_ns // MS), np.zeros(2, np.int64), {"g": np.ones(1)}, guided)
+
+    for t in (0, 100, 200, 300, 400):
+        hist.add(mk(t * MS, guided=t >= 200))
+    picks, warming = hist.select(400 * MS)
+    assert [p.t_ns // MS for p in picks] == [0, 200, 400] and warming  # frame 0 had no predecessor
+    hist.add(mk(500 * MS))
+    hist.add(mk(600 * MS))
+    picks, warming = hist.select(600 * MS)
+    assert [p.t_ns // MS for p in picks] == [200, 400, 600] and not warming
+    assert hist.guide_for(700 * MS).t_ns == 500 * MS
+    # frames older than the history (plus tolerance) are evicted; guide maps only kept while a later frame may need them
+    assert min(e.t_ns for e in hist._entries) >= 0 and hist.nearest(0) is None
+    assert hist.nearest(300 * MS).guide_enc is None and hist.nearest(500 * MS).guide_enc is not None
+    # a dropped frame leaves a hole: the oldest frame found is repeated and the plan is warming up
+    hist.add(mk(1000 * MS))
+    hist.add(mk(1200 * MS))
+    picks, warming = hist.select(1200 * MS)
+    assert [p.t_ns // MS for p in picks] == [1000, 1000, 1200] and warming
+    # stamps within a quarter model frame count as on time
+    hist.add(mk(1440 * MS))
+    picks, _ = hist.select(1440 * MS)
+    assert [p.t_ns // MS for p in picks] == [1000, 1200, 1440]
+    with pytest.raises(ValueError, match="stamps must increase"):
+        hist.add(mk(1440 * MS))
+
+
+def test_forecast_surprise_weighs_changed_tokens():
+    prev = np.array([1, 2, 3, 4])
+    actual = np.array([1, 2, 9, 9])  # two tokens changed since the previous model frame
+    assert weighted_mismatch(actual, actual, prev, 1.0, 0.4) == 0.0
+    static = weighted_mismatch(prev, actual, prev, 1.0, 0.4)  # "nothing moves": wrong exactly where it changed
+    assert static == pytest.approx(2.0 / 2.8)
+    wrong_static = weighted_mismatch(np.array([5, 2, 9, 9]), actual, prev, 1.0, 0.4)
+    assert wrong_static == pytest.approx(0.4 / 2.8) and wrong_static < static
+    mon = SurpriseMonitor(200 * MS, forecast_frames=2, tolerance_ns=20 * MS, changed_weight=1.0, unchanged_weight=0.4)
+    assert math.isnan(mon.score(0, actual, prev))
+    mon.record(0, np.stack([actual, prev]))  # plan at t=0 forecasts t=0.2 s and t=0.4 s
+    mon.record(100 * MS, np.stack([prev, prev]))  # forecasts 0.3 s and 0.5 s
+    assert mon.score(200 * MS, actual, prev) == 0.0  # the newest plan covering 0.2 s is the one made at 0
+    assert mon.score(400 * MS, actual, prev) == pytest.approx(static)
+    assert math.isnan(mon.score(250 * MS, actual, prev))  # no forecast for this moment
+
+
+def test_runner_surprise_preview_reset_and_other_camera_sizes():
+    with _runner() as runner:
+        cfg = runner.config
+        frames = _frames(cfg, 8)
+        plans = [runner.step(rgb, t, ego) for rgb, t, ego in frames]
+        assert math.isnan(plans[0].surprise) and math.isnan(plans[1].surprise)  # nothing forecast them
+        assert all(0.0 <= p.surprise <= 1.0 for p in plans[2:])
+        tiles = runner.preview(plans[-1])
+        tk = cfg.tokenizer
+        assert tiles.shape == (tk.dyn_height_px, 5 * tk.dyn_width_px, 3) and tiles.dtype == np.uint8
+        assert runner.stats["previews"] == 1
+        with pytest.raises(DataError, match="not newer than the previous frame"):
+            runner.step(*frames[3])
+        runner.reset()
+        again = runner.step(*frames[3])
+        assert again.warming_up and math.isnan(again.surprise)
+        # a camera of another size is resized on the CPU (one cv2.resize) and still planned from
+        big = np.ascontiguousarray(np.repeat(np.repeat(frames[4][0], 2, 0), 2, 1))
+        p = runner.step(big, frames[4][1], frames[4][2])
+        assert np.all(np.isfinite(p.waypoints_xyyaw))
+
+
+def test_preview_matches_the_reference_backend():
+    with _runner() as ort, _runner(backend="torch", intra_op_threads=2) as ref:
+        for rgb, t, ego in _frames(ort.config, 6):
+            a, b = ort.step(rgb, t, ego), ref.step(rgb, t, ego)
+        assert np.array_equal(a.forecast_tokens, b.forecast_tokens)
+        ta, tb = ort.preview(a), ref.preview(b)
+        assert ta.shape == tb.shape
+        assert (np.abs(ta.astype(int) - tb.astype(int)) > 2).mean() < 0.01
+
+
+def test_bad_inputs_give_one_sentence():
+    with _runner() as runner:
+        rgb, t, ego = _frames(runner.config, 1)[0]
+        with pytest.raises(DataError, match=r"an \(H, W, 3\) uint8 RGB array"):
+            runner.step(rgb.astype(np.float32), t, ego)
+        with pytest.raises(DataError, match=r"an \(H, W, 3\) uint8 RGB array"):
+            runner.step(rgb[..., 0], t, ego)
+        with pytest.raises(DataError, match="command must be 0"):
+            runner.step(rgb, t, EgoInput(3.0, 0.0, 7))
+        with pytest.raises(DataError, match="must be finite"):
+            runner.step(rgb, t, EgoInput(float("nan"), 0.0, 1))
+        assert runner.stats["frames"] == 0
+
+
+def test_broken_model_directories_give_one_sentence(tmp_path: Path):
+    from pwm_model.runtime.runner import PolicyRunner
+
+    with pytest.raises(ModelError, match="is not a model directory: it has no manifest.json"):
+        PolicyRunner.from_model_dir(tmp_path)
+    d = copy_model_dir(tmp_path / "m")
+    (d / "dyn_decoder.onnx").unlink()
+    with pytest.raises(ModelError, match="dyn_decoder.onnx named in manifest.json is missing"):
+        PolicyRunner.from_model_dir(d)
+    shutil.rmtree(d)
+    d = copy_model_dir(tmp_path / "m")
+    data = bytearray((d / "rollout.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (d / "rollout.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match manifest.json .*changed or is corrupt"):
+        PolicyRunner.from_model_dir(d)
+    shutil.rmtree(d)
+    # a manifest that does not match its graphs: another dtype, another shape
+    d = copy_model_dir(tmp_path / "m")
+    man = json.loads((d / "manifest.json").read_text())
+    man["graphs"]["rollout"]["inputs"][2]["dtype"] = "float16"
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ModelError, match="input 'ego' is float32 in the graph and float16 in the manifest"):
+        PolicyRunner.from_model_dir(d)
+    man["graphs"]["rollout"]["inputs"][2]["dtype"] = "float32"
+    man["graphs"]["rollout"]["outputs"][1]["shape"] = [1, 9, 3]
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ModelError, match="does not match its config: rollout waypoints has shape"):
+        PolicyRunner.from_model_dir(d)
+    (d / "manifest.json").write_text("{ not json")
+    with pytest.raises(ModelError, match="manifest.json is corrupt"):
+        PolicyRunner.from_model_dir(d)
+    # graph files swapped under a manifest that agrees with their hashes: the graph's own signature disagrees
+    shutil.rmtree(d)
+    d = copy_model_dir(tmp_path / "m")
+    man = json.loads((d / "manifest.json").read_text())
+    man["graphs"]["ctx_guide_decoder"]["file"] = "dyn_encoder.onnx"
+    man["graphs"]["ctx_guide_decoder"]["sha256"] = man["graphs"]["dyn_encoder"]["sha256"]
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ModelError, match="dyn_encoder.onnx does not match manifest.json"):
+        PolicyRunner.from_model_dir(d)
+
+
+def test_tensorrt_backend_without_tensorrt_says_what_to_install():
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises(ModelError, match="TensorRT is not installed: install TensorRT 10"):
+        _runner(backend="tensorrt", device="cuda")
