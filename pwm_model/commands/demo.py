@@ -28,8 +28,8 @@ DESCRIPTION = """The project's main command (`make demo`), step by step:
      changed: their sha256 is compared with the one the export's manifest.json recorded)
   3. pwm_node started with use_sim_time and autostart (configure + activate), ONNX Runtime on the CPU
   4. pwm_replay plays the drive over ROS 2 with /clock and records the node's plans into out/demo/predictions
-  5. the recorded plans scored (out/demo/live/), the same drive evaluated offline (out/demo/)
-  6. the summary table, with the live and offline L2 at 3 s side by side (they agree within 5 %)
+  5. the recorded plans scored (out/demo/live/), the same drive evaluated offline (out/demo/), and the summary
+     table printed, with the live and offline L2 at 3 s side by side (they agree within 5 %)
 
 Writes out/demo/report.html, out/demo/metrics.json and out/demo/overlay.mp4. The node and the replay use
 ROS_DOMAIN_ID from the environment, else a private domain chosen from this process id."""
@@ -37,6 +37,7 @@ ROS_DOMAIN_ID from the environment, else a private domain chosen from this proce
 GEN_DATA_ARGS = ("--scenes", "1", "--seconds", "30", "--seed", "0")  # as `make data`: seed 0 is held out
 AGREEMENT_PCT = 5.0  # live and offline l2_3s must agree within this (issue acceptance)
 NODE_STOP_S = 15.0
+DEMO_FORECAST_EVERY = 10  # forecasts decoded for PSNR/SSIM: one a second of the drive keeps the demo quick
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -277,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.rate > 0:
         raise ConfigError(f"--rate must be positive, got {args.rate}")
     out, drive, model_dir = Path(args.out), Path(args.drive), Path(args.model_dir)
-    steps = Steps(6)
+    steps = Steps(5)
     steps.start(f"sample drive {drive}")
     bag = sample_drive(drive)
     steps.done(str(bag))
@@ -292,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
     write_outputs(out / "live", live_evals, live, title="pwm demo: plans recorded from the live ROS 2 node")
     steps.done(f"{live['plans']} plans, l2_3s {_num(live.get('l2_3s'))} m")
     steps.start("offline evaluation of the same drive (report, video)")
-    evals, offline = evaluate_drives([str(bag)], model=str(model_dir), out=out, progress=False)
+    evals, offline = evaluate_drives([str(bag)], model=str(model_dir), out=out, forecast_every=DEMO_FORECAST_EVERY,
+                                     progress="      ")
     diff = _diff_pct(live.get("l2_3s"), offline.get("l2_3s"))
     agree = diff is not None and diff <= AGREEMENT_PCT
     offline.update(live_l2_3s=live.get("l2_3s"), live_plans=live.get("plans"),
@@ -301,17 +303,16 @@ def run(args: argparse.Namespace) -> int:
     agreement = (f"Live (ROS 2 node, {live.get('plans')} plans) and offline ({offline.get('plans')} plans) L2 up to "
                  f"3 s: {_num(live.get('l2_3s'))} m vs {_num(offline.get('l2_3s'))} m, "
                  + (f"within {diff:.1f} %." if agree else f"{_num(diff, 1)} % apart (more than {AGREEMENT_PCT:g} %)."))
-    write_outputs(out, evals, offline, title="pwm demo: pwm-tiny on the sample drive", compare={"live node": live},
-                  notes=[agreement])
+    write_outputs(out, evals, offline, title=f"pwm demo: {Path(args.checkpoint).name} on the sample drive",
+                  compare={"live node": live}, notes=[agreement])
     steps.done()
-    steps.start("summary")
-    print(format_table(offline, {"live node": live}))
-    print(agreement)
+    _say("")
+    _say(format_table(offline, {"live node": live}))
+    _say(agreement)
     beat = _lt(offline.get("l2_3s"), offline.get("cv_l2_3s"))
-    print(f"PWM {'beats' if beat else 'does not beat'} constant velocity on l2_3s "
-          f"({_num(offline.get('l2_3s'))} vs {_num(offline.get('cv_l2_3s'))} m)")
-    print(f"report: {out / 'report.html'}\nmetrics: {out / 'metrics.json'}")
-    steps.done(f"total {time.monotonic() - steps.t0:.0f} s")
+    _say(f"PWM {'beats' if beat else 'does not beat'} constant velocity on L2 up to 3 s "
+         f"({_num(offline.get('l2_3s'))} vs {_num(offline.get('cv_l2_3s'))} m).")
+    _say(f"done in {time.monotonic() - steps.t0:.0f} s: {out / 'report.html'} and {out / 'metrics.json'}")
     return 0
 
 

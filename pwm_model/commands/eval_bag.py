@@ -93,11 +93,12 @@ def model_config(model_dir: str | Path) -> Any:
 def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, predictions: list[str] | None = None,
                     prediction_topic: str | None = None, backend: str | None = None, device: str | None = None,
                     topics: list[str] | None = None, planning_rate_hz: float | None = None, forecast_every: int = 5,
-                    video: bool = True, video_codec: str = "auto", progress: bool = True
+                    video: bool = True, video_codec: str = "auto", progress: bool | str = True
                     ) -> tuple[list[Any], dict[str, Any]]:
     """Evaluate ``bags`` (the overlay videos go to ``out``); returns the ``BagEvaluation``s and the metrics.
 
-    ``write_outputs`` then writes metrics.json and report.html.
+    ``write_outputs`` then writes metrics.json and report.html. ``progress``: progress lines on stderr (a string:
+    with that prefix).
     """
     from pwm_model.config import preset
     from pwm_model.errors import ConfigError
@@ -130,7 +131,8 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
     if topics:
         cfg.data.topics = parse_topics(topics, cfg.data.topics)
     rate = planning_rate_hz if planning_rate_hz is not None else cfg.runtime.planning_rate_hz
-    opts = EvalOptions(forecast_every=forecast_every, video=video, video_codec=video_codec, progress=progress)
+    opts = EvalOptions(forecast_every=forecast_every, video=video, video_codec=video_codec, progress=bool(progress),
+                       progress_prefix=progress if isinstance(progress, str) else "")
     evals = []
     try:
         for j, bag in enumerate(bags):

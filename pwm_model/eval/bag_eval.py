@@ -19,7 +19,6 @@ written on the way.
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
 import math
 import sys
@@ -53,6 +52,8 @@ log = logging.getLogger(__name__)
 STRIP_CAP = 400  # decoded forecasts (and their true frames) kept for the report's strips at most
 THUMB_MAX_WIDTH_PX = 320  # camera thumbnails kept for the report are at most this wide
 LATENCY_PLAUSIBLE_MS = 60_000.0  # recorded arrival minus camera stamp beyond this: not bag time (wall clock)
+WORST_SEPARATION_S = 2.0  # the worst moments shown are at least this far apart
+CANDIDATES_PER_PICK = 8  # seconds of bag time kept as candidates per worst moment wanted
 RATE_TOLERANCE = 0.1  # a frame is due for planning this share of a planning period early (camera jitter)
 
 
@@ -66,7 +67,8 @@ class EvalOptions:
     video_max_frames: int = 1200  # longer drives are sped up (every n-th frame) to stay within this
     samples: int = 6  # plans shown in bird's-eye view, evenly spread over the drive
     worst: int = 3  # worst moments kept (highest surprise, largest L2)
-    progress: bool = True
+    progress: bool = True  # a line on stderr every tenth of the drive
+    progress_prefix: str = ""  # put before each progress line
 
 
 @dataclass
@@ -98,8 +100,9 @@ class ForecastStrip:
     t_ns: int
     truth_rgb: np.ndarray  # (F, h, w, 3) camera frames at t + k * model_dt (zeros where none came)
     forecast_rgb: np.ndarray  # (F, h, w, 3)
-    psnr_db: np.ndarray  # (F,)
+    psnr_db: np.ndarray  # (F,) NaN where no frame came (the drive ended)
     surprise: float
+    current_rgb: np.ndarray | None = None  # (h, w, 3) the frame at t the forecast started from
 
 
 @dataclass
@@ -374,7 +377,7 @@ class _ForecastScorer:
         self.copy_psnr.append(cpsnr)
         self.copy_ssim.append(cssim)
         if len(self.strips) < STRIP_CAP:
-            self.strips.append(ForecastStrip(p.index, p.t_ns, p.truth, p.forecast, psnr, p.surprise))
+            self.strips.append(ForecastStrip(p.index, p.t_ns, p.truth, p.forecast, psnr, p.surprise, p.current))
 
     def arrays(self, f: int) -> tuple[np.ndarray, ...]:
         def stack(rows: list[np.ndarray]) -> np.ndarray:
@@ -393,15 +396,19 @@ def _progress(enabled: bool, text: str) -> None:
 
 
 class _MomentPicker:
-    """Keeps camera thumbnails of evenly spread plans and of the worst ones, without holding every frame."""
+    """Keeps camera thumbnails of evenly spread plans and of the worst ones, without holding every frame.
+
+    The worst moments are kept per second of bag time (the worst plan of each second, at most ``CANDIDATES_PER_PICK``
+    times as many seconds as moments wanted) and picked at least ``WORST_SEPARATION_S`` apart, so that one bad
+    manoeuvre does not fill every slot.
+    """
 
     def __init__(self, frames: int, samples: int, worst: int) -> None:
         lo, hi = 0.08 * frames, 0.85 * frames  # skip the warm-up at the start and the end without a future
         self.targets = sorted({int(round(v)) for v in np.linspace(lo, hi, samples)}) if samples > 0 else []
         self.worst = worst
         self.samples: list[Moment] = []
-        self.by_surprise: list[tuple[float, int, Moment]] = []  # min-heaps of the worst
-        self.by_l2: list[tuple[float, int, Moment]] = []
+        self.candidates: dict[str, dict[int, Moment]] = {"surprise": {}, "l2": {}}  # kind -> second -> worst plan
 
     def offer(self, frame_index: int, index: int, t_ns: int, surprise: float, l2_3s: float,
               draw: Callable[[], np.ndarray]) -> None:
@@ -410,18 +417,32 @@ class _MomentPicker:
             self.targets.pop(0)
             thumb = _thumb(draw())
             self.samples.append(Moment(index, t_ns, "sample", l2_3s, thumb))
-        for value, heap, why in ((surprise, self.by_surprise, "surprise"), (l2_3s, self.by_l2, "l2")):
-            if self.worst <= 0 or not math.isfinite(value):
+        if self.worst <= 0:
+            return
+        second = int(t_ns // 1_000_000_000)
+        for value, why in ((surprise, "surprise"), (l2_3s, "l2")):
+            kept = self.candidates[why]
+            if not math.isfinite(value) or (second in kept and kept[second].value >= value):
                 continue
-            if len(heap) < self.worst or value > heap[0][0]:
-                thumb = thumb if thumb is not None else _thumb(draw())
-                item = (value, index, Moment(index, t_ns, why, value, thumb))
-                (heapq.heappush if len(heap) < self.worst else heapq.heapreplace)(heap, item)
+            if second not in kept and len(kept) >= CANDIDATES_PER_PICK * self.worst:
+                low = min(kept, key=lambda k: kept[k].value)
+                if kept[low].value >= value:
+                    continue
+                del kept[low]
+            thumb = thumb if thumb is not None else _thumb(draw())
+            kept[second] = Moment(index, t_ns, why, value, thumb)
 
     def moments(self) -> list[Moment]:
-        worst = [m for _, _, m in sorted(self.by_surprise, reverse=True)] + \
-            [m for _, _, m in sorted(self.by_l2, reverse=True)]
-        return self.samples + worst
+        out = list(self.samples)
+        for kept in self.candidates.values():
+            picked: list[Moment] = []
+            for m in sorted(kept.values(), key=lambda m: -m.value):
+                if all(abs(m.t_ns - p.t_ns) >= WORST_SEPARATION_S * 1e9 for p in picked):
+                    picked.append(m)
+                if len(picked) == self.worst:
+                    break
+            out += picked
+        return out
 
 
 def _plan_l2_3s(plan: np.ndarray, truth: np.ndarray, valid: np.ndarray, dt_s: float) -> float:
@@ -502,7 +523,8 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
                 video.add(_video_frame(reader, rgb, t_ns, t0_ns, last, truth_now, has_odom, camera, cfg, dt_ns,
                                        max_age, cmd, state.speed_mps if state else math.nan))
             if opt.progress and frames and (i + 1) / frames >= next_report:
-                _progress(True, f"eval-bag {Path(bag).name} ({source.mode}): frame {i + 1}/{frames}, "
+                _progress(True, f"{opt.progress_prefix}eval-bag {Path(bag).name} ({source.mode}): frame "
+                                f"{i + 1}/{frames}, "
                                 f"{len(rows['t'])} plans")
                 next_report += 0.1
         scorer.close()

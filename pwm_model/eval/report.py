@@ -173,11 +173,12 @@ def fig_bev(ev: BagEvaluation, m: Moment) -> str:
         ax.plot(-c[:, 1], c[:, 0], "--", color=CV_COLOR, lw=1.5, label="const. velocity")
     p = np.vstack([o, plan[:, :2]])
     ax.plot(-p[:, 1], p[:, 0], "-o", color=PLAN_COLOR, lw=2.2, ms=3.5, label="PWM plan")
-    pts = np.vstack([p, t if ok.any() else o])
-    reach = max(12.0, float(np.abs(pts).max()) * 1.15)
-    cx = float(np.clip(-pts[:, 1].mean(), -reach / 2, reach / 2))
-    ax.set_xlim(cx - reach * 0.55, cx + reach * 0.55)
-    ax.set_ylim(-6, reach + 2)
+    pts = np.vstack([p, t if ok.any() else o])  # the view holds the plan and the truth (boxes may be cut)
+    lo_x, hi_x = min(-6.0, float(pts[:, 0].min()) - 3.0), max(12.0, float(pts[:, 0].max()) + 3.0)
+    half = max(0.5 * (hi_x - lo_x) * 0.75, float(np.abs(pts[:, 1]).max()) + 3.0)  # y span: 1.5 / 2 of x span
+    cy = float(-pts[:, 1].mean())
+    ax.set_xlim(cy - half, cy + half)
+    ax.set_ylim(lo_x, hi_x)
     ax.set_aspect("equal", adjustable="box")
     ax.grid(alpha=0.2)
     ax.set_xlabel("left ← y (m) → right", fontsize=8)
@@ -256,6 +257,9 @@ def fig_latency(evals: Sequence[BagEvaluation], metrics: dict[str, Any]) -> str 
         v = metrics.get(f"latency_p{q}_ms")
         if v is not None:
             ax.axvline(v, color="#d62728", ls=style, lw=1.4, label=f"p{q} {v:.1f} ms")
+    rate = metrics.get("planning_rate_hz")
+    if rate:
+        ax.axvline(1000.0 / rate, color="#2ca02c", ls=":", lw=1.6, label=f"{1000.0 / rate:.0f} ms: {rate:g} Hz budget")
     kind = metrics.get("latency_kind", "")
     what = "PolicyRunner.step per plan" if kind == "runner" else "camera stamp to plan arrival (bag clock)"
     ax.set_title(f"Latency: {what}", fontsize=11)
@@ -267,23 +271,36 @@ def fig_latency(evals: Sequence[BagEvaluation], metrics: dict[str, Any]) -> str 
 
 
 def fig_strip(ev: BagEvaluation, strip: ForecastStrip) -> str:
-    """True future frames (top) over the decoded forecast (bottom), one column per horizon."""
+    """The frame the forecast started from, then the true future frames (top) over the decoded forecast (bottom),
+    one column per horizon."""
     plt = _plt()
     f = strip.forecast_rgb.shape[0]
     h, w = strip.forecast_rgb.shape[1:3]
-    fig, axes = plt.subplots(2, f, figsize=(min(12.0, 1.9 * f * w / max(h, 1) / 2 + 1), 2.7), squeeze=False)
+    cols = f + 1
+    fig, axes = plt.subplots(2, cols, figsize=(min(13.0, 1.0 + 1.55 * cols * w / max(h, 1) / 2), 2.9),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if strip.current_rgb is not None:
+        axes[0, 0].imshow(strip.current_rgb)
+        axes[0, 0].set_title("now", fontsize=9)
+    axes[1, 0].set_axis_off()
+    axes[1, 0].text(0.5, 0.5, "forecast →", ha="center", va="center", fontsize=9, transform=axes[1, 0].transAxes)
     for k in range(f):
-        ahead = (k + 1) * ev.model_dt_s
-        axes[0, k].imshow(strip.truth_rgb[k])
-        axes[0, k].set_title(f"+{ahead:.1f} s", fontsize=9)
-        axes[1, k].imshow(strip.forecast_rgb[k])
-        axes[1, k].set_xlabel(f"{_fmt(float(strip.psnr_db[k]), 1)} dB", fontsize=8)
-        for r in (0, 1):
-            axes[r, k].set_xticks([])
-            axes[r, k].set_yticks([])
+        ax_t, ax_f = axes[0, k + 1], axes[1, k + 1]
+        ax_t.set_title(f"+{(k + 1) * ev.model_dt_s:.1f} s", fontsize=9)
+        if np.isfinite(strip.psnr_db[k]):
+            ax_t.imshow(strip.truth_rgb[k])
+        else:
+            ax_t.text(0.5, 0.5, "drive ended", ha="center", va="center", fontsize=8, color="#777",
+                      transform=ax_t.transAxes)
+        ax_f.imshow(strip.forecast_rgb[k])
+        ax_f.set_xlabel(f"{_fmt(float(strip.psnr_db[k]), 1)} dB", fontsize=8)
     axes[0, 0].set_ylabel("true", fontsize=9)
-    axes[1, 0].set_ylabel("forecast", fontsize=9)
-    fig.suptitle(f"{ev.name} · planned at t = {_rel_s(ev, strip.t_ns):.1f} s", fontsize=10)
+    axes[1, 1].set_ylabel("forecast", fontsize=9)
+    fig.suptitle(f"{ev.name} · planned at t = {_rel_s(ev, strip.t_ns):.1f} s"
+                 + (f" · surprise {strip.surprise:.2f}" if math.isfinite(strip.surprise) else ""), fontsize=10)
     return _png(fig)
 
 
@@ -333,14 +350,13 @@ def _legend() -> str:
 
 
 def _pick_strips(evals: Sequence[BagEvaluation]) -> list[tuple[BagEvaluation, ForecastStrip]]:
-    all_strips = [(e, s) for e in evals for s in e.strips]
-    if len(all_strips) <= STRIPS:
-        return all_strips
-    idx = set(np.linspace(0, len(all_strips) - 1, STRIPS - 1).round().astype(int).tolist())
-    worst = min(range(len(all_strips)), key=lambda j: np.nan_to_num(np.nanmean(all_strips[j][1].psnr_db), nan=1e9)
-                if np.isfinite(all_strips[j][1].psnr_db).any() else 1e9)
-    idx.add(worst)
-    return [all_strips[j] for j in sorted(idx)]
+    """Forecasts whose every horizon has its true frame: evenly spread, plus the worst one (lowest mean PSNR)."""
+    complete = [(e, s) for e in evals for s in e.strips if np.isfinite(s.psnr_db).all()]
+    if len(complete) <= STRIPS:
+        return complete
+    idx = set(np.linspace(0, len(complete) - 1, STRIPS - 1).round().astype(int).tolist())
+    idx.add(min(range(len(complete)), key=lambda j: float(np.mean(complete[j][1].psnr_db))))
+    return [complete[j] for j in sorted(idx)]
 
 
 def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, title: str, model: str = "",
@@ -393,7 +409,7 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
                 f"t = {_rel_s(e, m.t_ns):.1f} s · surprise {m.value:.3f} · "
                 f"{COMMANDS[int(e.command[m.index])]} · {e.speed_mps[m.index]:.1f} m/s</p></div>"
                 for r, m in enumerate(worst, 1)) + "</div>")
-        worst_l2 = [m for m in e.moments if m.why == "l2"]
+        worst_l2 = [m for m in e.moments if m.why == "l2"][:2]
         if worst_l2:
             parts.append('<p class="lead">Largest planning errors (L2 up to 3 s):</p><div class="cards">' + "".join(
                 f'<div class="card">{_img(fig_bev(e, m), "largest error")}<p class="cap">L2 up to 3 s '
