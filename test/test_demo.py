@@ -75,3 +75,22 @@ def test_live_run_records_the_node_and_scores_beside_offline(tmp_path: Path) -> 
     assert live["l2_3s"] is not None and offline["l2_3s"] is not None
     logs = tmp_path / "demo" / "logs"
     assert (logs / "pwm_node.log").stat().st_size > 0 and "recorded" in (logs / "pwm_replay.log").read_text()
+
+
+def test_live_run_stops_early_with_the_node_s_reason_when_the_model_cannot_load(tmp_path: Path) -> None:
+    pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -e .[ros])")
+    import shutil
+    import time
+
+    from pwm_model.commands.demo import live_run
+    from pwm_model.errors import PwmError
+
+    broken = tmp_path / "broken_model"
+    shutil.copytree(tiny_model_dir(), broken)
+    graph = next(broken.glob("*.onnx"))
+    graph.write_bytes(graph.read_bytes() + b"tampered")  # its sha256 no longer matches manifest.json
+    bag = write_arc(tmp_path / "arc", 20)
+    t0 = time.monotonic()
+    with pytest.raises(PwmError, match="pwm_node could not load .*does not match manifest.json"):
+        live_run(bag, broken, tmp_path / "demo", rate=1.0, node_timeout_s=120.0)
+    assert time.monotonic() - t0 < 60.0, "the demo waited for a node that had already failed"

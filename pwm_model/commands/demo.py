@@ -256,6 +256,9 @@ def live_run(bag: Path, model_dir: Path, out: Path, rate: float, node_timeout_s:
             while replay.alive():
                 if not node.alive():
                     raise PwmError(f"pwm_node exited ({node.proc.returncode}) during the replay: {node.tail()}")
+                failed = next((ln for ln in node.lines if "configure failed" in ln), None)
+                if failed:
+                    raise PwmError(f"pwm_node could not load {model_dir}: {failed.split('configure failed: ')[-1]}")
                 if time.monotonic() > deadline:
                     raise PwmError("the replay did not finish in time: see " + str(replay.log_path))
                 time.sleep(0.2)
