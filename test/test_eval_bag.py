@@ -41,8 +41,19 @@ REQUIRED = ("l2_3s", "cv_l2_3s", "collision_rate", "psnr_forecast_1s_db", "laten
 
 
 def _pwm(*args: str) -> subprocess.CompletedProcess:
+    """The ``pwm`` command in a subprocess (the CLI end to end)."""
     return subprocess.run([sys.executable, "-m", "pwm_model.cli", *args], capture_output=True, text=True,
                           timeout=300)
+
+
+def _pwm_here(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
+    """The ``pwm`` command's ``main`` in this process (same exit status and output, without a new interpreter)."""
+    from pwm_model.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["pwm", *args], code, out.out, out.err)
 
 
 def _evaluate(bag: Path, pred: Path, out: Path | None = None, video: bool = False) -> tuple[object, dict]:
@@ -164,11 +175,12 @@ def _no_odometry_bag(tmp_path: Path) -> Path:
     return write_raw_bag(tmp_path / "no_odom", msgs)
 
 
-def test_bag_without_odometry_gets_forecast_metrics_only_said_plainly(tmp_path: Path) -> None:
+def test_bag_without_odometry_gets_forecast_metrics_only_said_plainly(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
     bag = _no_odometry_bag(tmp_path)
     pred = write_predictions(tmp_path / "pred", [T0_NS + i * DT_NS for i in range(20)], lambda t: truth_plan())
     out = tmp_path / "eval"
-    r = _pwm("eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet", "--no-video")
+    r = _pwm_here(capsys, "eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet", "--no-video")
     assert r.returncode == 0, r.stderr
     assert "no odometry on /odom" in r.stdout and "forecast metrics only" in r.stdout
     m = json.loads((out / "metrics.json").read_text())
@@ -195,7 +207,8 @@ def _no_camera(tmp_path: Path) -> Path:
     ("truncated", "corrupt or truncated"), ("no_camera", "has no camera topic /camera/front/image_raw"),
     ("missing", "does not exist"), ("other_drive", "matches a camera frame"), ("not_predictions", "no planned"),
     ("wrong_dt", "waypoints 0.25 s apart")])
-def test_bad_inputs_give_one_sentence_exit_2_and_write_nothing(tmp_path: Path, case: str, expect: str) -> None:
+def test_bad_inputs_give_one_sentence_exit_2_and_write_nothing(tmp_path: Path, case: str, expect: str,
+                                                               capsys: pytest.CaptureFixture) -> None:
     bag = {"truncated": _truncated, "no_camera": _no_camera}.get(case, lambda p: write_arc(p / "arc"))(tmp_path)
     pred = write_predictions(tmp_path / "pred", STAMPS[::7], lambda t: truth_plan(),
                              dt_s=0.25 if case == "wrong_dt" else 0.5)
@@ -206,7 +219,7 @@ def test_bad_inputs_give_one_sentence_exit_2_and_write_nothing(tmp_path: Path, c
     if case == "not_predictions":
         pred = bag
     out = tmp_path / "eval"
-    r = _pwm("eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet")
+    r = _pwm_here(capsys, "eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet")
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], r.stderr
