@@ -277,7 +277,7 @@ def fig_strip(ev: BagEvaluation, strip: ForecastStrip) -> str:
     f = strip.forecast_rgb.shape[0]
     h, w = strip.forecast_rgb.shape[1:3]
     cols = f + 1
-    fig, axes = plt.subplots(2, cols, figsize=(min(13.0, 1.0 + 1.55 * cols * w / max(h, 1) / 2), 2.9),
+    fig, axes = plt.subplots(2, cols, figsize=(min(13.0, 1.0 + 2.0 * cols * w / max(h, 1) / 2), 3.3),
                              squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -286,7 +286,6 @@ def fig_strip(ev: BagEvaluation, strip: ForecastStrip) -> str:
         axes[0, 0].imshow(strip.current_rgb)
         axes[0, 0].set_title("now", fontsize=9)
     axes[1, 0].set_axis_off()
-    axes[1, 0].text(0.5, 0.5, "forecast →", ha="center", va="center", fontsize=9, transform=axes[1, 0].transAxes)
     for k in range(f):
         ax_t, ax_f = axes[0, k + 1], axes[1, k + 1]
         ax_t.set_title(f"+{(k + 1) * ev.model_dt_s:.1f} s", fontsize=9)
