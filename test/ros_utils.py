@@ -26,10 +26,6 @@ TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transit
                "shutdown": Transition.TRANSITION_UNCONFIGURED_SHUTDOWN,
                "inactive_shutdown": Transition.TRANSITION_INACTIVE_SHUTDOWN}
 DRIVER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-# /rosout keeps its last messages for late joiners (transient local): a log line written before discovery matched
-# the probe still arrives.
-ROSOUT_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def wait_for(cond: Callable[[], Any], timeout_s: float = 10.0, period_s: float = 0.01) -> Any:
