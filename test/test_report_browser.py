@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,16 +16,13 @@ import cv2
 import pytest
 
 from pwm_model.eval.report import write_report
+from pwm_model.eval.screenshot import CHROMIUM_FLAGS, chromium, screenshot
 
 from .eval_bag_helpers import recorded_evaluation
 
-CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+CHROMIUM = chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install "
                                                           "chromium; .ci/run installs it where apt is available)")
-
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         "--mute-audio")
 PROBE = """<script>
 (function () {
   const posters = [...document.querySelectorAll('video[poster]')].map(v => {
@@ -49,8 +45,8 @@ PROBE = """<script>
 
 
 def _chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_every_figure_and_the_video_load_in_headless_chromium(tmp_path: Path) -> None:
@@ -71,8 +67,6 @@ def test_every_figure_and_the_video_load_in_headless_chromium(tmp_path: Path) ->
     for ready, width, error in result["videos"]:
         if evals[0].video.browser_playable:
             assert error == 0 and ready >= 1 and width == evals[0].video.width_px, (codec, ready, width, error)
-    shot = tmp_path / "report.png"
-    r = _chromium(tmp_path, "--window-size=1280,2000", f"--screenshot={shot}", report.as_uri())
-    img = cv2.imread(str(shot))
-    assert img is not None and img.shape[:2] == (2000, 1280), r.stderr[-2000:]
+    img = cv2.imread(str(screenshot(report, tmp_path / "report.png", 1280, 2000)))
+    assert img is not None and img.shape[:2] == (2000, 1280)
     assert img.std() > 20, "the screenshot is blank"
