@@ -167,3 +167,20 @@ def test_failed_export_keeps_the_previous_model_dir(tmp_path: Path):
         export_model(checkpoint(), out, frames=str(tmp_path), verify_frames=2, preview=False, echo=lambda *a: None)
     assert (out / "manifest.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary directory left
+
+
+def test_resize_in_the_graph_plans_like_one_cv2_resize_on_the_cpu():
+    """--camera-size puts the camera -> ctx resize into the graphs; without it the runner resizes with cv2 on the CPU.
+    For the tiny camera (twice the ctx size) both give the same tokens, so the same plans."""
+    from pwm_model.runtime.frames import camera_frames
+    from pwm_model.runtime.manifest import load_manifest
+    from pwm_model.runtime.parity import compare_runners
+    from pwm_model.runtime.runner import PolicyRunner
+
+    cpu = model_dir(camera=False)
+    m = load_manifest(cpu)
+    assert not m.resize_in_graph and m.image_hw == (m.config.tokenizer.ctx_height_px, m.config.tokenizer.ctx_width_px)
+    with PolicyRunner.from_model_dir(cpu, RuntimeConfig()) as a, \
+            PolicyRunner.from_model_dir(model_dir(), RuntimeConfig()) as b:
+        rep = compare_runners(a, b, camera_frames(None, m.config, 6))
+    assert rep.token_agreement == 1.0 and rep.waypoint_max_abs_m == 0.0

@@ -190,10 +190,18 @@ def open_engines(m: Manifest, rt: RuntimeConfig, graphs: list[str] | None = None
 
 def checkpoint_dir(m: Manifest, checkpoint: str | Path | None) -> Path:
     """The checkpoint the torch backend loads: the argument, else the one the manifest records."""
-    path = Path(checkpoint) if checkpoint else Path(m.data.get("source", {}).get("checkpoint", ""))
+    source = m.data.get("source", {})
+    path = Path(checkpoint) if checkpoint else Path(source.get("checkpoint", ""))
     if not str(path) or not path.is_dir():
         raise ModelError(f"the torch backend needs the checkpoint the model was exported from ({path or 'unknown'}), "
                          "which is not there; pass it with checkpoint=... or use backend onnxruntime")
+    from pwm_model.runtime.manifest import file_sha256
+
+    for name in ("tokenizer", "world_model"):
+        want, f = source.get(f"{name}_sha256"), path / f"{name}.safetensors"
+        if want and f.is_file() and file_sha256(f) != want:
+            raise ModelError(f"{f} has changed since {m.model_dir} was exported (its sha256 differs from the one in "
+                             "manifest.json): export the model again or pass the original checkpoint")
     return path
 
 
