@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames_sent": sent1 - sent0,
         "node_latency_p50_ms": float(d1.get("latency_p50_ms", "nan")),
         "runner_p50_ms": float(d1.get("runner_p50_ms", "nan")),
+        "runner_p99_ms": float(d1.get("runner_p99_ms", "nan")),
         "cycle_p50_ms": float(d1.get("cycle_p50_ms", "nan")),
         "rss_growth_mb": round(rss1 - rss0, 2),
         "rss_mb": round(rss1, 1),

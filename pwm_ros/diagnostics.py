@@ -145,6 +145,7 @@ class NodeStats:
             "latency_p50_ms": percentile(self.latency_ms, 50),
             "latency_p99_ms": percentile(self.latency_ms, 99),
             "runner_p50_ms": percentile(self.runner_ms, 50),
+            "runner_p99_ms": percentile(self.runner_ms, 99),
             "cycle_p50_ms": percentile(self.cycle_ms, 50),
             "overhead_frac": self.overhead_frac(),
             "frame_age_ms": self.frame_age_ms,
