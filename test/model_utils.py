@@ -13,12 +13,14 @@ import hashlib
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / "out" / "test_cache"
+STALE_AFTER_S = 6 * 3600.0
 
 
 def _sources_key() -> str:
@@ -49,8 +51,8 @@ def tiny_model_dir(root: Path | None = None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test process may be exporting the same model
         if not (out / "manifest.json").is_file():
             _export_tiny(out)
-    for stale in CACHE.glob("tiny-*"):
-        if stale != out and stale.is_dir():
+    for stale in CACHE.glob("tiny-*"):  # older versions, unless another test run may still be using one
+        if stale != out and stale.is_dir() and time.time() - stale.stat().st_mtime > STALE_AFTER_S:
             shutil.rmtree(stale, ignore_errors=True)
     return out
 
