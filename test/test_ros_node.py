@@ -278,7 +278,9 @@ def test_lifecycle_transitions(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_latest_frame_only_drops_are_counted_and_publish_nothing(model_dir: Path) -> None:
-    with spinning(_node(model_dir, planning_rate_hz=2.0), Probe) as (_, (node, probe)):
+    # reliable and deep: every frame of the burst reaches the node, whose one-frame slot does the dropping
+    with spinning(_node(model_dir, planning_rate_hz=2.0, camera_reliability="reliable", camera_depth=50),
+                  Probe) as (_, (node, probe)):
         paths = probe.listen(PathMsg, f"{NODE}/trajectory")
         diags = probe.listen(DiagnosticArray, "/diagnostics")
         camera = Camera(probe)

@@ -14,7 +14,7 @@ pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -e .[ro
 
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
@@ -33,6 +33,7 @@ from .ros_utils import Probe, spinning, wait_for  # noqa: E402
 T0_NS = 1_000_000_000_000
 DT_NS = 100_000_000
 CAMERA = CameraConfig(width_px=32, height_px=16)
+KEEP_ALL = QoSProfile(depth=10_000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
 
 def _frames(n: int) -> list[np.ndarray]:
@@ -52,8 +53,10 @@ def drive_bag(tmp_path: Path) -> tuple[Path, list[np.ndarray]]:
 def test_player_publishes_every_frame_with_clock(drive_bag: tuple[Path, list[np.ndarray]]) -> None:
     bag, frames = drive_bag
     with spinning(lambda: Node("replayer"), Probe) as (_, (replayer, probe)):
-        images = probe.listen(Image, "/camera/front/image_raw", qos_profile_sensor_data)  # as pwm_node subscribes
-        clock = probe.listen(Clock, "/clock", qos_profile_sensor_data)
+        # reliable and deep, so that a slow test executor loses nothing (the node's best-effort subscription is
+        # tested in test_ros_node.py)
+        images = probe.listen(Image, "/camera/front/image_raw", KEEP_ALL)
+        clock = probe.listen(Clock, "/clock", KEEP_ALL)
         player = Player(replayer, bag, rate=4.0)
         assert player.topic_types["/camera/front/image_raw"] == "sensor_msgs/msg/Image"
         assert player.wait_for_subscribers(10.0)
@@ -71,7 +74,7 @@ def test_player_publishes_every_frame_with_clock(drive_bag: tuple[Path, list[np.
 def test_player_loops_and_time_jumps_back(drive_bag: tuple[Path, list[np.ndarray]]) -> None:
     bag, frames = drive_bag
     with spinning(lambda: Node("replayer"), Probe) as (_, (replayer, probe)):
-        clock = probe.listen(Clock, "/clock", qos_profile_sensor_data)
+        clock = probe.listen(Clock, "/clock", KEEP_ALL)
         player = Player(replayer, bag, rate=8.0, loop=True, topics=["/camera/front/image_raw"])
         wait_for(lambda: replayer.count_subscribers("/clock") > 0, 5.0)
         thread = threading.Thread(target=player.play)
