@@ -162,10 +162,50 @@ def test_paths_equal_the_runner_on_the_same_frames(model_dir: Path) -> None:
             np.testing.assert_array_equal(pose_t_ns, plan.waypoint_t_ns)
             assert np.all(np.diff(pose_t_ns) == int(cfg.data.waypoint_dt_s * 1e9))  # stamped at +dt each
             assert pose_t_ns[0] == _stamp(path) + int(cfg.data.waypoint_dt_s * 1e9)
-            np.testing.assert_allclose(xyyaw, plan.waypoints_xyyaw, rtol=0, atol=1e-4)
+            np.testing.assert_allclose(xyyaw, plan.waypoints_xyyaw, rtol=0, atol=2e-6)  # float32 -> Path -> float64
     finally:
         runner.close()
     assert len(surprise) >= 1 and all(np.isfinite(s.data) for s in surprise)
+
+
+def test_odometry_and_command_reach_the_runner(model_dir: Path) -> None:
+    from nav_msgs.msg import Odometry
+    from std_msgs.msg import UInt8
+
+    runner = runner_module.PolicyRunner.from_model_dir(model_dir, _runtime())
+    frames = _frames(3, runner.config.camera.height_px, runner.config.camera.width_px, seed=2)
+    with spinning(_node(model_dir, odom_topic="/odom"), Probe) as (_, (node, probe)):
+        paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        odom_pub = probe.create_publisher(Odometry, "/odom", DRIVER_QOS)
+        command_pub = probe.create_publisher(UInt8, "/route/command", DRIVER_QOS)
+        camera = Camera(probe)
+        _wait_active(probe, node, camera)
+        assert wait_for(lambda: odom_pub.get_subscription_count() and command_pub.get_subscription_count(), 5.0)
+        command_pub.publish(UInt8(data=2))  # right
+        command_pub.publish(UInt8(data=7))  # not a command: counted and ignored
+        t0 = node.get_clock().now().nanoseconds
+        got = []
+        for k, rgb in enumerate(frames):
+            for dt_ns in (-200_000_000, 0):  # two odometry samples: 6 m/s, steady
+                odom = Odometry()
+                odom.header.stamp = conversions.ns_to_stamp(t0 + k * DT_NS + dt_ns)
+                odom.twist.twist.linear.x = 6.0
+                odom_pub.publish(odom)
+            time.sleep(0.1)
+            got.append(_send_and_wait(camera, paths, _image(rgb, t0 + k * DT_NS)))
+        assert wait_for(lambda: node._stats.counts["bad_commands"] == 1, 5.0)  # noqa: SLF001
+    try:
+        assert all(p is not None for p in got)
+        other = runner_module.PolicyRunner.from_model_dir(model_dir, _runtime())
+        for k, (rgb, path) in enumerate(zip(frames, got)):
+            plan = runner.step(rgb, t0 + k * DT_NS, EgoInput(speed_mps=6.0, accel_mps2=0.0, command=2))
+            xyyaw = conversions.path_to_xyyaw(path)[0]
+            np.testing.assert_allclose(xyyaw, plan.waypoints_xyyaw, rtol=0, atol=2e-6)  # same inputs, same sums
+            without = other.step(rgb, t0 + k * DT_NS, EgoInput()).waypoints_xyyaw
+            assert np.abs(xyyaw - without).max() > 1e-5  # the ego input did change the plan
+        other.close()
+    finally:
+        runner.close()
 
 
 def test_compressed_input_plans_like_the_decoded_frame(model_dir: Path) -> None:
@@ -184,7 +224,7 @@ def test_compressed_input_plans_like_the_decoded_frame(model_dir: Path) -> None:
         assert all(p is not None for p in got)
         for m, path in zip(msgs, got):
             plan = runner.step(images.decode_compressed(m.data, m.format), _stamp(m), EgoInput())
-            np.testing.assert_allclose(conversions.path_to_xyyaw(path)[0], plan.waypoints_xyyaw, atol=1e-4)
+            np.testing.assert_allclose(conversions.path_to_xyyaw(path)[0], plan.waypoints_xyyaw, rtol=0, atol=2e-6)
     finally:
         runner.close()
 
