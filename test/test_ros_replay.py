@@ -63,6 +63,8 @@ def test_player_publishes_every_frame_with_clock(drive_bag: tuple[Path, list[np.
         wait_for(lambda: replayer.count_subscribers("/clock") > 0, 5.0)
         assert player.play() == player.message_count
         assert wait_for(lambda: len(images) == len(frames), 10.0), f"{len(images)} of {len(frames)} frames arrived"
+        last_ns = T0_NS + (len(frames) - 1) * DT_NS
+        assert wait_for(lambda: clock and conversions.stamp_to_ns(clock[-1].clock) == last_ns, 10.0)
     stamps = [conversions.stamp_to_ns(m.header.stamp) for m in images]
     assert stamps == [T0_NS + k * DT_NS for k in range(len(frames))]
     for msg, rgb in zip(images, frames):
