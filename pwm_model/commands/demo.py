@@ -28,8 +28,8 @@ DESCRIPTION = """The project's main command (`make demo`), step by step:
      changed: their sha256 is compared with the one the export's manifest.json recorded)
   3. pwm_node started with use_sim_time and autostart (configure + activate), ONNX Runtime on the CPU
   4. pwm_replay plays the drive over ROS 2 with /clock and records the node's plans into out/demo/predictions
-  5. the recorded plans scored (out/demo/live/), the same drive evaluated offline (out/demo/), and the summary
-     table printed, with the live and offline L2 at 3 s side by side (they agree within 5 %)
+  5. the recorded plans scored (out/demo/live/metrics.json), the same drive evaluated offline (out/demo/), the
+     report written and the summary table printed, live and offline L2 at 3 s side by side (within 5 %)
 
 Writes out/demo/report.html, out/demo/metrics.json and out/demo/overlay.mp4. The node and the replay use
 ROS_DOMAIN_ID from the environment, else a private domain chosen from this process id."""
@@ -277,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
     from pwm_model.commands.eval_bag import evaluate_drives, write_outputs
     from pwm_model.errors import ConfigError
     from pwm_model.eval.bag_summary import format_table
+    from pwm_model.io_utils import write_json_atomic
 
     if not args.rate > 0:
         raise ConfigError(f"--rate must be positive, got {args.rate}")
@@ -291,9 +292,9 @@ def run(args: argparse.Namespace) -> int:
     predictions = live_run(bag, model_dir, out, args.rate, args.node_timeout_s)
     steps.done()
     steps.start("scoring the recorded plans")
-    live_evals, live = evaluate_drives([str(bag)], model=str(model_dir), out=out / "live",
-                                       predictions=[str(predictions)], video=False, progress=False)
-    write_outputs(out / "live", live_evals, live, title="pwm demo: plans recorded from the live ROS 2 node")
+    _, live = evaluate_drives([str(bag)], model=str(model_dir), out=out / "live", predictions=[str(predictions)],
+                              video=False, progress=False)
+    write_json_atomic(out / "live" / "metrics.json", live)  # its figures join the offline report's table
     steps.done(f"{live['plans']} plans, l2_3s {_num(live.get('l2_3s'))} m")
     steps.start("offline evaluation of the same drive (report, video)")
     evals, offline = evaluate_drives([str(bag)], model=str(model_dir), out=out, forecast_every=DEMO_FORECAST_EVERY,

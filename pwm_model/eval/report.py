@@ -47,6 +47,8 @@ th,td{padding:7px 14px;border-bottom:1px solid #eceef2;text-align:right}th{backg
 td:first-child,th:first-child{text-align:left}td.win{font-weight:700;color:#17803d}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:14px}
 .cards.small{grid-template-columns:repeat(auto-fill,minmax(300px,1fr))}
+.pair{display:flex;gap:2%;align-items:center}.card .pair img:first-child{width:60%}
+.card .pair img:last-child{width:38%}
 .card{background:#fff;padding:8px;box-shadow:0 1px 2px #0002;border-radius:4px}
 .card img{width:100%;height:auto;display:block}.wide img{max-width:100%;height:auto;display:block}
 .wide{background:#fff;padding:8px;margin:8px 0;
@@ -148,12 +150,10 @@ def _draw_box(ax: Any, box: np.ndarray, **kw: Any) -> None:
 
 
 def fig_bev(ev: BagEvaluation, m: Moment) -> str:
-    """Camera frame with the paths drawn (left) and the bird's-eye view (right) of one plan."""
+    """The bird's-eye view of one plan: ego frame at t, x forward up, with the truth, constant velocity and boxes."""
     plt = _plt()
     i = m.index
-    fig, (ax_img, ax) = plt.subplots(1, 2, figsize=(8.6, 3.5), gridspec_kw={"width_ratios": [1.5, 1]})
-    ax_img.imshow(m.thumb_rgb)
-    ax_img.set_axis_off()
+    fig, ax = plt.subplots(figsize=(3.3, 3.6))
     ok = ev.truth_valid[i]
     plan, truth, cv = ev.plans[i], ev.truth[i], ev.cv[i]
     for box in ev.boxes_now[i]:
@@ -166,6 +166,7 @@ def fig_bev(ev: BagEvaluation, m: Moment) -> str:
     ego = np.array([M.EGO_CENTER_X_M, 0, 0, M.EGO_LENGTH_M, M.EGO_WIDTH_M, 1.5, 0])
     _draw_box(ax, ego, color="k", lw=1.5)
     o = np.zeros((1, 2))
+    t = o
     if ok.any():
         t = np.vstack([o, truth[ok, :2]])
         ax.plot(-t[:, 1], t[:, 0], "-", color=TRUTH_COLOR, lw=2.4, label="ground truth")
@@ -173,7 +174,7 @@ def fig_bev(ev: BagEvaluation, m: Moment) -> str:
         ax.plot(-c[:, 1], c[:, 0], "--", color=CV_COLOR, lw=1.5, label="const. velocity")
     p = np.vstack([o, plan[:, :2]])
     ax.plot(-p[:, 1], p[:, 0], "-o", color=PLAN_COLOR, lw=2.2, ms=3.5, label="PWM plan")
-    pts = np.vstack([p, t if ok.any() else o])  # the view holds the plan and the truth (boxes may be cut)
+    pts = np.vstack([p, t])  # the view holds the plan and the truth (boxes may be cut)
     lo_x, hi_x = min(-6.0, float(pts[:, 0].min()) - 3.0), max(12.0, float(pts[:, 0].max()) + 3.0)
     half = max(0.5 * (hi_x - lo_x) * 0.75, float(np.abs(pts[:, 1]).max()) + 3.0)  # y span: 1.5 / 2 of x span
     cy = float(-pts[:, 1].mean())
@@ -183,15 +184,22 @@ def fig_bev(ev: BagEvaluation, m: Moment) -> str:
     ax.grid(alpha=0.2)
     ax.set_xlabel("left ← y (m) → right", fontsize=8)
     ax.set_ylabel("x forward (m)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="lower right", frameon=True, framealpha=0.85)
-    title = (f"{ev.name} · t = {_rel_s(ev, m.t_ns):.1f} s · {COMMANDS[int(ev.command[i])]} · "
-             f"{ev.speed_mps[i]:.1f} m/s")
-    if ok.any():
-        l2, l2_cv = _l2_3s(ev, i, plan), _l2_3s(ev, i, cv)
-        title += f"\nL2 up to 3 s: PWM {l2:.2f} m · constant velocity {l2_cv:.2f} m"
-    fig.suptitle(title, fontsize=10, y=1.02)
+    ax.tick_params(labelsize=7)  # the legend is the page's, above the cards
     return _png(fig)
+
+
+def plan_card(ev: BagEvaluation, m: Moment, note: str = "") -> str:
+    """One plan as a card: the camera frame with the paths drawn, its bird's-eye view and a caption."""
+    i = m.index
+    caption = (f"<b>{html.escape(ev.name)}</b> · t = {_rel_s(ev, m.t_ns):.1f} s · {COMMANDS[int(ev.command[i])]} · "
+               f"{ev.speed_mps[i]:.1f} m/s")
+    if ev.truth_valid[i].any():
+        caption += (f"<br>L2 up to 3 s: PWM <b>{_l2_3s(ev, i, ev.plans[i]):.2f} m</b> · constant velocity "
+                    f"{_l2_3s(ev, i, ev.cv[i]):.2f} m")
+    if note:
+        caption += f"<br>{note}"
+    return (f'<div class="card"><div class="pair">{_img(_rgb_png(m.thumb_rgb), "camera frame with the plan")}'
+            f'{_img(fig_bev(ev, m), "plan in bird s-eye view")}</div><p class="cap">{caption}</p></div>')
 
 
 def fig_timeline(ev: BagEvaluation, worst: Sequence[Moment]) -> str:
@@ -394,7 +402,7 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
                   '<p class="lead">Plans spread evenly over the drive: the camera frame the plan was made from '
                   "(left) and the same plan from above, ego frame, x forward (right).</p>", _legend(),
                   '<div class="cards">' + "".join(
-                      f'<div class="card">{_img(fig_bev(e, m), "plan in BEV")}</div>' for e, m in samples) + "</div>"]
+                      plan_card(e, m) for e, m in samples) + "</div>"]
     parts += ["<h2>Surprise over time</h2>",
               '<p class="lead">Surprise measures how much each new frame differs from what the previous forecast '
               "predicted for it; peaks mark moments the model did not see coming (cut-ins, braking, turns). "
@@ -411,8 +419,7 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
         worst_l2 = [m for m in e.moments if m.why == "l2"][:2]
         if worst_l2:
             parts.append('<p class="lead">Largest planning errors (L2 up to 3 s):</p><div class="cards">' + "".join(
-                f'<div class="card">{_img(fig_bev(e, m), "largest error")}<p class="cap">L2 up to 3 s '
-                f"{m.value:.2f} m at t = {_rel_s(e, m.t_ns):.1f} s</p></div>" for m in worst_l2) + "</div>")
+                plan_card(e, m) for m in worst_l2) + "</div>")
     strips = _pick_strips(evals)
     if strips:
         one = horizon_index(1.0, evals[0].model_dt_s, strips[0][1].forecast_rgb.shape[0])
