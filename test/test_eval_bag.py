@@ -244,3 +244,24 @@ def test_recorded_with_wall_clock_receive_times_latency_is_not_scored(tmp_path: 
     ev, m = _evaluate(bag, pred)
     assert m["latency_p50_ms"] is None and m["l2_3s"] == pytest.approx(0.0, abs=1e-4)
     assert any("use-sim-time" in n for n in ev.notes)
+
+
+def test_topics_of_another_robot_are_named_with_topics(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pwm_model.config import TopicsConfig
+    from pwm_model.data.bag import write_drive
+
+    from .drive_helpers import arc_drive
+
+    cfg = config()
+    topics = TopicsConfig(image="/zed/left/image_rect", odometry="/odometry/filtered")
+    bag = write_drive(tmp_path / "robot", arc_drive(40, 64, 128), cfg.camera, topics)
+    pred = write_predictions(tmp_path / "pred", STAMPS[:10], lambda t: truth_plan() + [0.0, 0.4, 0.0])
+    args = ["eval-bag", str(bag), "--predictions", str(pred), "--quiet", "--no-video"]
+    r = _pwm_here(capsys, *args, "--out", str(tmp_path / "a"))
+    assert r.returncode == 2 and "has no camera topic /camera/front/image_raw" in r.stderr
+    r = _pwm_here(capsys, *args, "--out", str(tmp_path / "b"), "--topics", "image=/zed/left/image_rect",
+                  "odometry=/odometry/filtered")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["l2_3s"] == pytest.approx(0.4, abs=1e-4)
+    r = _pwm_here(capsys, *args, "--out", str(tmp_path / "c"), "--topics", "camera=/zed")
+    assert r.returncode == 2 and "must look like KEY=TOPIC" in r.stderr
