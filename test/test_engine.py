@@ -104,7 +104,9 @@ def _build(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
 
 
-def test_build_engine_without_tensorrt_exits_2_naming_what_to_install():
+def test_build_engine_without_tensorrt_exits_2_naming_what_to_install(capsys: pytest.CaptureFixture):
+    from export.build_engine import main
+
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -116,32 +118,33 @@ def test_build_engine_without_tensorrt_exits_2_naming_what_to_install():
     line = r.stderr.strip()
     assert line.startswith("error: TensorRT is not installed: install TensorRT 10") and "\n" not in line
     assert not (model_dir() / "engines" / "tensorrt").exists()
-    r = _build("--model", str(model_dir()), "--backend", "onnxruntime", "--precision", "int8")
-    assert r.returncode == 2 and "fp16 and int8 are TensorRT precisions" in r.stderr
+    assert main(["--model", str(model_dir()), "--backend", "onnxruntime", "--precision", "int8"]) == 2
+    assert "fp16 and int8 are TensorRT precisions" in capsys.readouterr().err
 
 
-def test_onnxruntime_builds_are_keyed_reused_and_used_by_the_runner(tmp_path: Path):
+def test_onnxruntime_builds_are_keyed_reused_and_used_by_the_runner(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from export.build_engine import main
     from pwm_model.config import RuntimeConfig
     from pwm_model.runtime.frames import camera_frames
     from pwm_model.runtime.parity import compare_runners
     from pwm_model.runtime.runner import PolicyRunner
 
     d = copy_model_dir(tmp_path / "m")
-    r = _build("--model", str(d), "--backend", "onnxruntime", "--graphs", "ctx_encoder", "rollout")
-    assert r.returncode == 0, r.stderr
-    assert "ctx_encoder: building: no cached engine" in r.stdout and "2 engine(s) ready" in r.stdout
+    args = ["--model", str(d), "--backend", "onnxruntime", "--graphs", "ctx_encoder", "rollout"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "ctx_encoder: building: no cached engine" in out and "2 engine(s) ready" in out
     built = sorted(p.name for p in (d / "engines" / "onnxruntime").iterdir())
     assert len(built) == 4 and all(n.endswith((".onnx", ".onnx.json")) for n in built)
-    r = _build("--model", str(d), "--backend", "onnxruntime", "--graphs", "ctx_encoder", "rollout")
-    assert r.returncode == 0 and r.stdout.count("reusing") == 2
+    assert main(args) == 0 and capsys.readouterr().out.count("reusing") == 2
     with PolicyRunner.from_model_dir(d, RuntimeConfig()) as opt, \
             PolicyRunner.from_model_dir(model_dir(), RuntimeConfig()) as plain:
         assert opt.engines["rollout"].path.parent.name == "onnxruntime"
         assert opt.engines["dyn_encoder"].path.parent == d
         rep = compare_runners(opt, plain, camera_frames(None, opt.config, 5))
     assert rep.token_agreement >= 0.995 and rep.waypoint_max_abs_m <= 1e-3
-    r = _build("--model", str(d), "--backend", "onnxruntime", "--graphs", "nope")
-    assert r.returncode == 2 and "--graphs names 'nope'" in r.stderr
+    assert main(["--model", str(d), "--backend", "onnxruntime", "--graphs", "nope"]) == 2
+    assert "--graphs names 'nope'" in capsys.readouterr().err
 
 
 def test_calibration_inputs_are_what_each_graph_sees():
@@ -210,7 +213,7 @@ def test_pwm_check_onnx_and_check_parity_commands():
     assert r.returncode == 0, r.stdout + r.stderr
     assert "TensorRT 10." in r.stdout and "rollout" in r.stdout and "all 5 graph(s)" in r.stdout
     r = subprocess.run([str(BIN_DIR / "pwm"), "check-parity", str(model_dir()), "--backend", "onnxruntime",
-                        "--reference", "torch", "--max-frames", "4"], capture_output=True, text=True, timeout=300)
+                        "--reference", "onnxruntime", "--max-frames", "4"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["ok"] and res["frames"] == 4 and res["forecast_token_agreement"] >= 0.995

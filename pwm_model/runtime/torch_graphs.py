@@ -10,7 +10,8 @@ Graphs (static shapes, batch 1; token codes in ``[0, C)``):
     dyn_encoder        image_rgb (H, W, 3) uint8, guide_enc_*    -> dyn_tokens (1, Ld) int64
     rollout            ctx_tokens, dyn_history (1, H, Ld), ego (1, 5) -> forecast_tokens (1, F, Ld), waypoints (1, K, 3)
     ctx_guide_decoder  ctx_tokens                                 -> guide_dec_*
-    dyn_decoder        dyn_tokens (1, Ld), guide_dec_*            -> image_rgb (Hd, Wd, 3) uint8, next_guide_dec_*
+    dyn_decoder        dyn_tokens (1, Ld), guide_dec_*            -> image_rgb (Hd, Wd, 3) uint8, next_ctx_tokens,
+                                                                     next_guide_dec_*
 
 ``(H, W)`` is the camera size when exported with ``--camera-size`` (the resize runs in the graph), else the ctx size
 (the runner resizes on the CPU). The stepwise rollout replaces ``rollout`` by ``wm_prefill`` / ``wm_step`` /
@@ -145,7 +146,7 @@ class DynDecoderGraph(nn.Module):
         grey = torch.round((img.clamp(-1.0, 1.0) + 1.0) * 127.5)  # (1, 3, Hd, Wd) whole grey levels
         image_rgb = grey[0].permute(1, 2, 0).to(torch.uint8)  # (Hd, Wd, 3)
         ctx_tokens = self.ctx_enc(to_model_range(self.up, grey))[0]  # (1, Lc)
-        return (image_rgb, *self.guide_dec(ctx_tokens))
+        return (image_rgb, ctx_tokens, *self.guide_dec(ctx_tokens))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -367,10 +368,12 @@ def build_graphs(tok: Tokenizer, wm: PolicyWorldModel, cfg: PwmConfig, image_hw:
                                                      for n in dec}},
             role="preview: ctx decoder guide maps of frame t")
         out["dyn_decoder"] = GraphModule(
-            DynDecoderGraph(tok).eval(), ["dyn_tokens", *dec], ["image_rgb", *[f"next_{n}" for n in dec]],
+            DynDecoderGraph(tok).eval(), ["dyn_tokens", *dec], ["image_rgb", "next_ctx_tokens",
+                                                                *[f"next_{n}" for n in dec]],
             (dyn, *dec_x),
             {"dyn_tokens": "dyn codes of one forecast frame", **{n: "guide maps of the previous frame" for n in dec},
              "image_rgb": "the decoded frame, RGB uint8 at the dyn resolution",
+             "next_ctx_tokens": "ctx codes of the decoded frame (upsampled to the ctx resolution and re-encoded)",
              **{f"next_{n}": "guide maps of this decoded frame (for the next forecast frame)" for n in dec}},
             role="preview: decode one forecast frame and the guide maps for the next")
     return out
