@@ -524,8 +524,7 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
                                        max_age, cmd, state.speed_mps if state else math.nan))
             if opt.progress and frames and (i + 1) / frames >= next_report:
                 _progress(True, f"{opt.progress_prefix}eval-bag {Path(bag).name} ({source.mode}): frame "
-                                f"{i + 1}/{frames}, "
-                                f"{len(rows['t'])} plans")
+                                f"{i + 1}/{frames}, {len(rows['t'])} plans")
                 next_report += 0.1
         scorer.close()
         if not rows["t"]:
