@@ -265,3 +265,20 @@ def test_topics_of_another_robot_are_named_with_topics(tmp_path: Path, capsys: p
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["l2_3s"] == pytest.approx(0.4, abs=1e-4)
     r = _pwm_here(capsys, *args, "--out", str(tmp_path / "c"), "--topics", "camera=/zed")
     assert r.returncode == 2 and "must look like KEY=TOPIC" in r.stderr
+
+
+def test_overlays_use_the_bag_s_own_camera_intrinsics(tmp_path: Path) -> None:
+    import dataclasses
+
+    from pwm_model.data.bag import write_drive
+    from pwm_model.eval.bag_eval import bag_camera
+
+    from .drive_helpers import arc_drive
+
+    cfg = config()
+    narrow = dataclasses.replace(cfg.camera, hfov_deg=60.0)  # the recorded camera differs from the model's config
+    bag = write_drive(tmp_path / "narrow", arc_drive(5, 64, 128), narrow, cfg.data.topics)
+    configured = PinholeCamera.from_config(cfg.camera)
+    cam = bag_camera(DriveReader(bag), configured)
+    assert cam.fx == pytest.approx(PinholeCamera.from_config(narrow).fx) and cam.fx > configured.fx * 1.5
+    assert cam.base_from_camera is configured.base_from_camera  # the mounting stays the configured one

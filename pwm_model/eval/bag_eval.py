@@ -272,6 +272,19 @@ def ground_truth(reader: DriveReader, t_ns: int, num_waypoints: int, waypoint_dt
     return wp_ego, wp_ok, boxes, boxes_ok
 
 
+def bag_camera(reader: DriveReader, camera: PinholeCamera) -> PinholeCamera:
+    """The camera to draw with: the bag's own intrinsics (sensor_msgs/CameraInfo K) when it has them, with the
+    configured mounting in base_link; else ``camera``."""
+    info = reader.camera_info
+    if not info or info["width_px"] <= 0 or info["height_px"] <= 0:
+        return camera
+    k = np.asarray(info["K"], np.float64)
+    if not (np.all(np.isfinite(k)) and k[0, 0] > 0 and k[1, 1] > 0):
+        return camera
+    return PinholeCamera(int(info["width_px"]), int(info["height_px"]), float(k[0, 0]), float(k[1, 1]),
+                         float(k[0, 2]), float(k[1, 2]), camera.base_from_camera)
+
+
 def _boxes_now(reader: DriveReader, t_ns: int, max_age_ns: int | None) -> np.ndarray:
     b = reader.box_sets.at(int(t_ns), interpolate=True, max_age_ns=max_age_ns)
     if not len(b) or not len(reader.ego):
@@ -463,6 +476,7 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     dt_ns, model_dt_ns = round(dt_s * 1e9), round(model_dt_s * 1e9)
     camera_period_ns = round(1e9 / cfg.camera.frame_rate_hz)
     max_age = box_max_age_ns(reader, camera_period_ns)
+    camera = bag_camera(reader, camera)
     notes: list[str] = []
     if not has_odom:
         notes.append(f"This bag has no odometry on {reader.topics.odometry}: plans cannot be scored (no ground-truth "
