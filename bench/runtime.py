@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "tiny preset with random weights)")
     parser.add_argument("--model", help="an exported model directory to time instead of exporting one")
     parser.add_argument("--preset", default="tiny", help="preset of the random-weight checkpoint (default: tiny)")
-    parser.add_argument("--frames", type=int, default=60, help="camera frames to plan (default: 60)")
+    parser.add_argument("--frames", type=int, default=100, help="camera frames to plan (default: 100)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for each runtime (default: 1)")
     parser.add_argument("--repeats", type=int, default=10, help="repeats of the rollout-graph timing (default: 10)")
     args = parser.parse_args(argv)

@@ -109,8 +109,13 @@ class TrtEngine:
         self._use_graph = cuda_graph
         self.runs = 0
         try:
-            for i in range(self.engine.num_io_tensors):
-                self._buffers.append(self._allocate(self.engine.get_tensor_name(i)))
+            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+            for tname in names:  # size varying inputs at their profile's largest shape first: outputs follow them
+                if self.engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT and any(
+                        d < 0 for d in self.engine.get_tensor_shape(tname)):
+                    self.context.set_input_shape(tname, tuple(self.engine.get_tensor_profile_shape(tname, 0)[2]))
+            for tname in names:
+                self._buffers.append(self._allocate(tname))
         except BaseException:
             self.close()
             raise
@@ -125,8 +130,7 @@ class TrtEngine:
         max_shape = shape
         if dynamic and is_input:
             max_shape = tuple(eng.get_tensor_profile_shape(tname, 0)[2])
-            self.context.set_input_shape(tname, max_shape)
-        elif dynamic:  # outputs: size for the largest inputs (set above, inputs come first)
+        elif dynamic:  # outputs: sized for the largest inputs (set in __init__)
             max_shape = tuple(self.context.get_tensor_shape(tname))
         nbytes = max(int(np.prod(max_shape)) * dtype.itemsize, 1)
         dptr = check(cudart.cudaMalloc(nbytes))
