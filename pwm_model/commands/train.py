@@ -203,8 +203,9 @@ def _train(args: argparse.Namespace, cfg, env) -> None:
 
     stop = steps if args.max_steps is None else min(steps, args.max_steps)
     grids = not args.no_tensorboard
+    # on resume, drop the events an interrupted run wrote after the step its checkpoint holds
     tb = TBLogger(Path(args.out) / "tb", enabled=env.is_main and grids,
-                  purge_step=trainer.step if args.resume else None)
+                  purge_step=trainer.step + 1 if args.resume else None)
     monitor = TrainMonitor(env, tb, stop, eval_data=eval_data, grids=grids, log=log,
                            tokenizer=load_grid_tokenizer(tok_dir, env.device) if env.is_main and grids else None)
     try:
