@@ -41,6 +41,7 @@ WAYPOINT_TOL_M = 1e-3  # largest waypoint difference, metres / radians
 FLOAT_ATOL, FLOAT_RTOL = 1e-3, 1e-3  # feature maps: |ort - torch| <= atol + rtol * max|torch|
 PIXEL_TOL, PIXEL_SHARE = 2, 0.01  # preview images: at most this share of values off by more than PIXEL_TOL levels
 FP32_PREFIX = "fp32/"  # integer-valued float arithmetic (token index <-> bits, grey levels): kept in FP32
+IMAGE_SCOPES = ("/prep/", "/up")  # torch_graphs.ImageInput / DynDecoderGraph.up: resizing kept in FP32 too
 LFQ_OPS = {"Greater", "Cast", "Mul", "ReduceSum", "Reshape", "Floor", "Sub", "Unsqueeze", "Squeeze", "Flatten", "Add",
            "Transpose"}
 
@@ -73,7 +74,8 @@ def file_sha256(path: Path) -> str:
 
 def mark_fp32_nodes(model: Any) -> int:
     """Prefix the names of the LFQ index arithmetic with ``fp32/`` (returns how many): float sums of powers of two up
-    to 2**bits are exact in FP32 but not in FP16, so build_engine keeps these layers in FP32."""
+    to 2**bits are exact in FP32 but not in FP16, so build_engine keeps these layers in FP32. The image resizing is
+    marked too: it rounds to whole grey levels like OpenCV, which FP16 weights would not reproduce."""
     import onnx
 
     nodes = list(model.graph.node)
@@ -105,6 +107,9 @@ def mark_fp32_nodes(model: Any) -> int:
             continue
         marked.add(id(n))
         stack.extend(c for o in n.output for c in consumers.get(o, []))
+    for n in nodes:  # image resizing (the camera -> ctx -> dyn chain, the preview's upsampling): grey levels
+        if n.name.startswith(IMAGE_SCOPES):
+            marked.add(id(n))
     for n in nodes:
         if id(n) in marked and not n.name.startswith(FP32_PREFIX):
             n.name = FP32_PREFIX + (n.name.lstrip("/") or n.op_type)
