@@ -1,0 +1,11 @@
+"""Torch-free inference: what the vehicle runs (numpy, OpenCV, ONNX Runtime or TensorRT).
+
+- ``types.py``: ``EgoInput``, ``Plan`` and the ``Engine`` protocol (the contract with the ROS node and the evaluator)
+- ``runner.py``: ``PolicyRunner`` (camera frame -> Plan; previews), the one inference path
+- ``history.py`` / ``surprise.py`` / ``rollout.py``: the token ring buffer, the forecast surprise, the stepwise loop
+- ``manifest.py``: the model directory's manifest.json, checked against its graphs
+- ``backends.py`` (onnxruntime, torch), ``trt_engine.py`` (TensorRT 10), ``engine_key.py`` (engine cache keys)
+- ``onnx_check.py`` + ``trt_onnx_ops.json``: the TensorRT ONNX-parser compatibility check
+- ``preprocess.py``, ``frames.py``, ``parity.py``: resizing as in training, frame sources, backend comparison
+- ``torch_graphs.py``: the PyTorch modules behind the graphs (imports torch; loaded only by export and backend torch)
+"""
