@@ -169,7 +169,10 @@ def _train(args: argparse.Namespace, cfg, env) -> None:
         init_from(model, args.init)
     model.to(env.device)
     n_params = count_parameters(model)
-    wrapped = wrap_model(model, env, cfg.train.strategy)  # after loading the weights, before the optimizer
+    # after loading the weights, before the optimizer; pretraining (or planning without forecasting) leaves a head
+    # out of the graph
+    wrapped = wrap_model(model, env, cfg.train.strategy,
+                         find_unused=stage == "pretrain" or cfg.world_model.forecast_frames == 0)
     log = functools.partial(print, flush=True) if env.is_main else (lambda text: None)
     trainer = Trainer(cfg, model, data, stage, steps, out_dir=args.out, device=env.device, rank=env.rank,
                       world_size=env.world_size, plan_on_rollout=plan_p, log_every=args.log_every, log=log,

@@ -150,12 +150,13 @@ def _shard_units(model: nn.Module) -> list[nn.Module]:
     return list(blocks) if blocks is not None else []
 
 
-def wrap_model(model: nn.Module, env: DistEnv, strategy: str = "ddp") -> nn.Module:
+def wrap_model(model: nn.Module, env: DistEnv, strategy: str = "ddp", *, find_unused: bool = True) -> nn.Module:
     """The module the training forward goes through.
 
     One process: ``model`` itself. ``ddp``: a ``DistributedDataParallel`` around ``model`` (parameters shared
     with it, so an optimizer over ``model.parameters()`` serves both). ``fsdp``: ``model`` itself, sharded in place
     (its parameters become DTensor shards: build the optimizer after this call). Load weights before wrapping.
+    ``find_unused``: some parameters may stay out of a step's graph (DDP then looks for them after every forward).
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown training strategy {strategy!r}: choose {' or '.join(STRATEGIES)}")
@@ -164,11 +165,10 @@ def wrap_model(model: nn.Module, env: DistEnv, strategy: str = "ddp") -> nn.Modu
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        # find_unused_parameters: pretraining leaves the waypoint head out of the graph; parameters unused on every
-        # rank keep no gradient, so AdamW skips them exactly as in a one-process run. The buffers are constants:
-        # no broadcast before every forward.
+        # parameters unused on every rank (the waypoint head in pretraining) keep no gradient, so AdamW skips them
+        # exactly as in a one-process run. The buffers are constants: no broadcast before every forward.
         return DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-                                       find_unused_parameters=True, forward_sync_buffers=False)
+                                       find_unused_parameters=find_unused, forward_sync_buffers=False)
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     # the model returns views (e.g. logits.view(...)) that are only read, never changed in place
