@@ -58,6 +58,8 @@ vertical-align:middle;margin-right:6px}video{width:100%;max-width:900px;backgrou
 .kpi{display:flex;gap:14px;flex-wrap:wrap;margin:10px 0 4px}.kpi div{background:#fff;padding:10px 16px;
 border-radius:4px;box-shadow:0 1px 2px #0002;min-width:150px}.kpi b{display:block;font-size:22px}
 .kpi span{font-size:13px;color:#5b6275}
+.row{display:flex;gap:18px;flex-wrap:wrap;align-items:flex-start}.row table{flex:0 0 auto}
+.side{flex:1 1 420px;margin:0}h3{font-size:15px;margin:2px 4px 6px}
 """
 
 
@@ -135,7 +137,6 @@ def fig_l2_curve(metrics: dict[str, Any]) -> str | None:
         ax.axvline(h, color="#ccd", lw=0.8, zorder=0)
     ax.set_xlabel("time ahead (s)")
     ax.set_ylabel("displacement error (m)")
-    ax.set_title("Error of the waypoint at each time ahead (mean over all plans)", fontsize=11)
     ax.grid(alpha=0.25)
     ax.legend(frameon=False)
     ax.set_xlim(0, max(times) * 1.03)
@@ -338,6 +339,7 @@ def _kpis(metrics: dict[str, Any]) -> str:
              ("collision rate", _fmt(metrics.get("collision_rate"), 1, 100.0, " %"),
               f"constant velocity {_fmt(metrics.get('cv_collision_rate'), 1, 100.0, ' %')}"),
              ("forecast PSNR at 1 s", _fmt(metrics.get("psnr_forecast_1s_db"), 1, unit=" dB"),
+              "the node does not record its forecast" if metrics.get("mode") == "live" else
               f"copy-last-frame {_fmt(metrics.get('copy_last_psnr_1s_db'), 1, unit=' dB')}"),
              ("latency p50", _fmt(metrics.get("latency_p50_ms"), 1, unit=" ms"),
               f"p99 {_fmt(metrics.get('latency_p99_ms'), 1, unit=' ms')}"),
@@ -389,13 +391,15 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
               "@3 s: the waypoint at 3 s, the UniAD protocol) and the ground-truth boxes (collision: the swept "
               f"{M.EGO_LENGTH_M} × {M.EGO_WIDTH_M} m ego box). Baselines: constant velocity for planning, "
               "copy-last-frame for the forecast. Bold green: PWM beats the baseline.</p>",
-              _summary_table(metrics, compare)]
+              ]
     curve = fig_l2_curve(metrics)
+    side = ""
     if curve:
-        parts += ["<h2>Error over the planning horizon</h2>",
-                  '<p class="lead">How far each waypoint is from where the car really was at that time. A planner '
-                  "that anticipates curves and braking stays below constant velocity as the horizon grows.</p>",
-                  f'<div class="wide">{_img(curve, "L2 over the horizon")}</div>']
+        side = (f'<div class="wide side"><h3>Error over the planning horizon</h3>{_img(curve, "L2 over the horizon")}'
+                '<p class="cap">How far each waypoint is from where the car really was at that time (mean over all '
+                "plans). A planner that anticipates curves and braking stays below constant velocity as the horizon "
+                "grows.</p></div>")
+    parts.append(f'<div class="row">{_summary_table(metrics, compare)}{side}</div>')
     samples = [(e, m) for e in evals for m in e.moments if m.why == "sample"]
     if samples and any(e.has_odometry for e in evals):
         parts += ["<h2>Plans in bird's-eye view</h2>",
