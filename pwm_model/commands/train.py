@@ -14,7 +14,7 @@ checkpoint and cached beside the store as <store>.tokens/<tokenizer sha>/).
   pwm train --stage finetune --data out/store_train --init out/wm_pre --out out/wm_plan_only \\
       --set world_model.forecast_frames=0                         # ablation: plan without forecasting
   pwm train --stage finetune --data out/store_train --tokenizer out/tok_tiny --out out/wm_no_pretrain
-  torchrun --nproc-per-node 8 -m pwm_model.cli train --stage pretrain --device cuda --preset small \
+  torchrun --nproc-per-node 8 -m pwm_model.cli train --stage pretrain --device cuda --preset small \\
       --data out/store_train --tokenizer out/tok_small --out out/wm_small_pre     # 8 GPUs (docs/TRAINING.md)
 
 pretrain ignores every label (clips without ego labels are fine); finetune optimises
