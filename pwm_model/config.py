@@ -216,7 +216,7 @@ class TrainConfig:
     seed: int = 10086
     precision: str = "bf16"  # fp32 | bf16 (bf16 autocast on GPU only)
     # several processes (torchrun): ddp replicates the model on every rank; fsdp shards parameters, gradients and
-    # AdamW state across the ranks (the paper preset: ~1.3B parameters would need ~21 GB per replica in fp32)
+    # AdamW state across the ranks (the paper preset: 1.26B parameters would need ~20 GB per replica in fp32)
     strategy: str = "ddp"
     tokenizer_lr: float = 1e-4
     tokenizer_ctx_steps: int = 800_000

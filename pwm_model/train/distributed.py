@@ -9,7 +9,7 @@ process group and every helper here is then a no-op, so one code path serves one
   ``ddp`` replicates it and averages the gradients during backward (skipped on the gradient-accumulation
   micro-steps before the last, ``no_sync``); ``fsdp`` (FSDP2 ``fully_shard`` on every transformer block, then the
   root) shards parameters, gradients and AdamW state across the processes, as the ``paper`` preset needs
-  (about 1.3B parameters: 21 GB of fp32 weights, gradients and AdamW moments per replica otherwise).
+  (1.26B parameters: about 20 GB of fp32 weights, gradients and AdamW moments per replica otherwise).
 - Every rank's loss is the mean over its share of the global batch and the gradient is averaged over the ranks, so
   a run of N processes with ``train.batch_size`` B follows the run of one process with batch N * B (up to float
   rounding) whenever every sample has the same number of supervised positions (always for the video loss; for the
