@@ -139,11 +139,11 @@ def test_other_storages_writers_and_encodings_score_the_same(tmp_path: Path, kin
 
 
 def test_cli_writes_metrics_report_and_video(tmp_path: Path) -> None:
-    bag = write_arc(tmp_path / "arc")
+    write_arc(tmp_path / "drives" / "arc")  # a folder of bags, as pwm gen-data writes them, stands for its bags
     pred = write_predictions(tmp_path / "pred", STAMPS[::2], lambda t: truth_plan() + [0.2, 0.0, 0.0],
                              surprise=lambda t: (t - T0_NS) / 1e10)
     out = tmp_path / "eval"
-    r = _pwm("eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet")
+    r = _pwm("eval-bag", str(tmp_path / "drives"), "--predictions", str(pred), "--out", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
     assert "L2 3 s (m)" in r.stdout and "0.200" in r.stdout
     m = json.loads((out / "metrics.json").read_text())

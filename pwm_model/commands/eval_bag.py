@@ -34,7 +34,8 @@ TOPIC_KEYS = ("image", "compressed_image", "camera_info", "odometry", "command",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pwm_model.eval.overlay_video import CODECS
 
-    parser.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 bag directory, .mcap or .db3 file")
+    parser.add_argument("bags", nargs="+", metavar="BAG",
+                        help="rosbag2 bag directory, .mcap or .db3 file, or a folder searched for bags")
     parser.add_argument("--model", metavar="MODEL_DIR",
                         help="model directory (manifest.json + graphs); required unless --predictions is given")
     parser.add_argument("--predictions", action="append", default=[], metavar="OUT_BAG",
@@ -101,12 +102,14 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
     with that prefix).
     """
     from pwm_model.config import preset
+    from pwm_model.data.clips import find_bags
     from pwm_model.errors import ConfigError
     from pwm_model.eval.bag_eval import EvalOptions, OfflinePlanner, RecordedPlans, evaluate_bag
     from pwm_model.eval.bag_summary import summarize
     from pwm_model.eval.predictions import read_predictions
     from pwm_model.geometry import PinholeCamera
 
+    bags = [str(p) for p in find_bags(bags)]  # a folder of bags (pwm gen-data's output) stands for every bag in it
     predictions = predictions or []
     if predictions and len(predictions) != len(bags):
         raise ConfigError(f"give one --predictions bag per drive: {len(bags)} drives, {len(predictions)} predictions")
@@ -186,7 +189,7 @@ def _check_predictions(pred: Any, cfg: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pwm_model.eval.bag_summary import format_table
 
-    out = Path(args.out) if args.out else Path("out/eval") / Path(args.bags[0]).name
+    out = Path(args.out) if args.out else Path("out/eval") / Path(args.bags[0]).resolve().name
     evals, metrics = evaluate_drives(args.bags, model=args.model, out=out, predictions=args.predictions,
                                      prediction_topic=args.prediction_topic, backend=args.backend,
                                      device=args.device, topics=args.topics, planning_rate_hz=args.planning_rate_hz,
