@@ -134,7 +134,7 @@ def _train(args: argparse.Namespace, cfg, env) -> None:
     import torch
 
     from pwm_model.train.checkpoint import load_metrics, save_checkpoint
-    from pwm_model.train.distributed import full_model_state, is_sharded, rank0_first, wrap_model
+    from pwm_model.train.distributed import broadcast_flag, full_model_state, is_sharded, rank0_first, wrap_model
     from pwm_model.train.tb_logging import TBLogger
     from pwm_model.train.wm_checkpoint import append_command, copy_tokenizer, init_from
     from pwm_model.train.wm_data import WorldModelData, load_labels, token_cache
@@ -205,12 +205,13 @@ def _train(args: argparse.Namespace, cfg, env) -> None:
         t.save_state(args.out)
 
     stop = steps if args.max_steps is None else min(steps, args.max_steps)
-    grids = not args.no_tensorboard
+    tensorboard = not args.no_tensorboard
     # on resume, drop the events an interrupted run wrote after the step its checkpoint holds
-    tb = TBLogger(Path(args.out) / "tb", enabled=env.is_main and grids,
+    tb = TBLogger(Path(args.out) / "tb", enabled=env.is_main and tensorboard,
                   purge_step=trainer.step + 1 if args.resume else None)
-    monitor = TrainMonitor(env, tb, stop, eval_data=eval_data, grids=grids, log=log,
-                           tokenizer=load_grid_tokenizer(tok_dir, env.device) if env.is_main and grids else None)
+    grid_tok = load_grid_tokenizer(tok_dir, env.device, log) if env.is_main and tensorboard else None
+    grids = broadcast_flag(grid_tok is not None, env.device)  # every rank joins the grids' rollouts under FSDP
+    monitor = TrainMonitor(env, tb, stop, eval_data=eval_data, grids=grids, tokenizer=grid_tok, log=log)
     try:
         trainer.run(on_save, max_steps=args.max_steps, on_step=monitor)
     finally:

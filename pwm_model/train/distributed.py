@@ -236,6 +236,15 @@ def all_reduce_mean(values: Mapping[str, float], device: torch.device | str = "c
     return dict(zip(keys, t.tolist()))
 
 
+def broadcast_flag(value: bool, device: torch.device | str = "cpu") -> bool:
+    """Rank 0's ``value`` on every rank (``value`` itself for one process)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([1 if value else 0], dtype=torch.int32, device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """``t`` summed over the ranks (in place; returned for chaining)."""
     if dist.is_initialized() and dist.get_world_size() > 1:

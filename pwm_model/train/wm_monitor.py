@@ -126,9 +126,16 @@ class TrainMonitor:
                                forecast_rows(self.tokenizer, batch["ctx_tokens"], true, forecast))
 
 
-def load_grid_tokenizer(tokenizer_dir: str | Path, device: torch.device) -> torch.nn.Module:
-    """The run's tokenizer (to decode forecast grids), in eval mode on ``device``."""
+def load_grid_tokenizer(tokenizer_dir: str | Path, device: torch.device,
+                        log: Callable[[str], None] = print) -> torch.nn.Module | None:
+    """The run's tokenizer (to decode forecast grids), in eval mode on ``device``; None, with a warning, when it
+    does not load (the grids are a view on training, not a reason to stop it)."""
+    from pwm_model.errors import PwmError
     from pwm_model.tokenizer.model import load_tokenizer
 
-    _, tok = load_tokenizer(str(tokenizer_dir))
+    try:
+        _, tok = load_tokenizer(str(tokenizer_dir))
+    except PwmError as exc:
+        log(f"warning: no forecast grids: {exc}")
+        return None
     return tok.to(device).eval()
