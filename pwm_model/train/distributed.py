@@ -78,7 +78,7 @@ def env_ranks() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def select_device(device: str, local_rank: int = 0) -> torch.device:
+def select_device(device: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
     """The torch device of this process: ``cuda`` becomes ``cuda:LOCAL_RANK``; anything else is taken as given."""
     try:
         dev = torch.device(device)
@@ -88,6 +88,9 @@ def select_device(device: str, local_rank: int = 0) -> torch.device:
         return dev
     if not torch.cuda.is_available():
         raise ConfigError(f"--device {device} needs CUDA, but no CUDA device is visible")
+    if dev.index is not None and world_size > 1:
+        raise ConfigError(f"--device {device} would put every process on one GPU: under torchrun name --device cuda "
+                          "(each process takes cuda:LOCAL_RANK; choose GPUs with CUDA_VISIBLE_DEVICES)")
     count = torch.cuda.device_count()
     index = local_rank if dev.index is None else dev.index
     if index >= count:
@@ -99,7 +102,7 @@ def select_device(device: str, local_rank: int = 0) -> torch.device:
 def init_from_env(device: str = "cpu") -> DistEnv:
     """Join the process group torchrun describes (nothing to join for one process) and pick this rank's device."""
     rank, world, local = env_ranks()
-    dev = select_device(device, local)
+    dev = select_device(device, local, world)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         # TF32 matmuls for the fp32 parts, as the paper's training (bf16 autocast + TF32)
