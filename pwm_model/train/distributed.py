@@ -293,10 +293,10 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
     """Load what ``full_optimizer_state`` returned (every rank passes the whole state under FSDP)."""
     sharded, saved_sharded = is_sharded(model), "fsdp_full" in state
-    if sharded != saved_sharded:
-        raise ModelError("the optimizer state was saved " + ("with" if saved_sharded else "without")
-                         + " FSDP: resume with the same train.strategy (" + ("fsdp" if saved_sharded else "ddp")
-                         + ")")
+    if saved_sharded and not sharded:
+        raise ModelError("the saved optimizer state is FSDP's: resume under torchrun with train.strategy=fsdp")
+    if sharded and not saved_sharded:
+        raise ModelError("the saved optimizer state is not FSDP's: resume with train.strategy=ddp (or one process)")
     if not sharded:
         optimizer.load_state_dict(dict(state))
         return
