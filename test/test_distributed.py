@@ -13,8 +13,15 @@ import torch
 
 from pwm_model.cli import main
 from pwm_model.config import CameraConfig, TopicsConfig, apply_overrides, preset
-from pwm_model.errors import ConfigError
-from pwm_model.train.distributed import DistEnv, all_reduce_mean, init_from_env, select_device, wrap_model
+from pwm_model.errors import ConfigError, ModelError
+from pwm_model.train.distributed import (
+    DistEnv,
+    all_reduce_mean,
+    init_from_env,
+    load_optimizer_state,
+    select_device,
+    wrap_model,
+)
 
 from .dist_worker import run_world
 from .test_eval_world_model import MICRO
@@ -160,6 +167,8 @@ def test_environment_and_one_process_helpers(monkeypatch) -> None:
     assert all_reduce_mean({"loss": 2.5}) == {"loss": 2.5}
     with pytest.raises(ConfigError, match="strategy"):
         wrap_model(model, env, "zero3")
+    with pytest.raises(ModelError, match="train.strategy=fsdp"):  # FSDP's optimizer state, one process
+        load_optimizer_state(model, torch.optim.AdamW(model.parameters()), {"fsdp_full": {}})
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "3")
     with pytest.raises(ConfigError, match="torchrun"):
