@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pwm_model.data.bag import BAG_VERSION, STORAGES, is_bag_path
+from pwm_model.data.clips import find_bags
 from pwm_model.errors import DataError, PwmError
 from pwm_model.io_utils import atomic_path
 
@@ -52,6 +53,12 @@ def _open_bag(path: Path) -> Any:
 
     if not path.exists():
         raise DataError(f"bag path {path} does not exist")
+    if not is_bag_path(path) and path.is_dir():
+        found = find_bags([path])  # a folder holding bags, as `pwm gen-data` writes them
+        if len(found) > 1:
+            names = ", ".join(str(p) for p in found[:3]) + (", ..." if len(found) > 3 else "")
+            raise DataError(f"{path} holds {len(found)} bags ({names}): name the one to play")
+        path = found[0]
     if not is_bag_path(path):
         raise DataError(f"{path} is not a rosbag2 bag: expected a bag directory with metadata.yaml or a .mcap or "
                         ".db3 file")
@@ -328,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
                 counts = ", ".join(f"{t} {n}" for t, n in recorder.counts.items()) or "nothing"
                 print(f"pwm_replay: recorded {counts} into {out}", flush=True)
         executor.shutdown()
+        if spinner.is_alive():
+            spinner.join(timeout=5.0)  # let the spin thread leave before the context goes away
         node.destroy_node()
     print(f"pwm_replay: published {player.published} messages", flush=True)
     return 0

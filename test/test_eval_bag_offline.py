@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pwm_model.data.bag import DriveReader
-from pwm_model.eval.bag_eval import EvalOptions, OfflinePlanner, RecordedPlans, evaluate_bag, forecast_frames
+from pwm_model.eval.bag_eval import EvalOptions, OfflinePlanner, RecordedPlans, evaluate_bag
 from pwm_model.eval.bag_summary import summarize
 from pwm_model.eval.predictions import read_predictions
 
@@ -56,7 +56,7 @@ def test_forecast_frames_are_the_preview_tiles(runner, arc: Path) -> None:  # no
     runner.reset()
     _, t_ns, rgb = next(iter(DriveReader(arc).frames()))
     plan = runner.step(rgb, t_ns, EgoInput(5.0, 0.0, 1))
-    frames = forecast_frames(runner, plan)
+    frames = runner.forecast_frames(plan)
     tk, f = runner.config.tokenizer, runner.config.world_model.forecast_frames
     assert frames.shape == (f, tk.dyn_height_px, tk.dyn_width_px, 3) and frames.dtype == np.uint8
     np.testing.assert_array_equal(np.concatenate(list(frames), axis=1), runner.preview(plan))

@@ -189,7 +189,7 @@ class OfflinePlanner:
         p = self.runner.step(rgb, t_ns, ego)
         forecast = None
         if self.forecast_every > 0 and self._count % self.forecast_every == 0 and len(p.forecast_tokens):
-            forecast = forecast_frames(self.runner, p)
+            forecast = self.runner.forecast_frames(p)
         self._count += 1
         return PlanRecord(int(p.t_ns), np.asarray(p.waypoints_xyyaw, np.float64), float(p.surprise),
                           float(p.timings_ms.get("total", math.nan)), bool(p.warming_up), forecast)
@@ -221,19 +221,6 @@ class RecordedPlans:
             return None
         self.matched += 1
         return PlanRecord(t_ns, rec.waypoints_xyyaw, rec.surprise, (rec.receive_ns - rec.t_ns) / 1e6)
-
-
-def forecast_frames(runner: Any, plan: Any) -> np.ndarray:
-    """The F decoded forecast frames (F, h, w, 3) of a plan: the runner's own per-frame decoder when it has one,
-    else its tiled preview cut into F equal tiles."""
-    decode = getattr(runner, "forecast_frames", None)
-    if callable(decode):
-        return np.asarray(decode(plan))
-    tiles = np.asarray(runner.preview(plan))
-    f = len(plan.forecast_tokens)
-    if tiles.ndim != 3 or tiles.shape[1] % f:
-        raise DataError(f"the runner's forecast preview of shape {tiles.shape} does not hold {f} equal tiles")
-    return tiles.reshape(tiles.shape[0], f, tiles.shape[1] // f, 3).transpose(1, 0, 2, 3)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -148,25 +148,33 @@ class PolicyRunner:
         return rollout_stepwise(e["wm_prefill"], e.get("wm_step"), e["wm_plan"], ctx_tokens, history, ego, self._f)
 
     # -- previews --------------------------------------------------------------------------------------
-    def preview(self, plan: Plan) -> np.ndarray:
-        """The plan's forecast frames decoded and tiled left to right: (Hd, F * Wd, 3) uint8 RGB."""
+    def forecast_frames(self, plan: Plan) -> np.ndarray:
+        """The plan's forecast frames decoded one by one: (F, Hd, Wd, 3) uint8 RGB (frame t+1 first).
+
+        Frame t+1 is decoded against the ctx tokens of frame t; frame t+k against the re-encoded frame t+k-1
+        (docs/ARCHITECTURE.md, guidance rule).
+        """
         tk = self.manifest.config.tokenizer
         if not self.manifest.has_preview:
             raise ModelError(f"{self.manifest.model_dir} was exported without the preview graphs (ctx_guide_decoder, "
                              "dyn_decoder): export it again without --no-preview")
         if plan.ctx_tokens is None:
             raise DataError("this plan carries no ctx tokens, so its forecast cannot be decoded")
-        tiles = []
+        frames = []
         guide = self.engines["ctx_guide_decoder"].run({"ctx_tokens": np.asarray(plan.ctx_tokens, np.int64)[None]})
         for k in range(len(plan.forecast_tokens)):
             out = self.engines["dyn_decoder"].run({"dyn_tokens": np.asarray(plan.forecast_tokens[k], np.int64)[None],
                                                    **guide})
-            tiles.append(out["image_rgb"])
+            frames.append(np.asarray(out["image_rgb"]).reshape(tk.dyn_height_px, tk.dyn_width_px, 3))
             guide = {name: out[f"next_{name}"] for name in guide}
         self.stats["previews"] += 1
-        if not tiles:
-            return np.zeros((tk.dyn_height_px, 0, 3), np.uint8)
-        return np.concatenate(tiles, axis=1)
+        return np.stack(frames) if frames else np.zeros((0, tk.dyn_height_px, tk.dyn_width_px, 3), np.uint8)
+
+    def preview(self, plan: Plan) -> np.ndarray:
+        """The plan's forecast frames decoded and tiled left to right: (Hd, F * Wd, 3) uint8 RGB."""
+        frames = self.forecast_frames(plan)
+        return np.concatenate(list(frames), axis=1) if len(frames) else np.zeros(
+            (frames.shape[1], 0, 3), np.uint8)
 
     # -- life cycle ------------------------------------------------------------------------------------
     def warm_up(self, cycles: int = WARM_UP_CYCLES) -> None:
