@@ -109,6 +109,7 @@ class TokenizerConfig:
     num_res_blocks: int = 2
     attention_heads: int = 1
     guidance: bool = True  # dyn branch cross-attends to the ctx branch's feature maps
+    guided_levels: int = 1  # backbone levels (lowest resolution up) cross-attending besides the middle block (paper: 1)
     dyn_patchify: bool = True  # 2x2 patchify + MLP before quantization (4x fewer dyn tokens)
     dyn_mlp_hidden: int = 512
     # losses (VQGAN style)
@@ -159,6 +160,7 @@ class TokenizerConfig:
         _check(self.base_channels >= 8 and self.base_channels % 8 == 0, prefix, "base_channels",
                "must be a positive multiple of 8 (GroupNorm groups)")
         _check(self.num_res_blocks >= 1, prefix, "num_res_blocks", "must be at least 1")
+        _check(0 <= self.guided_levels < levels, prefix, "guided_levels", f"must be in [0, {levels - 1}]")
         _check(self.perceptual_weight == 0 or bool(self.perceptual_weights_path), prefix, "perceptual_weights_path",
                "must name a weights file when perceptual_weight > 0 (nothing downloads at run time)")
 
@@ -219,6 +221,7 @@ class TrainConfig:
     # AdamW state across the ranks (the paper preset: 1.26B parameters would need ~20 GB per replica in fp32)
     strategy: str = "ddp"
     tokenizer_lr: float = 1e-4
+    tokenizer_batch_size: int = 8  # images per tokenizer step (per process); frames are large, steps many
     tokenizer_ctx_steps: int = 800_000
     tokenizer_dyn_steps: int = 800_000
     pretrain_steps: int = 300_000
@@ -229,6 +232,7 @@ class TrainConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.batch_size >= 1, prefix, "batch_size", "must be at least 1")
+        _check(self.tokenizer_batch_size >= 1, prefix, "tokenizer_batch_size", "must be at least 1")
         _check(self.grad_accum >= 1, prefix, "grad_accum", "must be at least 1")
         _check(self.lr > 0 and self.tokenizer_lr > 0, prefix, "lr", "must be positive")
         _check(self.weight_decay >= 0, prefix, "weight_decay", "must not be negative")
@@ -310,12 +314,12 @@ def _tiny() -> PwmConfig:
         camera=CameraConfig(width_px=256, height_px=128),
         data=DataConfig(frame_stride=2, history_frames=4, future_frames=5, shard_clips=128),
         tokenizer=TokenizerConfig(ctx_height_px=64, ctx_width_px=128, dyn_height_px=32, dyn_width_px=64,
-                                  downsample=8, codebook_bits=10, base_channels=32, channel_mult=(1, 2, 2, 4),
-                                  num_res_blocks=1, dyn_patchify=False, dyn_mlp_hidden=128, gan_start_step=1500),
+                                  downsample=8, codebook_bits=10, base_channels=16, channel_mult=(1, 2, 4, 4),
+                                  num_res_blocks=1, dyn_patchify=False, dyn_mlp_hidden=128, gan_start_step=400),
         world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
                                      head_hidden=256),
         train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",
-                          tokenizer_lr=1e-3, tokenizer_ctx_steps=3000, tokenizer_dyn_steps=3000,
+                          tokenizer_lr=2e-3, tokenizer_ctx_steps=2400, tokenizer_dyn_steps=1200,  # ~40 min, 2 cores
                           pretrain_steps=1500, finetune_steps=1500, eval_every=500, save_every=500, seed=0),
         runtime=RuntimeConfig(precision="fp32"),
     )

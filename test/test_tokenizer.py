@@ -197,7 +197,7 @@ def test_twenty_training_steps_lower_the_loss(tmp_path, branch: str) -> None:
     from pwm_model.train.tokenizer_loop import train_stage
 
     torch.manual_seed(0)
-    cfg = micro_cfg("train.batch_size=4", "train.warmup_steps=2", "train.tokenizer_lr=0.003",
+    cfg = micro_cfg("train.tokenizer_batch_size=4", "train.warmup_steps=2", "train.tokenizer_lr=0.003",
                     "tokenizer.gan_start_step=10", "train.eval_every=10")
     bank = _bank(cfg)
     tok = Tokenizer(cfg.tokenizer)

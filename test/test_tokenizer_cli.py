@@ -16,8 +16,8 @@ torch.set_num_threads(1)
 MICRO = ["camera.width_px=128", "camera.height_px=64", "tokenizer.ctx_height_px=32", "tokenizer.ctx_width_px=64",
          "tokenizer.dyn_height_px=16", "tokenizer.dyn_width_px=32", "tokenizer.base_channels=8",
          "tokenizer.channel_mult=[1,2,2,2]", "tokenizer.codebook_bits=6", "data.shard_clips=8",
-         "train.batch_size=2", "train.tokenizer_ctx_steps=3", "train.tokenizer_dyn_steps=3", "train.warmup_steps=1",
-         "tokenizer.gan_start_step=1"]
+         "train.tokenizer_batch_size=2", "train.tokenizer_ctx_steps=3", "train.tokenizer_dyn_steps=3",
+         "train.warmup_steps=1", "tokenizer.gan_start_step=1"]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ torch.set_num_threads(1)
 # plus reshapes at opset 17).
 TRT_OPS = {"Add", "Cast", "Clip", "Constant", "Conv", "Div", "Floor", "Gather", "Greater", "Identity",
            "InstanceNormalization", "GroupNormalization", "MatMul", "Mul", "ReduceSum", "Reshape", "Resize", "Shape",
-           "Sigmoid", "Softmax", "Split", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Concat", "Slice", "Sign"}
+           "Sigmoid", "Softmax", "Split", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Concat", "Slice", "Sign",
+           "AveragePool", "Expand", "ReduceMean"}
 
 
 def _trained_looking(cfg) -> Tokenizer:

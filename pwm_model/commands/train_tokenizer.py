@@ -15,7 +15,7 @@ DESCRIPTION = """Train the tokenizer on a clip store (`pwm index`).
 
 --branch both trains the ctx branch, then the dyn branch against the frozen ctx branch. --branch dyn loads the
 ctx branch (and the config, before --set) from the --init checkpoint. Steps, batch size and learning rate come from
-train.tokenizer_ctx_steps, train.tokenizer_dyn_steps, train.batch_size and train.tokenizer_lr.
+train.tokenizer_ctx_steps, train.tokenizer_dyn_steps, train.tokenizer_batch_size and train.tokenizer_lr.
 The output directory receives config.yaml, tokenizer.safetensors, metrics.json, recon_ctx.png, recon_dyn.png and
 train_log.jsonl; with --eval-data, metrics.json also gets the held-out scores of `pwm eval-tokenizer`."""
 
@@ -38,7 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import os
 
+    # idle OpenMP threads sleep instead of spinning (set before torch starts its thread pool): on a shared CPU,
+    # spinning threads made each training step several times slower
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from pwm_model.config import apply_overrides

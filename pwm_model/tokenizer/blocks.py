@@ -37,25 +37,40 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Stride-2 3x3 convolution (halves H and W)."""
+    """Stride-2 3x3 convolution plus a parameter-free 2x2 average-pooling shortcut (halves H and W).
+
+    The shortcuts of Downsample / Upsample (residual autoencoding, as in DC-AE) give the network an identity-like
+    path across resolutions from the first step, which makes a small autoencoder learn much faster.
+    """
 
     def __init__(self, ch: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return self.conv(x) + F.avg_pool2d(x, 2)
 
 
 class Upsample(nn.Module):
-    """Nearest 2x upsampling (ONNX Resize) followed by a 3x3 convolution (``in_ch`` -> ``out_ch``)."""
+    """Nearest 2x upsampling (ONNX Resize) and a 3x3 convolution (``in_ch`` -> ``out_ch``), plus a parameter-free
+    shortcut: channels repeated to ``4 * out_ch`` (or averaged in groups) and moved to space (depth-to-space)."""
 
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
+        if (4 * out_ch) % in_ch and in_ch % (4 * out_ch):
+            raise ValueError(f"Upsample needs 4*out_ch and in_ch to divide one another, got {in_ch} -> {out_ch}")
+        self.in_ch, self.out_ch = in_ch, out_ch
         self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        b, c, h, w = x.shape
+        n = 4 * self.out_ch
+        if n >= c:  # repeat each channel n/c times: (B, C, H, W) -> (B, C, n/c, H, W) -> (B, n, H, W)
+            s = torch.cat([x.unsqueeze(2)] * (n // c), dim=2).reshape(b, n, h, w)
+        else:  # average groups of c/n channels
+            s = x.reshape(b, n, c // n, h, w).mean(dim=2)
+        s = s.reshape(b, self.out_ch, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, self.out_ch, 2 * h, 2 * w)
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest")) + s
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
@@ -87,12 +102,38 @@ class SelfAttention(nn.Module):
         return x + self.proj(_attend(q, k, v, self.heads, self.head_dim).reshape(b, c, h, w))
 
 
+def sincos_2d(channels: int, heads: int, height: int, width: int, max_cycles: tuple[float, float]) -> torch.Tensor:
+    """(1, channels, height, width) sinusoids of the normalised cell centres, per attention head.
+
+    Each head gets ``head_dim / 4`` frequencies per axis (sin and cos of y, sin and cos of x), linearly spaced up to
+    ``max_cycles`` (cycles per image height / width). Queries and keys built with the same frequencies have a dot
+    product that peaks where their normalised positions agree (logit ``POS_PEAK_LOGIT`` after the 1/sqrt(d) scale),
+    so maps of different sizes attend to aligned places.
+    """
+    hd = channels // heads
+    nf = hd // 4
+    y = (torch.arange(height, dtype=torch.float32) + 0.5) / height
+    x = (torch.arange(width, dtype=torch.float32) + 0.5) / width
+    yy, xx = torch.meshgrid(y, x, indexing="ij")
+    fy = 2 * math.pi * torch.linspace(0.25, max(0.25, max_cycles[0]), nf).view(-1, 1, 1)
+    fx = 2 * math.pi * torch.linspace(0.25, max(0.25, max_cycles[1]), nf).view(-1, 1, 1)
+    amp = math.sqrt(POS_PEAK_LOGIT * math.sqrt(hd) / 2) / math.sqrt(nf)
+    head = torch.cat([torch.sin(fy * yy), torch.cos(fy * yy), torch.sin(fx * xx), torch.cos(fx * xx)], 0) * amp
+    head = torch.cat([head, torch.zeros(hd - 4 * nf, height, width)], 0)  # head_dim not a multiple of 4
+    return head.repeat(heads, 1, 1).unsqueeze(0)
+
+
+POS_PEAK_LOGIT = 16.0  # initial attention logit between aligned positions (about 1 key cell of spread)
+
+
 class CrossAttention(nn.Module):
     """Residual cross-attention from a feature map (queries) to a guide map (keys and values).
 
-    Learned positional embeddings are added to the queries and the keys (so the attention can use where things
-    are, not only what they look like). The output projection and the embeddings start at zero: a freshly built
-    block is the identity, so a dyn branch initialised from the ctx weights starts as the unguided network.
+    Learned positional embeddings are added to the queries and the keys. They start as matched 2-D sinusoids of the
+    normalised positions (``sincos_2d``), so from the first step each query reads the guide around the same place of
+    the image (consecutive frames are nearly aligned); training can move or replace that. The output projection starts
+    at zero: a freshly built block is the identity, so a dyn branch initialised from the ctx weights starts as the
+    unguided network.
     """
 
     def __init__(self, ch: int, guide_ch: int, query_hw: tuple[int, int], guide_hw: tuple[int, int],
@@ -105,8 +146,9 @@ class CrossAttention(nn.Module):
         self.norm_kv = norm(guide_ch)
         self.q = nn.Conv2d(ch, ch, 1)
         self.kv = nn.Conv2d(guide_ch, 2 * ch, 1)
-        self.pos_q = nn.Parameter(torch.zeros(1, ch, *query_hw))
-        self.pos_k = nn.Parameter(torch.zeros(1, ch, *guide_hw))
+        cycles = (query_hw[0] / 2, query_hw[1] / 2)  # up to the query grid's Nyquist frequency
+        self.pos_q = nn.Parameter(sincos_2d(ch, heads, *query_hw, cycles))
+        self.pos_k = nn.Parameter(sincos_2d(ch, heads, *guide_hw, cycles))
         self.proj = nn.Conv2d(ch, ch, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)

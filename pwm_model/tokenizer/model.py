@@ -7,10 +7,10 @@ self-attention block, stride ``downsample``) and quantize with LFQ. The dyn bran
 
 Guide maps (the guidance rule, docs/ARCHITECTURE.md: the dyn tokens of model frame f use the maps of frame f-1):
 
-- ``guide_enc`` (from ``encode_ctx``): the ctx encoder maps after the lowest ``GUIDED_LEVELS`` levels, then after
-  the middle block; the dyn encoder cross-attends at the same places of its own network.
+- ``guide_enc`` (from ``encode_ctx``): the ctx encoder maps after the lowest ``tokenizer.guided_levels`` levels,
+  then after the middle block; the dyn encoder cross-attends at the same places of its own network.
 - ``guide_dec`` (from ``ctx_guide_dec``, computed from the ctx *tokens*): the ctx decoder maps after the middle block,
-  then after each of the first ``GUIDED_LEVELS`` upsamplings; the dyn decoder cross-attends at the same places.
+  then after each of the first ``guided_levels`` upsamplings; the dyn decoder cross-attends at the same places.
 
 The ctx maps have twice the dyn maps' resolution (the ctx frame is twice the size); attention needs no resizing.
 Images are (B, 3, H, W) float in [-1, 1]; tokens are (B, L) int64, row-major over the token grid.
@@ -27,8 +27,6 @@ from torch import nn
 from pwm_model.config import PwmConfig, TokenizerConfig
 from pwm_model.tokenizer.blocks import CrossAttention, Downsample, ResBlock, SelfAttention, Upsample, norm
 from pwm_model.tokenizer.lfq import LFQ, LfqOutput
-
-GUIDED_LEVELS = 1  # backbone levels (from the lowest resolution up) that cross-attend, besides the middle block
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ def encoder_map_specs(cfg: TokenizerConfig, hw: tuple[int, int]) -> list[MapSpec
     """Shapes of the encoder guide maps of a ``hw`` image (network order)."""
     ch = _channels(cfg)
     levels = len(ch)
-    specs = [MapSpec(ch[i], hw[0] >> i, hw[1] >> i) for i in range(levels - GUIDED_LEVELS, levels)]
+    specs = [MapSpec(ch[i], hw[0] >> i, hw[1] >> i) for i in range(levels - cfg.guided_levels, levels)]
     return specs + [MapSpec(ch[-1], hw[0] >> (levels - 1), hw[1] >> (levels - 1))]
 
 
@@ -58,7 +56,7 @@ def decoder_map_specs(cfg: TokenizerConfig, hw: tuple[int, int]) -> list[MapSpec
     levels = len(ch)
     low = levels - 1
     return [MapSpec(ch[-1], hw[0] >> low, hw[1] >> low)] + [
-        MapSpec(ch[low - j - 1], hw[0] >> (low - j - 1), hw[1] >> (low - j - 1)) for j in range(GUIDED_LEVELS)]
+        MapSpec(ch[low - j - 1], hw[0] >> (low - j - 1), hw[1] >> (low - j - 1)) for j in range(cfg.guided_levels)]
 
 
 class Encoder(nn.Module):
@@ -68,6 +66,7 @@ class Encoder(nn.Module):
         super().__init__()
         ch = _channels(cfg)
         self.levels = len(ch)
+        self.guided_levels = cfg.guided_levels
         self.conv_in = nn.Conv2d(3, ch[0], 3, padding=1)
         self.blocks = nn.ModuleList()
         self.down = nn.ModuleList()
@@ -81,6 +80,8 @@ class Encoder(nn.Module):
         self.mid_res2 = ResBlock(ch[-1], ch[-1])
         self.norm_out = norm(ch[-1])
         self.conv_out = nn.Conv2d(ch[-1], cfg.codebook_bits, 3, padding=1)
+        self.downsample = cfg.downsample
+        self.thumb = nn.Conv2d(3, cfg.codebook_bits, 1)  # linear path from the block-average colours
         own = encoder_map_specs(cfg, hw)
         self.cross = nn.ModuleList()
         if guide is not None:
@@ -95,14 +96,15 @@ class Encoder(nn.Module):
         for i in range(self.levels):
             for block in self.blocks[i]:
                 h = block(h)
-            if i >= self.levels - GUIDED_LEVELS:
+            if i >= self.levels - self.guided_levels:
                 h = self._guide(h, len(maps), guide)
                 maps.append(h)
             h = self.down[i](h)
         h = self.mid_res2(self.mid_attn(self.mid_res1(h)))
         h = self._guide(h, len(maps), guide)
         maps.append(h)
-        return self.conv_out(F.silu(self.norm_out(h))), maps
+        z = self.conv_out(F.silu(self.norm_out(h))) + self.thumb(F.avg_pool2d(x, self.downsample))
+        return z, maps
 
     def _guide(self, h: torch.Tensor, k: int, guide: list[torch.Tensor] | None) -> torch.Tensor:
         return self.cross[k](h, guide[k]) if len(self.cross) and guide is not None else h
@@ -119,6 +121,7 @@ class Decoder(nn.Module):
         super().__init__()
         ch = _channels(cfg)
         self.levels = len(ch)
+        self.guided_levels = cfg.guided_levels
         self.conv_in = nn.Conv2d(cfg.codebook_bits, ch[-1], 3, padding=1)
         self.mid_res1 = ResBlock(ch[-1], ch[-1])
         self.mid_attn = SelfAttention(ch[-1], cfg.attention_heads)
@@ -130,6 +133,8 @@ class Decoder(nn.Module):
             self.up.append(Upsample(ch[i], ch[i - 1]) if i > 0 else nn.Identity())
         self.norm_out = norm(ch[0])
         self.conv_out = nn.Conv2d(ch[0], 3, 3, padding=1)
+        self.upsample = float(cfg.downsample)
+        self.thumb = nn.Conv2d(cfg.codebook_bits, 3, 1)  # linear path to a bilinearly upsampled colour image
         own = decoder_map_specs(cfg, hw)
         self.cross = nn.ModuleList()
         if guide is not None:
@@ -143,16 +148,19 @@ class Decoder(nn.Module):
         h = self.mid_res2(self.mid_attn(self.mid_res1(self.conv_in(codes))))
         h = self._guide(h, 0, guide)
         maps = [h]
+        if maps_only and self.guided_levels == 0:
+            return maps
         for j in range(self.levels):
             for block in self.blocks[j]:
                 h = block(h)
             h = self.up[j](h)
-            if j < GUIDED_LEVELS:
+            if j < self.guided_levels:
                 h = self._guide(h, j + 1, guide)
                 maps.append(h)
-                if maps_only and j == GUIDED_LEVELS - 1:
+                if maps_only and j == self.guided_levels - 1:
                     return maps
-        return self.conv_out(F.silu(self.norm_out(h)))
+        base = F.interpolate(self.thumb(codes), scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        return self.conv_out(F.silu(self.norm_out(h))) + base
 
     def _guide(self, h: torch.Tensor, k: int, guide: list[torch.Tensor] | None) -> torch.Tensor:
         return self.cross[k](h, guide[k]) if len(self.cross) and guide is not None else h

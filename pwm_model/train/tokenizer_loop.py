@@ -161,9 +161,9 @@ def train_stage(tok: Tokenizer, branch: str, bank: FrameBank, cfg: PwmConfig, ou
                               weight_decay=tr.weight_decay)
     last_layer = train_mod.decoder.conv_out.weight
     if branch == "ctx":
-        data = _batches(CtxFrames(bank), tr.batch_size, tr.seed)
+        data = _batches(CtxFrames(bank), tr.tokenizer_batch_size, tr.seed)
     else:
-        data = _batches(DynPairs(bank, tc, GUIDE_DEGRADE_PROB, seed=tr.seed), tr.batch_size, tr.seed + 1)
+        data = _batches(DynPairs(bank, tc, GUIDE_DEGRADE_PROB, seed=tr.seed), tr.tokenizer_batch_size, tr.seed + 1)
     bar = _Progress(steps, f"train {branch}", progress)
     log_path = out / "train_log.jsonl"
     t0 = time.monotonic()
