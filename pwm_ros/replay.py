@@ -47,21 +47,30 @@ def message_class(msgtype: str) -> Any:
         return None
 
 
+def resolve_bag(path: Path) -> Path:
+    """The bag a path names: a bag directory, a .mcap / .db3 file, or a folder holding exactly one bag."""
+    if not path.exists():
+        raise DataError(f"bag path {path} does not exist")
+    if not is_bag_path(path) and path.is_dir():
+        try:
+            found = find_bags([path])  # a folder holding bags, as `pwm gen-data` writes them
+        except DataError:
+            found = []
+        if len(found) > 1:
+            names = ", ".join(str(p) for p in found[:3]) + (", ..." if len(found) > 3 else "")
+            raise DataError(f"{path} holds {len(found)} bags ({names}): name the one to play")
+        path = found[0] if found else path
+    if not is_bag_path(path):
+        raise DataError(f"{path} is not a rosbag2 bag: expected a bag directory with metadata.yaml or a .mcap or "
+                        ".db3 file")
+    return path
+
+
 def _open_bag(path: Path) -> Any:
     """An open rosbags ``AnyReader`` of a rosbag2 bag; one ``DataError`` sentence for anything unusable."""
     from rosbags.highlevel import AnyReader
 
-    if not path.exists():
-        raise DataError(f"bag path {path} does not exist")
-    if not is_bag_path(path) and path.is_dir():
-        found = find_bags([path])  # a folder holding bags, as `pwm gen-data` writes them
-        if len(found) > 1:
-            names = ", ".join(str(p) for p in found[:3]) + (", ..." if len(found) > 3 else "")
-            raise DataError(f"{path} holds {len(found)} bags ({names}): name the one to play")
-        path = found[0]
-    if not is_bag_path(path):
-        raise DataError(f"{path} is not a rosbag2 bag: expected a bag directory with metadata.yaml or a .mcap or "
-                        ".db3 file")
+    path = resolve_bag(path)
     try:
         reader = AnyReader([path])
         reader.open()
@@ -83,7 +92,7 @@ class Player:
 
         if not rate > 0:
             raise DataError(f"--rate must be positive, got {rate}")
-        self.node, self.path, self.rate, self.loop = node, Path(bag), float(rate), loop
+        self.node, self.path, self.rate, self.loop = node, resolve_bag(Path(bag)), float(rate), loop
         self.clock_period_s = 1.0 / clock_hz
         self._stop = threading.Event()
         self.now_ns: int | None = None  # the bag time last published on /clock

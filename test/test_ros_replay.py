@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -101,6 +102,10 @@ def test_player_rejects_what_it_cannot_play(tmp_path: Path, drive_bag: tuple[Pat
             Player(replayer, tmp_path / "not_a_bag")
         with pytest.raises(DataError, match="no topic /nope"):
             Player(replayer, bag, topics=["/nope"])
+        assert Player(replayer, bag.parent).path == bag  # a folder holding one bag, as `pwm gen-data` writes
+        shutil.copytree(bag, bag.parent / "second")
+        with pytest.raises(DataError, match="holds 2 bags"):
+            Player(replayer, bag.parent)
         with pytest.raises(DataError, match="rate"):
             Player(replayer, bag, rate=0.0)
 
