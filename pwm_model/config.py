@@ -319,7 +319,7 @@ def _tiny() -> PwmConfig:
         world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
                                      head_hidden=256),
         train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",
-                          tokenizer_lr=2e-3, tokenizer_ctx_steps=2400, tokenizer_dyn_steps=1200,  # ~40 min, 2 cores
+                          tokenizer_lr=2e-3, tokenizer_ctx_steps=3600, tokenizer_dyn_steps=1200,  # ~50 min, 2 cores
                           pretrain_steps=1500, finetune_steps=1500, eval_every=500, save_every=500, seed=0),
         runtime=RuntimeConfig(precision="fp32"),
     )

@@ -223,3 +223,20 @@ def test_twenty_training_steps_lower_the_loss(tmp_path, branch: str) -> None:
     assert after < 0.8 * before, (before, after)
     assert (tmp_path / f"recon_{branch}.png").stat().st_size > 0
     assert (tmp_path / "train_log.jsonl").read_text().count("\n") >= 1
+
+
+def test_dyn_pairs_degrade_the_guide_and_shrink_the_target() -> None:
+    from pwm_model.data.datasets import DynPairs, degrade_rgb, to_tensor
+
+    cfg = micro_cfg()
+    bank = _bank(cfg, n_drives=1, n_frames=4)
+    tc = cfg.tokenizer
+    guide, target, degraded = DynPairs(bank, tc, degrade_prob=0.0)[0]
+    assert guide.shape == (3, tc.ctx_height_px, tc.ctx_width_px) and target.shape == (3, tc.dyn_height_px,
+                                                                                        tc.dyn_width_px)
+    assert not degraded and torch.equal(guide, to_tensor(bank.frames[bank.pairs[0, 0]]))
+    guide, _, degraded = DynPairs(bank, tc, degrade_prob=1.0)[0]
+    want = to_tensor(degrade_rgb(bank.frames[bank.pairs[0, 0]], tc.dyn_height_px, tc.dyn_width_px))
+    assert degraded and torch.equal(guide, want)
+    assert not torch.equal(guide, to_tensor(bank.frames[bank.pairs[0, 0]]))
+    assert float(guide.min()) >= -1 and float(guide.max()) <= 1
