@@ -3,7 +3,7 @@
     python export/export_onnx.py --checkpoint models/pwm-tiny --out out/pwm-tiny-onnx
     python export/export_onnx.py --checkpoint models/pwm-tiny --out out/pwm-tiny-onnx --camera-size 1920x1080
 
-Graphs (pwm_model/runtime/torch_graphs.py): ``ctx_encoder`` and ``dyn_encoder`` take the camera frame as uint8
+Graphs (pwm_model/export_graphs.py): ``ctx_encoder`` and ``dyn_encoder`` take the camera frame as uint8
 rows x cols x 3 and normalise inside (with ``--camera-size`` the resize from the camera's resolution is in the graph
 too, so on the vehicle the GPU does it), ``rollout`` runs the world model (history tokens + ego -> F forecast frames
 + K waypoints) in one graph, ``ctx_guide_decoder`` and ``dyn_decoder`` decode forecast previews. ``--rollout
@@ -41,7 +41,7 @@ WAYPOINT_TOL_M = 1e-3  # largest waypoint difference, metres / radians
 FLOAT_ATOL, FLOAT_RTOL = 1e-3, 1e-3  # feature maps: |ort - torch| <= atol + rtol * max|torch|
 PIXEL_TOL, PIXEL_SHARE = 2, 0.01  # preview images: at most this share of values off by more than PIXEL_TOL levels
 FP32_PREFIX = "fp32/"  # integer-valued float arithmetic (token index <-> bits, grey levels): kept in FP32
-IMAGE_SCOPES = ("/prep/", "/up")  # torch_graphs.ImageInput / DynDecoderGraph.up: resizing kept in FP32 too
+IMAGE_SCOPES = ("/prep/", "/up")  # export_graphs.ImageInput / DynDecoderGraph.up: resizing kept in FP32 too
 LFQ_OPS = {"Greater", "Cast", "Mul", "ReduceSum", "Reshape", "Floor", "Sub", "Unsqueeze", "Squeeze", "Flatten", "Add",
            "Transpose"}
 
@@ -167,7 +167,7 @@ def export_graph(g: Any, path: Path, opset: int) -> dict[str, Any]:
 
 def step_profiles(wm: Any) -> dict[str, list[int]]:
     """min / opt / max shapes of the step graph's KV cache input (TensorRT optimization profile)."""
-    from pwm_model.runtime.torch_graphs import WorldModelGraph
+    from pwm_model.export_graphs import WorldModelGraph
 
     g = WorldModelGraph(wm)
     tr = wm.transformer
@@ -306,10 +306,10 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
     import torch
 
     from pwm_model import __version__
+    from pwm_model.export_graphs import ROLLOUT_MODES, build_graphs
     from pwm_model.io_utils import atomic_path, write_json_atomic
     from pwm_model.runtime.manifest import ENGINES_DIR, FORMAT, FORMAT_VERSION, MANIFEST_FILE
     from pwm_model.runtime.onnx_check import check_graph, support_matrix
-    from pwm_model.runtime.torch_graphs import ROLLOUT_MODES, build_graphs
     from pwm_model.tokenizer.model import load_tokenizer
     from pwm_model.train.checkpoint import load_config
     from pwm_model.train.wm_checkpoint import load_world_model

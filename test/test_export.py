@@ -66,7 +66,7 @@ def test_export_writes_static_named_graphs_and_manifest():
 
 def test_export_graphs_match_the_model_rollout_and_training_preprocessing():
     from pwm_model.data.datasets import resize_rgb, to_tensor
-    from pwm_model.runtime.torch_graphs import build_graphs
+    from pwm_model.export_graphs import build_graphs
 
     cfg, tok, wm = _cfg_model()
     tk = cfg.tokenizer

@@ -7,5 +7,5 @@
 - ``backends.py`` (onnxruntime, torch), ``trt_engine.py`` (TensorRT 10), ``engine_key.py`` (engine cache keys)
 - ``onnx_check.py`` + ``trt_onnx_ops.json``: the TensorRT ONNX-parser compatibility check
 - ``preprocess.py``, ``frames.py``, ``parity.py``: resizing as in training, frame sources, backend comparison
-- ``torch_graphs.py``: the PyTorch modules behind the graphs (imports torch; loaded only by export and backend torch)
+- the PyTorch modules behind the graphs live in ``pwm_model/export_graphs.py`` (torch; export and backend torch)
 """

@@ -6,8 +6,8 @@
 - ``onnxruntime``: CPU or CUDA execution provider; uses the ORT-optimized graphs written by
   ``export/build_engine.py --backend onnxruntime`` when their key matches, else the exported ONNX graphs.
 - ``tensorrt``: TensorRT 10 engines from ``engines/tensorrt`` (trt_engine.py), found by key.
-- ``torch``: the PyTorch modules the graphs were exported from (torch_graphs.py), built from the checkpoint the
-  manifest names: the reference. torch is imported only here, lazily.
+- ``torch``: the PyTorch modules the graphs were exported from (``pwm_model/export_graphs.py``), built from the
+  checkpoint the manifest names: the reference. torch is imported only here, lazily.
 
 The backend is chosen by ``RuntimeConfig.backend`` alone (no environment switches). Each backend logs its name and
 version once.
@@ -212,7 +212,7 @@ def _torch_engines(m: Manifest, rt: RuntimeConfig, graphs: list[str], checkpoint
     except ImportError:
         raise ModelError("backend torch needs PyTorch, which is not installed; use backend onnxruntime or "
                          "tensorrt") from None
-    from pwm_model.runtime.torch_graphs import build_graphs
+    from pwm_model.export_graphs import build_graphs
     from pwm_model.tokenizer.model import load_tokenizer
     from pwm_model.train.wm_checkpoint import load_world_model
 

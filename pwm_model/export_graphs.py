@@ -1,8 +1,7 @@
 """The PyTorch modules behind every exported graph, with their input/output names, meanings and example inputs.
 
-This is the one module of ``pwm_model.runtime`` that imports torch: ``export/export_onnx.py`` exports these modules and
-the torch backend runs them, so the reference backend and the ONNX graphs compute the same thing. Nothing else in the
-runtime imports it.
+It lives outside ``pwm_model.runtime`` because it imports torch: ``export/export_onnx.py`` exports these modules and
+the runtime's torch backend imports them lazily, so the reference backend and the ONNX graphs compute the same thing.
 
 Graphs (static shapes, batch 1; token codes in ``[0, C)``):
 
