@@ -11,14 +11,16 @@ import pytest
 import torch
 
 from pwm_model.eval import metrics as M
-from pwm_model.eval.baselines import EgoMLP, constant_velocity, copy_last_frame
+from pwm_model.eval.baselines import constant_velocity, copy_last_frame
+from pwm_model.eval.ego_mlp import EgoMLP
 
 DT = 0.5  # waypoint spacing: 1/2/3 s are waypoints 2/4/6
 torch.set_num_threads(1)
 
 
-def test_metrics_module_imports_no_torch() -> None:
-    code = "import sys, pwm_model.eval.metrics; print('torch' in sys.modules)"
+def test_vehicle_side_eval_modules_import_no_torch() -> None:
+    code = ("import sys, pwm_model.eval.metrics, pwm_model.eval.baselines, pwm_model.eval.bag_eval; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 

@@ -35,6 +35,7 @@ from pwm_model.config import COMMANDS, PwmConfig, TopicsConfig
 from pwm_model.data.bag import DriveReader
 from pwm_model.errors import DataError
 from pwm_model.eval import metrics as M
+from pwm_model.eval.baselines import constant_velocity
 from pwm_model.eval.overlay_video import OverlayVideo, VideoInfo, draw_overlay
 from pwm_model.eval.predictions import RecordedPredictions
 from pwm_model.geometry import (
@@ -484,8 +485,6 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     last: tuple[PlanRecord, np.ndarray] | None = None  # latest plan and the ego pose (x, y, yaw) at its stamp
     t0_ns = None
     next_report = 0.1
-    from pwm_model.eval.baselines import constant_velocity  # noqa: PLC0415 - pulls in torch; needed here only
-
     try:
         for i, t_ns, rgb in reader.frames():
             t0_ns = t_ns if t0_ns is None else t0_ns

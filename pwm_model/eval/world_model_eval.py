@@ -22,7 +22,8 @@ import torch
 from pwm_model.config import PwmConfig
 from pwm_model.errors import DataError
 from pwm_model.eval import metrics as M
-from pwm_model.eval.baselines import EgoMLP, constant_velocity, copy_last_frame
+from pwm_model.eval.baselines import constant_velocity, copy_last_frame
+from pwm_model.eval.ego_mlp import EgoMLP
 from pwm_model.train.wm_data import TokenCache, ego_vector, load_labels, token_cache
 
 

@@ -40,7 +40,9 @@ from pwm_model.world_model.transformer import Transformer
 
 EGO_DIM = 5  # [speed_mps, accel_mps2, one_hot(command, 3)] (pwm_model.runtime.types.EgoInput.as_vector)
 EGO_SCALE = (10.0, 2.0, 1.0, 1.0, 1.0)  # divides the ego vector: typical speed 10 m/s, acceleration 2 m/s^2
-WAYPOINT_SCALE = (10.0, 10.0, 1.0)  # the head's outputs are multiplied by this: metres, metres, radians
+# The head predicts waypoint k in units that grow with its time t_k = k * waypoint_dt_s: metres per second for x and y
+# (10 m/s), radians per second for yaw (0.25 rad/s), so every query's target is of order one whatever its horizon.
+WAYPOINT_RATE = (10.0, 10.0, 0.25)
 
 
 @lru_cache(maxsize=64)
@@ -91,10 +93,13 @@ class PolicyWorldModel(nn.Module):
         h = wm.head_hidden
         self.waypoint_head = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 3))
         self.register_buffer("ego_scale", torch.tensor(EGO_SCALE), persistent=False)
-        self.register_buffer("waypoint_scale", torch.tensor(WAYPOINT_SCALE), persistent=False)
+        t_s = torch.arange(1, self.num_waypoints + 1, dtype=torch.float32) * data.waypoint_dt_s  # (K,)
+        self.register_buffer("waypoint_scale", t_s[:, None] * torch.tensor(WAYPOINT_RATE)[None], persistent=False)
         for module in (self.tok_emb, self.type_emb, self.frame_emb, self.slot_emb):
             nn.init.normal_(module.weight, 0.0, 0.02)
-        for module in (*self.ego_mlp, self.frame_head, *self.waypoint_head):
+        # the ego MLP's first layer keeps PyTorch's default init (its inputs are O(1) features), so the ego
+        # embedding varies with speed and command from the first fine-tuning step; outputs start at N(0, 0.02)
+        for module in (self.ego_mlp[2], self.frame_head, *self.waypoint_head):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, 0.02)
                 nn.init.zeros_(module.bias)
@@ -138,7 +143,7 @@ class PolicyWorldModel(nn.Module):
 
     def waypoints_from_hidden(self, h_queries: torch.Tensor) -> torch.Tensor:
         """Query hidden states (B, K, D) -> waypoints (B, K, 3) = (x_m, y_m, yaw_rad) in the ego frame at t."""
-        return self.waypoint_head(h_queries) * self.waypoint_scale
+        return self.waypoint_head(h_queries) * self.waypoint_scale  # (B, K, 3) * (K, 3)
 
     # ------------------------------------------------------------------------------------------------
     # training
