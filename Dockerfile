@@ -6,7 +6,7 @@
 #   Jetson Orin, JetPack 6.1/6.2 (L4T r36.4: CUDA 12.6, TensorRT 10.3, Ubuntu 22.04 -> ROS 2 Humble), on the Jetson:
 #     docker build -t pwm:jetson --build-arg BASE_IMAGE=nvcr.io/nvidia/l4t-jetpack:r36.4.0 .
 #   Run (model directory mounted read-only, camera topic remapped through the launch argument):
-#     docker run --rm -it --network host --ipc host -v $PWD/models/tiny:/models/pwm:ro pwm:kilted \
+#     docker run --rm -it --network host --ipc host -v $PWD/out/models/pwm-tiny-onnx:/models/pwm:ro pwm:kilted \
 #       ros2 launch pwm_ros pwm.launch.py model_dir:=/models/pwm camera_topic:=/my_camera/image_raw
 #   Tests that need a full ROS install (launch_testing, cv_bridge):  docker build --target test .
 # See docs/ROBOT.md.

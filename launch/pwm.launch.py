@@ -1,7 +1,7 @@
 """Launch the pwm planning node as a lifecycle node that configures and activates itself.
 
     ros2 launch pwm_ros pwm.launch.py model_dir:=/path/to/model camera_topic:=/my/camera/image_raw
-    ros2 launch pwm_ros pwm.launch.py model_dir:=/models/tiny use_compressed:=true use_sim_time:=true
+    ros2 launch pwm_ros pwm.launch.py model_dir:=/models/pwm use_compressed:=true use_sim_time:=true
 
 Parameters come from ``params_file`` (default: the package's config/pwm.yaml, every default); the arguments
 below override single values. With ``autostart:=false`` the node waits in ``unconfigured`` for
