@@ -315,7 +315,7 @@ def _tiny() -> PwmConfig:
         data=DataConfig(frame_stride=2, history_frames=4, future_frames=5, shard_clips=128),
         tokenizer=TokenizerConfig(ctx_height_px=64, ctx_width_px=128, dyn_height_px=32, dyn_width_px=64,
                                   downsample=8, codebook_bits=10, base_channels=16, channel_mult=(1, 2, 4, 4),
-                                  num_res_blocks=1, dyn_patchify=False, dyn_mlp_hidden=128, gan_start_step=400),
+                                  num_res_blocks=1, dyn_patchify=True, dyn_mlp_hidden=128, gan_start_step=400),
         world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
                                      head_hidden=256),
         train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",

@@ -33,7 +33,7 @@ def make_checkpoint(out: Path, overrides: tuple[str, ...] = SMALL_OVERRIDES, see
     with torch.no_grad():  # the cross-attention output projections start at zero: give the guidance an effect
         for name, p in tok.named_parameters():
             if ".cross." in name and name.endswith("proj.weight"):
-                p.normal_(0.0, 0.02)
+                p.normal_(0.0, 0.3)
     save_checkpoint(out, cfg, {"tokenizer": tok, "world_model": PolicyWorldModel(cfg)})
     return out
 
