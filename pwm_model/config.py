@@ -110,7 +110,8 @@ class TokenizerConfig:
     attention_heads: int = 1
     guidance: bool = True  # dyn branch cross-attends to the ctx branch's feature maps
     guided_levels: int = 1  # backbone levels (lowest resolution up) cross-attending besides the middle block (paper: 1)
-    dyn_patchify: bool = True  # 2x2 patchify + MLP before quantization (4x fewer dyn tokens)
+    dyn_patchify: bool = True  # patchify + MLP before quantization (dyn_patch rows x cols latents -> one token)
+    dyn_patch: tuple[int, int] = (2, 2)  # (rows, cols) of the patchify; 2x2 as the paper: 4x fewer dyn tokens
     dyn_mlp_hidden: int = 512
     # losses (VQGAN style)
     l1_weight: float = 1.0
@@ -128,9 +129,9 @@ class TokenizerConfig:
 
     @property
     def dyn_grid(self) -> tuple[int, int]:
-        """(rows, cols) of dyn tokens (after the optional 2x2 patchify)."""
-        p = 2 if self.dyn_patchify else 1
-        return self.dyn_height_px // self.downsample // p, self.dyn_width_px // self.downsample // p
+        """(rows, cols) of dyn tokens (after the optional patchify)."""
+        ph, pw = self.dyn_patch if self.dyn_patchify else (1, 1)
+        return self.dyn_height_px // self.downsample // ph, self.dyn_width_px // self.downsample // pw
 
     @property
     def ctx_tokens(self) -> int:
@@ -149,11 +150,13 @@ class TokenizerConfig:
         levels = int(math.log2(self.downsample)) + 1
         _check(len(self.channel_mult) == levels, prefix, "channel_mult",
                f"must have {levels} entries for downsample {self.downsample}")
-        p = self.downsample * (2 if self.dyn_patchify else 1)
+        _check(len(self.dyn_patch) == 2 and all(1 <= int(v) <= 4 for v in self.dyn_patch), prefix, "dyn_patch",
+               "must be [rows, cols], each between 1 and 4")
+        ph, pw = self.dyn_patch if self.dyn_patchify else (1, 1)
         for name, size, div in (("ctx_height_px", self.ctx_height_px, self.downsample),
                                 ("ctx_width_px", self.ctx_width_px, self.downsample),
-                                ("dyn_height_px", self.dyn_height_px, p),
-                                ("dyn_width_px", self.dyn_width_px, p)):
+                                ("dyn_height_px", self.dyn_height_px, self.downsample * ph),
+                                ("dyn_width_px", self.dyn_width_px, self.downsample * pw)):
             _check(size > 0 and size % div == 0, prefix, name, f"must be a positive multiple of {div}")
         _check(self.dyn_height_px <= self.ctx_height_px, prefix, "dyn_height_px", "must not exceed ctx_height_px")
         _check(1 <= self.codebook_bits <= 18, prefix, "codebook_bits", "must be between 1 and 18")
@@ -314,8 +317,9 @@ def _tiny() -> PwmConfig:
         camera=CameraConfig(width_px=256, height_px=128),
         data=DataConfig(frame_stride=2, history_frames=4, future_frames=5, shard_clips=128),
         tokenizer=TokenizerConfig(ctx_height_px=64, ctx_width_px=128, dyn_height_px=32, dyn_width_px=64,
-                                  downsample=8, codebook_bits=10, base_channels=16, channel_mult=(1, 2, 4, 4),
-                                  num_res_blocks=1, dyn_patchify=True, dyn_mlp_hidden=128, gan_start_step=400),
+                                  downsample=8, codebook_bits=12, base_channels=16, channel_mult=(1, 2, 4, 4),
+                                  num_res_blocks=1, dyn_patchify=True, dyn_patch=(1, 2), dyn_mlp_hidden=128,
+                                  gan_start_step=400),
         world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
                                      head_hidden=256),
         train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",

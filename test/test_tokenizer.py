@@ -10,6 +10,7 @@ import torch
 
 from pwm_model.config import apply_overrides, preset
 from pwm_model.data.datasets import FrameBank, consecutive_pairs
+from pwm_model.errors import ConfigError
 from pwm_model.tokenizer.lfq import LFQ, codes_to_indices, entropy_terms, indices_to_codes
 from pwm_model.tokenizer.model import Tokenizer, patchify, unpatchify
 
@@ -71,11 +72,20 @@ def test_lfq_entropy_matches_brute_force() -> None:
     assert math.isclose(float(got[1]), float(codebook), rel_tol=1e-4)
 
 
-def test_patchify_round_trip() -> None:
+@pytest.mark.parametrize(("ph", "pw"), [(2, 2), (1, 2), (2, 1)])
+def test_patchify_round_trip(ph: int, pw: int) -> None:
     x = torch.randn(2, 5, 4, 6)
-    y = patchify(x)
-    assert y.shape == (2, 20, 2, 3)
-    assert torch.equal(unpatchify(y), x)
+    y = patchify(x, ph, pw)
+    assert y.shape == (2, 5 * ph * pw, 4 // ph, 6 // pw)
+    assert torch.equal(y[:, ph * pw - 1, 0, 0], x[:, 0, ph - 1, pw - 1])  # channel (c*ph + dy)*pw + dx
+    assert torch.equal(unpatchify(y, ph, pw), x)
+
+
+def test_dyn_patch_sets_the_token_grid() -> None:
+    cfg = micro_cfg("tokenizer.dyn_patch=[2,1]").tokenizer  # dyn 16x32 px, stride 8: 2x4 latents -> 1x4 tokens
+    assert cfg.dyn_grid == (1, 4) and Tokenizer(cfg).dyn.grid == (1, 4)
+    with pytest.raises(ConfigError, match="dyn_patch"):
+        micro_cfg("tokenizer.dyn_patch=[1,2,3]")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -117,7 +127,7 @@ def test_shapes_paper_on_meta_device() -> None:
 
 def test_token_counts_of_the_presets() -> None:
     t = preset("tiny").tokenizer
-    assert (t.ctx_tokens, t.dyn_tokens) == (128, 8)  # 16x fewer dyn tokens, as the paper (448 vs 28)
+    assert (t.ctx_tokens, t.dyn_tokens) == (128, 16)  # 8x fewer dyn tokens (the paper: 448 vs 28)
     assert 2**10 <= t.codebook_size <= 2**12
 
 

@@ -59,7 +59,7 @@ def test_train_then_eval(store: Path, tmp_path: Path, capsys) -> None:
     for key in ("psnr_ctx_db", "psnr_dyn_db", "ssim_dyn", "code_usage_ctx", "code_usage_dyn", "tokens_ctx",
                 "tokens_dyn"):
         assert key in result, key
-    assert (result["tokens_ctx"], result["tokens_dyn"]) == (4 * 8, 1 * 2)  # dyn: a 2x4 grid, patchified 2x2
+    assert (result["tokens_ctx"], result["tokens_dyn"]) == (4 * 8, 2 * 2)  # dyn: a 2x4 grid, patchified 1x2
     assert 0 < result["psnr_dyn_db"] < 100 and 0 < result["code_usage_ctx"] <= 1 and result["pairs"] == 8
     assert "psnr_ctx_db" in lines[0] or "metric" in lines[0]
     assert grid.stat().st_size > 0
