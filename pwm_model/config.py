@@ -192,6 +192,8 @@ class WorldModelConfig:
     # share of fine-tuning steps whose planning pass reads the model's own detached greedy forecast instead of the
     # teacher-forced true future frames (exposure bias: inference plans from forecasts); 0 = always teacher-forced
     plan_on_rollout: float = 0.0
+    # the waypoint head predicts the correction to driving straight on at the current speed (ego speed * t_k)
+    cv_prior: bool = False
 
     def validate(self, prefix: str) -> None:
         _check(self.layers >= 1, prefix, "layers", "must be at least 1")
@@ -321,10 +323,10 @@ def _tiny() -> PwmConfig:
                                   num_res_blocks=1, dyn_patchify=True, dyn_patch=(1, 2), dyn_mlp_hidden=128,
                                   gan_start_step=400),
         world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
-                                     head_hidden=256),
+                                     head_hidden=256, plan_on_rollout=1.0, cv_prior=True),
         train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",
-                          tokenizer_lr=2e-3, tokenizer_ctx_steps=3600, tokenizer_dyn_steps=1200,  # ~50 min, 2 cores
-                          pretrain_steps=1500, finetune_steps=1500, eval_every=500, save_every=500, seed=0),
+                          tokenizer_lr=2e-3, tokenizer_ctx_steps=3600, tokenizer_dyn_steps=1200,  # ~40 min, 2 cores
+                          pretrain_steps=800, finetune_steps=700, eval_every=500, save_every=500, seed=0),
         runtime=RuntimeConfig(precision="fp32"),
     )
 

@@ -239,9 +239,9 @@ class WorldModelGraph(nn.Module):
         """Hidden states of a dyn frame (1, Ld, D) -> the next frame's codes (1, Ld) (greedy)."""
         return self.wm.frame_head(hidden).argmax(-1)
 
-    def plan(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def plan(self, kv: list[tuple[torch.Tensor, torch.Tensor]], ego: torch.Tensor) -> torch.Tensor:
         hidden, _ = self.layers(self.plan_embed(), self.plan_mask, kv)
-        return self.wm.waypoints_from_hidden(hidden[:, 1:])  # (1, K, 3)
+        return self.wm.waypoints_from_hidden(hidden[:, 1:], ego)  # (1, K, 3)
 
 
 class RolloutGraph(WorldModelGraph):
@@ -252,13 +252,13 @@ class RolloutGraph(WorldModelGraph):
         x = self.prefix_embed(ctx_tokens, dyn_history, ego)
         hidden, kv = self.layers(x, self.pre_mask, None, last_rows=self.ld if self.f > 0 else 0)
         if self.f == 0:
-            return (self.plan(kv),)
+            return (self.plan(kv, ego),)
         frames = [self.next_frame(hidden)]  # frame t+1 (1, Ld)
         for k in range(self.f - 1):
             idx = torch.full((1,), self.h + k, dtype=torch.long)
             hidden, kv = self.layers(self.frame_embed(frames[-1], idx), None, kv)
             frames.append(self.next_frame(hidden))
-        return torch.stack(frames, dim=1), self.plan(kv)  # (1, F, Ld), (1, K, 3)
+        return torch.stack(frames, dim=1), self.plan(kv, ego)  # (1, F, Ld), (1, K, 3)
 
 
 def _stack_kv(kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -288,8 +288,8 @@ class StepGraph(WorldModelGraph):
 
 
 class PlanGraph(WorldModelGraph):
-    def forward(self, kv: torch.Tensor) -> torch.Tensor:
-        return self.plan(_unstack_kv(kv))
+    def forward(self, kv: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
+        return self.plan(_unstack_kv(kv), ego)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -358,7 +358,8 @@ def build_graphs(tok: Tokenizer, wm: PolicyWorldModel, cfg: PwmConfig, image_hw:
         kv_plan = torch.zeros(wm.transformer.layers, 2, 1, wm.transformer.heads, prefill.plan_past,
                               wm.transformer.head_dim)
         out["wm_plan"] = GraphModule(
-            PlanGraph(wm).eval(), ["kv"], ["waypoints"], (kv_plan,), {"kv": kv_meaning, "waypoints": wp_meaning},
+            PlanGraph(wm).eval(), ["kv", "ego"], ["waypoints"], (kv_plan, ego),
+            {"kv": kv_meaning, "ego": ego_meaning, "waypoints": wp_meaning},
             role="world model: [ACT][Q_1 .. Q_K] after history + forecast -> waypoints")
     if preview:
         out["ctx_guide_decoder"] = GraphModule(

@@ -84,7 +84,7 @@ def test_export_graphs_match_the_model_rollout_and_training_preprocessing():
         for k in range(cfg.world_model.forecast_frames - 1):
             nt, kv = gs["wm_step"].module(frames[-1], torch.tensor([k]), kv)
             frames.append(nt)
-        sw = gs["wm_plan"].module(kv)
+        sw = gs["wm_plan"].module(kv, ego)
     assert torch.equal(f, ref_f) and torch.equal(torch.stack(frames, 1), ref_f)
     assert (w - ref_w).abs().max() < 1e-5 and (sw - ref_w).abs().max() < 1e-5
     # the encoder graphs resize and normalise like the training data (cv2 area resize, x / 127.5 - 1)

@@ -84,6 +84,22 @@ def test_ego_token_changes_the_plan_and_no_ego_uses_the_learned_embedding() -> N
     torch.testing.assert_close(wp_none, wp_invalid)
 
 
+def test_cv_prior_adds_driving_on_at_the_current_speed() -> None:
+    model = small_model("world_model.cv_prior=true")
+    torch.nn.init.zeros_(model.waypoint_head[-1].weight)  # the head itself predicts no correction
+    torch.nn.init.zeros_(model.waypoint_head[-1].bias)
+    x = small_inputs(model)
+    _, wp = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    t_s = torch.arange(1, model.num_waypoints + 1) * model.cfg.data.waypoint_dt_s
+    torch.testing.assert_close(wp[..., 0], x["ego"][:, :1] * t_s[None])
+    assert torch.all(wp[..., 1:] == 0)
+    _, wp_invalid = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"], ego_valid=torch.zeros(3, dtype=bool))
+    assert torch.all(wp_invalid == 0)  # no ego labels: no speed to extrapolate
+    off = small_model("world_model.cv_prior=false")
+    off.load_state_dict(model.state_dict())
+    assert torch.all(off.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])[1] == 0)
+
+
 def test_plan_only_and_sampling_and_token_by_token() -> None:
     model = small_model("world_model.forecast_frames=0")
     x = small_inputs(model)

@@ -32,7 +32,7 @@ def rollout_stepwise(prefill: Engine, step: Engine | None, plan: Engine, ctx_tok
         assert step is not None, "a rollout of more than one frame needs the wm_step graph"
         out = step.run({"frame_tokens": state.frames[-1], "frame_offset": np.array([k], np.int64), "kv": state.kv})
         state = RolloutState(out["kv_out"], state.frames + (out["next_tokens"],))
-    waypoints = plan.run({"kv": state.kv})["waypoints"]
+    waypoints = plan.run({"kv": state.kv, "ego": ego})["waypoints"]
     ld = dyn_history.shape[-1]
     forecast = np.concatenate(state.frames, axis=0) if state.frames else np.zeros((0, ld), np.int64)
     return forecast.astype(np.int64), waypoints[0]

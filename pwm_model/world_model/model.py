@@ -43,6 +43,8 @@ EGO_SCALE = (10.0, 2.0, 1.0, 1.0, 1.0)  # divides the ego vector: typical speed 
 # The head predicts waypoint k in units that grow with its time t_k = k * waypoint_dt_s: metres per second for x and y
 # (10 m/s), radians per second for yaw (0.25 rad/s), so every query's target is of order one whatever its horizon.
 WAYPOINT_RATE = (10.0, 10.0, 0.25)
+# With world_model.cv_prior the head predicts the correction to driving straight on at the current speed: waypoint
+# k = head + (speed_mps * t_k, 0, 0) (zero where the clip has no ego labels).
 
 
 @lru_cache(maxsize=64)
@@ -95,6 +97,7 @@ class PolicyWorldModel(nn.Module):
         self.register_buffer("ego_scale", torch.tensor(EGO_SCALE), persistent=False)
         t_s = torch.arange(1, self.num_waypoints + 1, dtype=torch.float32) * data.waypoint_dt_s  # (K,)
         self.register_buffer("waypoint_scale", t_s[:, None] * torch.tensor(WAYPOINT_RATE)[None], persistent=False)
+        self.register_buffer("waypoint_t_s", t_s, persistent=False)
         for module in (self.tok_emb, self.type_emb, self.frame_emb, self.slot_emb):
             nn.init.normal_(module.weight, 0.0, 0.02)
         # the ego MLP's first layer keeps PyTorch's default init (its inputs are O(1) features), so the ego
@@ -141,9 +144,20 @@ class PolicyWorldModel(nn.Module):
         ids[:, 0] = self.act_id
         return ids
 
-    def waypoints_from_hidden(self, h_queries: torch.Tensor) -> torch.Tensor:
-        """Query hidden states (B, K, D) -> waypoints (B, K, 3) = (x_m, y_m, yaw_rad) in the ego frame at t."""
-        return self.waypoint_head(h_queries) * self.waypoint_scale  # (B, K, 3) * (K, 3)
+    def waypoints_from_hidden(self, h_queries: torch.Tensor, ego: torch.Tensor | None = None,
+                              ego_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Query hidden states (B, K, D) -> waypoints (B, K, 3) = (x_m, y_m, yaw_rad) in the ego frame at t.
+
+        With ``world_model.cv_prior`` and an ``ego`` (B, 5), the constant-velocity path is added (see CV prior above).
+        """
+        wp = self.waypoint_head(h_queries) * self.waypoint_scale  # (B, K, 3) * (K, 3)
+        if self.cfg.world_model.cv_prior and ego is not None:
+            speed = ego[:, :1].float().clamp_min(0.0)  # (B, 1) m/s
+            if ego_valid is not None:
+                speed = speed * ego_valid.float()[:, None]
+            x_m = speed * self.waypoint_t_s[None]  # (B, K)
+            wp = wp + torch.stack([x_m, torch.zeros_like(x_m), torch.zeros_like(x_m)], dim=-1)
+        return wp
 
     # ------------------------------------------------------------------------------------------------
     # training
@@ -194,7 +208,7 @@ class PolicyWorldModel(nn.Module):
             out["token_acc"] = (logits.argmax(-1) == targets).float().mean().detach()
             out["logits"], out["targets"] = logits, targets
         if with_plan:
-            wp = self.waypoints_from_hidden(hidden[:, -self.num_waypoints:])  # (B, K, 3)
+            wp = self.waypoints_from_hidden(hidden[:, -self.num_waypoints:], ego, ego_valid)  # (B, K, 3)
             out["waypoints"] = wp
             out["traj_loss"] = masked_l1(wp, batch["waypoints"], batch.get("waypoints_valid"))
         return out
@@ -221,12 +235,13 @@ class PolicyWorldModel(nn.Module):
         hidden, kv = self.transformer(x, step_mask(kv.shape[4], layout.blocks), kv, use_cache=True)
         return self.frame_head(hidden), kv  # (B, Ld, C), (layers, 2, B, h, P + Ld, hd)
 
-    def plan_step(self, kv: torch.Tensor) -> torch.Tensor:
+    def plan_step(self, kv: torch.Tensor, ego: torch.Tensor | None = None,
+                  ego_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Feed [ACT][Q_1 .. Q_K] after the cached history + forecast -> waypoints (B, K, 3)."""
         layout = self._layout("plan")
         ids = self._plan_ids(kv.shape[2], kv.device)
         hidden, _ = self.transformer(self.embed(ids, layout), step_mask(kv.shape[4], layout.blocks), kv)
-        return self.waypoints_from_hidden(hidden[:, 1:])
+        return self.waypoints_from_hidden(hidden[:, 1:], ego, ego_valid)
 
     def _check_rollout(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, forecast_frames: int) -> None:
         h = self.history_frames
@@ -307,7 +322,7 @@ class PolicyWorldModel(nn.Module):
         f, temp = self._rollout_args(ctx_tokens, dyn_history, forecast_frames, temperature)
         logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid)
         forecast, kv, all_logits = self.decode_frames(logits, kv, f, temp, generator)
-        waypoints = self.plan_step(kv)
+        waypoints = self.plan_step(kv, ego, ego_valid)
         return (forecast, waypoints, all_logits) if return_logits else (forecast, waypoints)
 
     @torch.no_grad()
@@ -319,7 +334,7 @@ class PolicyWorldModel(nn.Module):
         f, temp = self._rollout_args(ctx_tokens, dyn_history, forecast_frames, temperature)
         logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid, last_only=True)
         forecast, kv = self.decode_tokens(logits[:, -1], kv, f, temp, generator)
-        return forecast, self.plan_step(kv)
+        return forecast, self.plan_step(kv, ego, ego_valid)
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
