@@ -326,7 +326,7 @@ def _tiny() -> PwmConfig:
                                      head_hidden=256, plan_on_rollout=1.0, cv_prior=True),
         train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",
                           tokenizer_lr=2e-3, tokenizer_ctx_steps=3600, tokenizer_dyn_steps=1200,  # ~40 min, 2 cores
-                          pretrain_steps=800, finetune_steps=700, eval_every=500, save_every=500, seed=0),
+                          pretrain_steps=800, finetune_steps=500, eval_every=500, save_every=500, seed=0),
         runtime=RuntimeConfig(precision="fp32"),
     )
 
