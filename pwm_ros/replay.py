@@ -1,7 +1,7 @@
 """``pwm_replay``: play a rosbag2 bag over ROS 2 with ``/clock``, and record the planner's outputs into a new bag.
 
     pwm_replay out/sample_drive --rate 1.0 --record out/predictions
-    pwm_node --ros-args -p use_sim_time:=true -p model_dir:=out/models/pwm-tiny-onnx -p autostart:=true   # in another shell
+    pwm_node --ros-args -p use_sim_time:=true -p model_dir:=out/models/pwm-tiny-onnx -p autostart:=true  # 2nd shell
 
 Every topic of the bag is published as stored (CDR bytes, no re-encoding) with the QoS a sensor driver uses
 (REP-2003: reliable, volatile, keep last), while ``/clock`` carries the bag time; ``--loop`` starts again from the
