@@ -7,8 +7,11 @@ rss_growth_mb and overhead_frac.
 """
 
 import sys
+from pathlib import Path
 
-from pwm_ros.bench_node import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # export/ (the random model's export) and the packages
+
+from pwm_ros.bench_node import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
