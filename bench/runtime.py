@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pwm_model.io_utils import cpu_name  # noqa: E402
 
 TARGETS = {"ort_vs_torch": 1.5, "cache_speedup": 3.0, "cycle_p50_ms": 100.0}
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "pwm-tiny"
@@ -93,16 +94,6 @@ def time_rollouts(model_dir: Path, stepwise_dir: Path, threads: int, repeats: in
         out.append(float(np.median(ts)))
         r.close()
     return out[0], out[1]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from pwm_model.io_utils import cpu_name
 
 TARGETS = {"plan_rate_hz": (">=", 8.0), "latency_p99_over_p50": ("<=", 2.0), "rss_growth_mb": ("<=", 20.0),
            "overhead_frac": ("<=", 0.10)}
@@ -60,16 +61,6 @@ def make_tiny_model(out: Path) -> Path:
     print(f"exporting a tiny random model to {out} ...", flush=True)
     export_model(ckpt, out, verify_frames=1, echo=lambda *a: None)
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
