@@ -239,6 +239,12 @@ class WorldModelGraph(nn.Module):
         """Hidden states of a dyn frame (1, Ld, D) -> the next frame's codes (1, Ld) (greedy)."""
         return self.wm.frame_head(hidden).argmax(-1)
 
+    def prefill(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor
+                ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The prefix pass: hidden states of frame t's dyn slots (none when F = 0) and the KV cache."""
+        x = self.prefix_embed(ctx_tokens, dyn_history, ego)
+        return self.layers(x, self.pre_mask, None, last_rows=self.ld if self.f > 0 else 0)
+
     def plan(self, kv: list[tuple[torch.Tensor, torch.Tensor]], ego: torch.Tensor) -> torch.Tensor:
         hidden, _ = self.layers(self.plan_embed(), self.plan_mask, kv)
         return self.wm.waypoints_from_hidden(hidden[:, 1:], ego)  # (1, K, 3)
@@ -249,8 +255,7 @@ class RolloutGraph(WorldModelGraph):
 
     def forward(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        x = self.prefix_embed(ctx_tokens, dyn_history, ego)
-        hidden, kv = self.layers(x, self.pre_mask, None, last_rows=self.ld if self.f > 0 else 0)
+        hidden, kv = self.prefill(ctx_tokens, dyn_history, ego)
         if self.f == 0:
             return (self.plan(kv, ego),)
         frames = [self.next_frame(hidden)]  # frame t+1 (1, Ld)
@@ -272,8 +277,7 @@ def _unstack_kv(kv: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
 class PrefillGraph(WorldModelGraph):
     def forward(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        x = self.prefix_embed(ctx_tokens, dyn_history, ego)
-        hidden, kv = self.layers(x, self.pre_mask, None, last_rows=self.ld if self.f > 0 else 0)
+        hidden, kv = self.prefill(ctx_tokens, dyn_history, ego)
         if self.f == 0:
             return (_stack_kv(kv),)
         return self.next_frame(hidden), _stack_kv(kv)
