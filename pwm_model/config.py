@@ -119,6 +119,7 @@ class TokenizerConfig:
     gan_start_step: int = 2000  # the PatchGAN hinge loss starts after this warm-up
     commit_weight: float = 0.1
     entropy_weight: float = 0.1
+    decoder_mse_weight: float = 2.0  # MSE weight (beside l1_weight) of the decoder fine-tuning stage
     perceptual_weight: float = 0.0  # > 0 needs perceptual_weights_path (no download at run time)
     perceptual_weights_path: str = ""
 
@@ -164,6 +165,7 @@ class TokenizerConfig:
                "must be a positive multiple of 8 (GroupNorm groups)")
         _check(self.num_res_blocks >= 1, prefix, "num_res_blocks", "must be at least 1")
         _check(0 <= self.guided_levels < levels, prefix, "guided_levels", f"must be in [0, {levels - 1}]")
+        _check(self.decoder_mse_weight >= 0, prefix, "decoder_mse_weight", "must not be negative")
         _check(self.perceptual_weight == 0 or bool(self.perceptual_weights_path), prefix, "perceptual_weights_path",
                "must name a weights file when perceptual_weight > 0 (nothing downloads at run time)")
 
@@ -229,6 +231,10 @@ class TrainConfig:
     tokenizer_batch_size: int = 8  # images per tokenizer step (per process); frames are large, steps many
     tokenizer_ctx_steps: int = 800_000
     tokenizer_dyn_steps: int = 800_000
+    # last tokenizer stage: both decoders fine-tuned (L1 + MSE, no GAN) with encoders and quantizers frozen, so the
+    # tokens stay exactly as they were; 0 skips it
+    tokenizer_decoder_steps: int = 0
+    tokenizer_decoder_lr: float = 1e-4
     pretrain_steps: int = 300_000
     finetune_steps: int = 160_000
     eval_every: int = 1000
@@ -245,8 +251,9 @@ class TrainConfig:
         _check(self.grad_clip > 0, prefix, "grad_clip", "must be positive")
         _check(self.precision in ("fp32", "bf16"), prefix, "precision", "must be fp32 or bf16")
         _check(self.strategy in ("ddp", "fsdp"), prefix, "strategy", "must be ddp or fsdp")
-        for name in ("tokenizer_ctx_steps", "tokenizer_dyn_steps", "pretrain_steps", "finetune_steps",
-                     "warmup_steps", "num_workers"):
+        _check(self.tokenizer_decoder_lr > 0, prefix, "tokenizer_decoder_lr", "must be positive")
+        for name in ("tokenizer_ctx_steps", "tokenizer_dyn_steps", "tokenizer_decoder_steps", "pretrain_steps",
+                     "finetune_steps", "warmup_steps", "num_workers"):
             _check(getattr(self, name) >= 0, prefix, name, "must not be negative")
         _check(self.eval_every >= 1 and self.save_every >= 1, prefix, "eval_every", "must be at least 1")
 
@@ -326,6 +333,7 @@ def _tiny() -> PwmConfig:
                                      head_hidden=256, plan_on_rollout=1.0, cv_prior=True),
         train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",
                           tokenizer_lr=2e-3, tokenizer_ctx_steps=3600, tokenizer_dyn_steps=1200,  # ~40 min, 2 cores
+                          tokenizer_decoder_steps=1500, tokenizer_decoder_lr=6e-4,  # ~15 min more
                           pretrain_steps=800, finetune_steps=500, eval_every=500, save_every=500, seed=0),
         runtime=RuntimeConfig(precision="fp32"),
     )

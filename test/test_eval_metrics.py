@@ -82,6 +82,27 @@ def test_collision_swept_box_by_hand() -> None:
     assert out["collision_rate"] == 0.0 and out["collision_gt_excluded"] == 5
     two_col = M.collision_metrics(fast[..., :2], stop, None, boxes, valid, DT)  # yaw from the path
     assert two_col["collision_rate"] == 1.0
+    assert M.clip_collisions(fast, stop, None, boxes, valid, DT).tolist() == [True]
+    assert M.clip_collisions(fast, fast, None, boxes, valid, DT).tolist() == [False]
+
+
+def test_collision_rate_interval_and_paired_test_by_hand() -> None:
+    lo, hi = M.wilson_interval(55, 1000)  # the Wilson score interval, worked out by hand: 4.25 % .. 7.09 %
+    assert lo == pytest.approx(0.042497, abs=1e-5) and hi == pytest.approx(0.070908, abs=1e-5)
+    assert M.wilson_interval(0, 10) == (0.0, pytest.approx(0.277533, abs=1e-5))
+    assert all(math.isnan(v) for v in M.wilson_interval(0, 0))
+    a = np.array([1, 0, 0, 0, 1, 1, 0, 0, 0, 0], bool)
+    b = np.array([0, 1, 1, 1, 1, 0, 0, 0, 0, 0], bool)  # discordant: 2 clips only a, 3 only b
+    pair = M.paired_collisions(a, b)
+    assert (pair["only_a"], pair["only_b"]) == (2.0, 3.0)
+    assert pair["p_value"] == pytest.approx(2 * (1 + 5 + 10) / 32)  # 2 * P(X <= 2), X ~ Binomial(5, 1/2)
+    assert M.paired_collisions(a, a)["p_value"] == 1.0
+    lopsided = M.paired_collisions(np.ones(30, bool), np.zeros(30, bool))
+    assert lopsided["p_value"] == pytest.approx(2 / 2**30)
+    big = M.paired_collisions(np.arange(4000) % 2 == 0, np.arange(4000) % 2 == 1)  # 4000 discordant: no overflow
+    assert big["p_value"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shapes"):
+        M.paired_collisions(a, b[:5])
 
 
 def test_psnr_and_ssim() -> None:

@@ -99,8 +99,11 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
         assert key in summary, key
     assert summary["l2_3s"] is None or summary["l2_3s"] >= 0
     assert 0.0 <= summary["collision_rate"] <= 1.0
+    assert summary["collision_rate_ci95_lo"] <= summary["collision_rate"] <= summary["collision_rate_ci95_hi"]
+    assert 0.0 <= summary["plan_only_collision_p_value"] <= 1.0
     table = "\n".join(out[:-1])
     assert "constant velocity" in table and "ego-status MLP" in table and "copy-last-frame" in table
+    assert table.count("McNemar exact p") == 3  # PWM against plan-only, constant velocity and the ego-status MLP
     saved = json.loads((fine / "metrics.json").read_text())
     assert saved[f"eval_{Path(ev).name}"]["clips"] == summary["clips"]
     # resume continues the run from its train_state.pt

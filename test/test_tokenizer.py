@@ -235,6 +235,43 @@ def test_twenty_training_steps_lower_the_loss(tmp_path, branch: str) -> None:
     assert (tmp_path / "train_log.jsonl").read_text().count("\n") >= 1
 
 
+def test_decoder_stage_keeps_every_token_and_lowers_the_loss(tmp_path) -> None:
+    from pwm_model.tokenizer.losses import l1_loss
+    from pwm_model.train.tokenizer_loop import train_decoder_stage
+
+    torch.manual_seed(0)
+    cfg = micro_cfg("train.tokenizer_batch_size=2", "train.warmup_steps=2", "train.tokenizer_decoder_lr=0.003")
+    bank = _bank(cfg)
+    tok = Tokenizer(cfg.tokenizer)
+    tok.init_dyn_from_ctx()
+    guide = torch.from_numpy(bank.frames[bank.pairs[:4, 0]]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x_ctx = torch.from_numpy(bank.frames[bank.pairs[:4, 1]]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x_dyn = torch.nn.functional.interpolate(x_ctx, size=(cfg.tokenizer.dyn_height_px, cfg.tokenizer.dyn_width_px),
+                                            mode="area")
+
+    @torch.no_grad()
+    def snapshot() -> tuple[torch.Tensor, torch.Tensor, float, float]:
+        ctx_tokens, ge = tok.encode_ctx(guide)
+        dyn_tokens = tok.encode_dyn(x_dyn, ge)
+        rec_ctx = tok.decode_ctx(tok.encode_ctx(x_ctx)[0])
+        rec_dyn = tok.decode_dyn(dyn_tokens, tok.ctx_guide_dec(ctx_tokens))
+        return ctx_tokens, dyn_tokens, float(l1_loss(rec_ctx, x_ctx)), float(l1_loss(rec_dyn, x_dyn))
+
+    encoder_before = {k: v.clone() for k, v in tok.state_dict().items() if ".decoder." not in k and ".expand." not in k}
+    ctx0, dyn0, l1_ctx0, l1_dyn0 = snapshot()
+    for branch in ("ctx", "dyn"):
+        stats = train_decoder_stage(tok, branch, bank, cfg, tmp_path, steps=20, progress=False)
+        assert stats.branch == f"{branch}_decoder" and stats.steps == 20 and math.isfinite(stats.loss)
+    ctx1, dyn1, l1_ctx1, l1_dyn1 = snapshot()
+    assert torch.equal(ctx0, ctx1) and torch.equal(dyn0, dyn1)
+    after = tok.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in encoder_before.items())
+    assert l1_ctx1 < 0.8 * l1_ctx0 and l1_dyn1 < 0.8 * l1_dyn0, (l1_ctx0, l1_ctx1, l1_dyn0, l1_dyn1)
+    assert all(p.requires_grad for p in tok.parameters())  # nothing left frozen behind
+    log = (tmp_path / "train_log.jsonl").read_text()
+    assert '"ctx_decoder"' in log and '"dyn_decoder"' in log
+
+
 def test_dyn_pairs_degrade_the_guide_and_shrink_the_target() -> None:
     from pwm_model.data.datasets import DynPairs, degrade_rgb, to_tensor
 

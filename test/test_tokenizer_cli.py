@@ -17,7 +17,7 @@ MICRO = ["camera.width_px=128", "camera.height_px=64", "tokenizer.ctx_height_px=
          "tokenizer.dyn_height_px=16", "tokenizer.dyn_width_px=32", "tokenizer.base_channels=8",
          "tokenizer.channel_mult=[1,2,2,2]", "tokenizer.codebook_bits=6", "data.shard_clips=8",
          "train.tokenizer_batch_size=2", "train.tokenizer_ctx_steps=3", "train.tokenizer_dyn_steps=3",
-         "train.warmup_steps=1", "tokenizer.gan_start_step=1"]
+         "train.tokenizer_decoder_steps=2", "train.warmup_steps=1", "tokenizer.gan_start_step=1"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def test_train_then_eval(store: Path, tmp_path: Path, capsys) -> None:
         assert (ckpt / name).is_file(), name
     train = json.loads((ckpt / "metrics.json").read_text())["tokenizer_train"]
     assert train["ctx"]["steps"] == 3 and train["dyn"]["steps"] == 3 and train["pairs"] > 0
+    assert train["ctx_decoder"]["steps"] == 2 and train["dyn_decoder"]["steps"] == 2
     capsys.readouterr()
     grid = tmp_path / "grid.png"
     assert main(["eval-tokenizer", "--checkpoint", str(ckpt), "--data", str(store), "--max-pairs", "8",
@@ -76,11 +77,23 @@ def test_train_then_eval(store: Path, tmp_path: Path, capsys) -> None:
     assert not cfg_a.tokenizer.guidance and cfg_a.tokenizer.dyn_tokens == tok.cfg.dyn_tokens
     assert torch.equal(tok_a.ctx.encoder.conv_in.weight, tok.ctx.encoder.conv_in.weight)  # ctx kept frozen
 
+    # the decoder stage alone, on the whole trained tokenizer: metrics keep the earlier stages' records
+    dec = tmp_path / "dec"
+    assert main(["train-tokenizer", "--init", str(ckpt), "--branch", "decoders", "--data", str(store), "--out",
+                 str(dec), "--threads", "1", "--no-progress", "--set", "train.tokenizer_decoder_steps=4"]) == 0
+    train_d = json.loads((dec / "metrics.json").read_text())["tokenizer_train"]
+    assert train_d["ctx"] == train["ctx"] and train_d["ctx_decoder"]["steps"] == 4
+    _, tok_d = load_tokenizer(str(dec))
+    assert torch.equal(tok_d.dyn.encoder.conv_in.weight, tok.dyn.encoder.conv_in.weight)
+    assert not torch.equal(tok_d.dyn.decoder.conv_out.weight, tok.dyn.decoder.conv_out.weight)
+
 
 def test_bad_inputs_exit_2(store: Path, tmp_path: Path, capsys) -> None:
     assert main(["eval-tokenizer", "--checkpoint", str(tmp_path / "none"), "--data", str(store)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["train-tokenizer", "--branch", "dyn", "--data", str(store), "--out", str(tmp_path / "x")]) == 2
+    assert "--init" in capsys.readouterr().err
+    assert main(["train-tokenizer", "--branch", "decoders", "--data", str(store), "--out", str(tmp_path / "z")]) == 2
     assert "--init" in capsys.readouterr().err
     assert main(["train-tokenizer", "--data", str(tmp_path / "nostore"), "--out", str(tmp_path / "y"),
                  *_sets()]) == 2

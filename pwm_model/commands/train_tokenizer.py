@@ -6,6 +6,8 @@ import argparse
 
 from pwm_model.commands.common import add_config_arguments, config_from_args
 
+STAGES = {"ctx": ("ctx",), "dyn": ("dyn",), "decoders": ("ctx_decoder", "dyn_decoder"),
+          "both": ("ctx", "dyn", "ctx_decoder", "dyn_decoder")}  # --branch -> the stages it runs
 HELP = "train the context-guided LFQ tokenizer (stage 1: ctx branch, then the dyn branch)"
 DESCRIPTION = """Train the tokenizer on a clip store (`pwm index`).
 
@@ -13,9 +15,12 @@ DESCRIPTION = """Train the tokenizer on a clip store (`pwm index`).
   pwm train-tokenizer --init out/tok_tiny --branch dyn --set tokenizer.guidance=false \\
       --data out/store_tiny_train --out out/tok_tiny_noguide          # the guidance ablation
 
---branch both trains the ctx branch, then the dyn branch against the frozen ctx branch. --branch dyn loads the
-ctx branch (and the config, before --set) from the --init checkpoint. Steps, batch size and learning rate come from
-train.tokenizer_ctx_steps, train.tokenizer_dyn_steps, train.tokenizer_batch_size and train.tokenizer_lr.
+--branch both trains the ctx branch, then the dyn branch against the frozen ctx branch, then (when
+train.tokenizer_decoder_steps > 0, as in the tiny preset) fine-tunes both decoders with the encoders frozen, which
+sharpens every decoded image and leaves every token as it was. --branch dyn loads the ctx branch (and the config,
+before --set) from the --init checkpoint; --branch decoders runs only the decoder stage on a whole --init tokenizer.
+Steps, batch size and learning rate come from train.tokenizer_ctx_steps, train.tokenizer_dyn_steps,
+train.tokenizer_decoder_steps, train.tokenizer_batch_size, train.tokenizer_lr and train.tokenizer_decoder_lr.
 The output directory receives config.yaml, tokenizer.safetensors, metrics.json, recon_ctx.png, recon_dyn.png and
 train_log.jsonl; with --eval-data, metrics.json also gets the held-out scores of `pwm eval-tokenizer`."""
 
@@ -24,10 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--data", required=True, metavar="STORE", help="training clip store (from `pwm index`)")
     parser.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
-    parser.add_argument("--branch", choices=("ctx", "dyn", "both"), default="both",
-                        help="which branch(es) to train (default: both, ctx first)")
+    parser.add_argument("--branch", choices=("ctx", "dyn", "both", "decoders"), default="both",
+                        help="which stage(s) to run (default: both: ctx, dyn, then the decoder fine-tuning)")
     parser.add_argument("--init", metavar="CHECKPOINT",
-                        help="start from this checkpoint's ctx branch and config (needed for --branch dyn)")
+                        help="start from this checkpoint's config and ctx branch (--branch dyn) or whole tokenizer "
+                             "(--branch decoders)")
     parser.add_argument("--eval-data", metavar="STORE", help="held-out clip store to score the result on")
     parser.add_argument("--max-clips", type=int, metavar="N", help="use only N evenly spread clips of --data")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
@@ -79,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
         save_checkpoint(args.out, cfg, {"tokenizer": tok}, {"tokenizer_eval": metrics} if metrics else None,
                         dtype=dtype)
     logging.getLogger(__name__).info("trained %s in %.1f min; checkpoint in %s", args.branch,
-                                     sum(stats[b]["seconds"] for b in ("ctx", "dyn") if b in stats) / 60, args.out)
+                                     sum(stats[b]["seconds"] for b in STAGES[args.branch] if b in stats) / 60, args.out)
     return 0

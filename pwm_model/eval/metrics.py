@@ -11,7 +11,9 @@ Conventions (shared with the offline rosbag evaluator):
   from waypoint k-1 to waypoint k (waypoint 0 is the ego at the origin) against the ground-truth boxes at the time of
   waypoint k, in bird's-eye view. Waypoints where the *ground-truth* trajectory itself overlaps a box are left out
   (label noise, as in ST-P3). Per horizon the rate follows the same two protocols; ``collision_rate`` is the share
-  of clips whose plan hits a box at any valid waypoint up to the last horizon.
+  of clips whose plan hits a box at any valid waypoint up to the last horizon, with its 95 % Wilson interval
+  (``wilson_interval``); two planners on the same clips compare by their discordant clips (``paired_collisions``:
+  McNemar's exact test), since a few clips in a thousand are within chance.
 - Images: PSNR in dB and SSIM (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03; mean over channels) on uint8
   images or floats with an explicit ``data_range``.
 """
@@ -127,15 +129,30 @@ def sweep_collisions(traj: np.ndarray, boxes: np.ndarray, boxes_valid: np.ndarra
     return hit.any(axis=(2, 3))
 
 
+def clip_collisions(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, boxes: np.ndarray,
+                    boxes_valid: np.ndarray, waypoint_dt_s: float, horizons_s: tuple[float, ...] = HORIZONS_S,
+                    **ego_box: float) -> np.ndarray:
+    """(N,) bool: whether each clip's plan hits a box at a valid waypoint up to the last horizon (the clips that
+    ``collision_rate`` counts); arguments as ``collision_metrics``."""
+    return _collisions(pred, gt, valid, boxes, boxes_valid, waypoint_dt_s, horizons_s, "collision", ego_box)[1]
+
+
 def collision_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, boxes: np.ndarray,
                       boxes_valid: np.ndarray, waypoint_dt_s: float, horizons_s: tuple[float, ...] = HORIZONS_S,
                       prefix: str = "collision", **ego_box: float) -> dict[str, float]:
     """Collision rates of a plan: ``{prefix}_{T}s_pct`` (vad: mean over waypoints up to T), ``..._uniad_{T}s_pct``
-    (at T), ``{prefix}_rate`` (share of clips with a hit up to the last horizon, 0..1) and ``{prefix}_gt_excluded``.
+    (at T), ``{prefix}_rate`` (share of clips with a hit up to the last horizon, 0..1) with its 95 % Wilson interval
+    ``{prefix}_rate_ci95_lo`` / ``_hi``, and ``{prefix}_gt_excluded``.
 
     pred (N, K, 3) (a 2-column plan gets its yaw from the path direction), gt (N, K, 3), valid (N, K) or None,
     boxes (N, K, M, 7), boxes_valid (N, K, M). ``ego_box``: length_m, width_m, center_x_m.
     """
+    return _collisions(pred, gt, valid, boxes, boxes_valid, waypoint_dt_s, horizons_s, prefix, ego_box)[0]
+
+
+def _collisions(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, boxes: np.ndarray,
+                boxes_valid: np.ndarray, waypoint_dt_s: float, horizons_s: tuple[float, ...], prefix: str,
+                ego_box: dict[str, float]) -> tuple[dict[str, float], np.ndarray]:
     pred = with_path_yaw(pred)
     gt = with_path_yaw(gt)
     n, k, _ = pred.shape
@@ -159,8 +176,31 @@ def collision_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None
     last = last or k
     any_hit = (hit_pred[:, :last] & use[:, :last]).any(1)
     out[f"{prefix}_rate"] = float(any_hit.mean()) if n else math.nan
+    out[f"{prefix}_rate_ci95_lo"], out[f"{prefix}_rate_ci95_hi"] = wilson_interval(int(any_hit.sum()), n)
     out[f"{prefix}_gt_excluded"] = float((v & hit_gt).sum())
-    return out
+    return out, any_hit
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``hits / n`` (95 % for the default z); (nan, nan) when n is 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_collisions(hits_a: np.ndarray, hits_b: np.ndarray) -> dict[str, float]:
+    """Two planners' per-clip hits on the same clips: ``only_a``, ``only_b`` (the discordant clips) and ``p_value``,
+    McNemar's exact two-sided test that neither planner hits more often (1.0 when no clip is discordant)."""
+    a, b = np.asarray(hits_a, bool), np.asarray(hits_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"per-clip hits of different shapes: {a.shape} vs {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    m = only_a + only_b
+    tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2**m if m else 0.5  # exact big ints
+    return {"only_a": float(only_a), "only_b": float(only_b), "p_value": min(1.0, 2.0 * tail)}
 
 
 def with_path_yaw(traj: np.ndarray) -> np.ndarray:

@@ -38,6 +38,8 @@ class EvalReport:
     planning: dict[str, dict[str, float]] = field(default_factory=dict)  # row name -> metrics
     forecast: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # row -> {psnr, ssim, token_acc}
     summary: dict[str, Any] = field(default_factory=dict)
+    # other planner row -> its discordant clips against PWM (M.paired_collisions: only_a = PWM only, only_b = it only)
+    paired: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _progress(text: str) -> None:
@@ -61,12 +63,14 @@ def rollout_all(model: torch.nn.Module, cache: TokenCache, ego: np.ndarray, batc
     return np.concatenate(fc), np.concatenate(wp)
 
 
-def _planning(pred: np.ndarray, labels: dict[str, np.ndarray], cfg: PwmConfig) -> dict[str, float]:
+def _planning(pred: np.ndarray, labels: dict[str, np.ndarray], cfg: PwmConfig
+              ) -> tuple[dict[str, float], np.ndarray]:
+    """A planner's row of metrics and its per-clip collision flags (N,)."""
     dt = cfg.data.waypoint_dt_s
     out = M.l2_metrics(pred, labels["waypoints_xyyaw"], labels["waypoints_valid"], dt)
-    out.update(M.collision_metrics(pred, labels["waypoints_xyyaw"], labels["waypoints_valid"], labels["boxes"],
-                                   labels["boxes_valid"], dt))
-    return out
+    args = (pred, labels["waypoints_xyyaw"], labels["waypoints_valid"], labels["boxes"], labels["boxes_valid"], dt)
+    out.update(M.collision_metrics(*args))
+    return out, M.clip_collisions(*args)
 
 
 def _image_rows(n: int, image_clips: int) -> np.ndarray:
@@ -108,25 +112,29 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     if progress:
         _progress(f"eval: {n} clips, rolling out {Path(checkpoint).name} ...")
     forecast, wp = rollout_all(model, cache, ego, batch_size, device)
-    report.planning["PWM"] = _planning(wp, labels, cfg)
+    report.planning["PWM"], pwm_hits = _planning(wp, labels, cfg)
     for other in compare or []:
         m2, cfg2 = load_world_model(other, device=device)
         c2 = token_cache(store, other, cfg2, progress=progress)
         c2 = TokenCache(c2.ctx[clip_rows], c2.dyn[clip_rows], c2.path)
         _, wp2 = rollout_all(m2, c2, ego, batch_size, device)
         name = f"{Path(other).name} (F={m2.forecast_frames})"
-        report.planning[name] = _planning(wp2, labels, cfg2)
+        report.planning[name], hits2 = _planning(wp2, labels, cfg2)
+        report.paired[name] = M.paired_collisions(pwm_hits, hits2)
         report.summary[f"compare_{Path(other).name}_l2_3s"] = report.planning[name]["l2_3s"]
         if m2.forecast_frames == 0:
             report.summary["plan_only_l2_3s"] = report.planning[name]["l2_3s"]
             report.summary["plan_only_collision_rate"] = report.planning[name]["collision_rate"]
-    report.planning["constant velocity"] = _planning(
+            report.summary["plan_only_collision_p_value"] = report.paired[name]["p_value"]
+    report.planning["constant velocity"], hits_cv = _planning(
         constant_velocity(labels["ego"][:, 0], k, cfg.data.waypoint_dt_s), labels, cfg)
+    report.paired["constant velocity"] = M.paired_collisions(pwm_hits, hits_cv)
     if train_store is not None:
         tl = load_labels(train_store)
         mlp = EgoMLP.fit(ego_vector(tl["ego"], tl["command"]), tl["waypoints_xyyaw"], tl["waypoints_valid"],
                          seed=cfg.train.seed)
-        report.planning["ego-status MLP"] = _planning(mlp.predict(ego), labels, cfg)
+        report.planning["ego-status MLP"], hits_mlp = _planning(mlp.predict(ego), labels, cfg)
+        report.paired["ego-status MLP"] = M.paired_collisions(pwm_hits, hits_mlp)
 
     if f > 0:
         true_future = cache.dyn[:, h:h + f].astype(np.int64)  # (N, F, Ld) frames t+1 .. t+F
@@ -168,6 +176,8 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     final = {"l2_1s": pwm["l2_1s"], "l2_2s": pwm["l2_2s"], "l2_3s": pwm["l2_3s"], "l2_avg": pwm["l2_avg"],
              "l2_uniad_1s": pwm["l2_uniad_1s"], "l2_uniad_2s": pwm["l2_uniad_2s"],
              "l2_uniad_3s": pwm["l2_uniad_3s"], "collision_rate": pwm["collision_rate"],
+             "collision_rate_ci95_lo": pwm["collision_rate_ci95_lo"],
+             "collision_rate_ci95_hi": pwm["collision_rate_ci95_hi"],
              "psnr_forecast_1s_db": pwm_psnr[one_s] if 0 <= one_s < len(pwm_psnr) else math.nan,
              "token_acc_1s": report.forecast["PWM"]["token_acc"][one_s] if f > one_s >= 0 else math.nan,
              "cv_l2_3s": report.planning["constant velocity"]["l2_3s"],
@@ -191,14 +201,19 @@ def format_report(report: EvalReport) -> str:
     """The tables for people (planning, then forecast)."""
     lines = [f"Planning on {report.store} ({report.clips} clips); L2 in m, collision in %",
              f"{'':<28}{'L2 1s':>7}{'2s':>7}{'3s':>7}{'avg':>7} |{'@1s':>7}{'@2s':>7}{'@3s':>7} |"
-             f"{'coll 1s':>8}{'2s':>6}{'3s':>6} |{'clips hit':>10}"]
+             f"{'coll 1s':>8}{'2s':>6}{'3s':>6} |{'clips hit':>10}{'95% CI':>12}"]
     for name, m in report.planning.items():
         lines.append(f"{name:<28}{_f(m['l2_1s']):>7}{_f(m['l2_2s']):>7}{_f(m['l2_3s']):>7}{_f(m['l2_avg']):>7} |"
                      f"{_f(m['l2_uniad_1s']):>7}{_f(m['l2_uniad_2s']):>7}{_f(m['l2_uniad_3s']):>7} |"
                      f"{_f(m['collision_1s_pct'], 2):>8}{_f(m['collision_2s_pct'], 2):>6}"
-                     f"{_f(m['collision_3s_pct'], 2):>6} |{_f(100 * m['collision_rate'], 1) + '%':>10}")
+                     f"{_f(m['collision_3s_pct'], 2):>6} |{_f(100 * m['collision_rate'], 1) + '%':>10}"
+                     f"{_f(100 * m['collision_rate_ci95_lo'], 1) + '-' + _f(100 * m['collision_rate_ci95_hi'], 1):>12}")
     lines.append("L2 1s/2s/3s/avg: mean over the waypoints up to T (VAD/PWM protocol); @T: at T (UniAD protocol); "
-                 "collision: swept 4.084 x 1.85 m ego box vs ground-truth boxes")
+                 "collision: swept 4.084 x 1.85 m ego box vs ground-truth boxes; clips hit: over the whole plan, "
+                 "with its 95 % Wilson interval")
+    for name, pair in report.paired.items():
+        lines.append(f"clips hit by PWM only: {pair['only_a']:.0f}, by {name} only: {pair['only_b']:.0f} "
+                     f"(McNemar exact p = {pair['p_value']:.2f}; below 0.05 the difference is unlikely to be chance)")
     if report.forecast:
         hz = "".join(f"{'+' + format(t, 'g') + 's':>8}" for t in report.horizons_s)
         lines += ["", f"Forecast (token accuracy over {report.clips} clips; PSNR dB / SSIM over "

@@ -1,10 +1,16 @@
-"""Stage 1: train the tokenizer, ctx branch first, then the dyn branch against the frozen ctx branch.
+"""Stage 1: train the tokenizer, ctx branch first, then the dyn branch against the frozen ctx branch, then (when
+``train.tokenizer_decoder_steps`` > 0) fine-tune both decoders with everything else frozen.
 
 Per step (VQGAN recipe): L1 reconstruction (+ optional perceptual loss) + LFQ commitment and entropy losses, and,
 from ``tokenizer.gan_start_step`` on, a PatchGAN hinge loss whose weight is ``gan_weight`` times VQGAN's adaptive
 balance; the discriminator trains from the same step. AdamW with linear warm-up and cosine decay to
 ``LR_FLOOR`` of the peak. The dyn stage copies the ctx weights into the dyn branch, freezes the ctx branch and feeds
 (guide frame f-1, frame f) pairs, degrading ``GUIDE_DEGRADE_PROB`` of the guides.
+
+The decoder stage (``train_decoder_stage``) keeps encoders and quantizers frozen, so every token stays what it was
+(a world model trained on the tokens keeps working) while the decoders, and with them every decoded image, get
+sharper: ``l1_weight`` * L1 + ``decoder_mse_weight`` * MSE, no GAN (like the MSE-fine-tuned decoder of Stable
+Diffusion's autoencoder), ctx decoder first, then the dyn decoder against the new ctx decoder's guide maps.
 
 Outputs in ``out``: the checkpoint (config.yaml, tokenizer.safetensors, metrics.json), ``recon_<branch>.png``
 grids, ``train_log.jsonl`` (one line per ``LOG_EVERY`` steps).
@@ -41,7 +47,13 @@ from pwm_model.tokenizer.losses import (
     psnr_db,
 )
 from pwm_model.tokenizer.model import Tokenizer
-from pwm_model.train.checkpoint import check_state_dict, load_config, load_state_dict, save_checkpoint
+from pwm_model.train.checkpoint import (
+    check_state_dict,
+    load_config,
+    load_metrics,
+    load_state_dict,
+    save_checkpoint,
+)
 from pwm_model.train.tokenizer_eval import make_grid
 
 log = logging.getLogger(__name__)
@@ -51,7 +63,8 @@ LR_FLOOR = 0.1  # the cosine schedule ends at this share of the peak learning ra
 DISC_LAYERS = 2  # PatchGAN depth: 2 stride-2 layers suit 32..64 px tall images (receptive field 34 px)
 LOG_EVERY = 25  # steps between train_log.jsonl lines
 GRID_COUNT = 6  # frames per reconstruction grid
-BRANCHES = ("ctx", "dyn", "both")
+DECODER_BATCH_MULT = 2  # decoder-stage batch = this x train.tokenizer_batch_size (no encoder gradients: cheap)
+BRANCHES = ("ctx", "dyn", "both", "decoders")
 
 
 @dataclass
@@ -62,7 +75,7 @@ class StageStats:
     loss: float
     l1: float
     psnr_db: float
-    usage: float
+    usage: float | None  # code usage of the trained branch's quantizer (None: the decoder stage trains none)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -83,6 +96,13 @@ def _batches(dataset: torch.utils.data.Dataset, batch_size: int, seed: int) -> I
     while True:
         items = [dataset[int(i)] for i in rng.integers(0, n, batch_size)]
         yield torch.utils.data.default_collate(items)
+
+
+def load_whole_tokenizer(tok: Tokenizer, init: str | os.PathLike[str]) -> None:
+    """Load both branches of a tokenizer checkpoint into ``tok`` (shapes must match)."""
+    state = load_state_dict(init, "tokenizer")
+    check_state_dict(state, tok, str(Path(init) / "tokenizer.safetensors"))
+    tok.load_state_dict(state)
 
 
 def load_ctx_branch(tok: Tokenizer, init: str | os.PathLike[str]) -> None:
@@ -229,29 +249,114 @@ def train_stage(tok: Tokenizer, branch: str, bank: FrameBank, cfg: PwmConfig, ou
                       ema.get("psnr", math.nan), ema.get("usage", math.nan))
 
 
+def decoder_modules(tok: Tokenizer, branch: str) -> list[nn.Module]:
+    """What the decoder stage trains in one branch: its decoder and, for a compressed branch, the token MLP that
+    expands codes before it."""
+    b = tok.ctx if branch == "ctx" else tok.dyn
+    return [b.decoder] + ([b.expand] if b.expand is not None else [])
+
+
+def train_decoder_stage(tok: Tokenizer, branch: str, bank: FrameBank, cfg: PwmConfig, out: Path, *, steps: int,
+                        progress: bool = True) -> StageStats:
+    """Fine-tune the decoder of one branch of ``tok`` in place; encoders, quantizers and the other branch stay
+    frozen, so the tokens of every image are unchanged."""
+    tc, tr = cfg.tokenizer, cfg.train
+    torch.manual_seed(tr.seed + (2 if branch == "ctx" else 3))
+    tok.requires_grad_(False).eval()
+    modules = decoder_modules(tok, branch)
+    for m in modules:
+        m.requires_grad_(True).train()
+    params = [p for m in modules for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=tr.tokenizer_decoder_lr, betas=(tr.beta1, tr.beta2), eps=tr.eps,
+                            weight_decay=0.0)
+    batch_size = DECODER_BATCH_MULT * tr.tokenizer_batch_size
+    if branch == "ctx":
+        data = _batches(CtxFrames(bank), batch_size, tr.seed + 2)
+    else:
+        data = _batches(DynPairs(bank, tc, GUIDE_DEGRADE_PROB, seed=tr.seed + 3), batch_size, tr.seed + 3)
+    name = f"{branch}_decoder"
+    bar = _Progress(steps, f"train {name}", progress)
+    warmup = min(tr.warmup_steps, steps // 10)
+    t0 = time.monotonic()
+    ema: dict[str, float] = {}
+    batch: Any = None
+    for step in range(steps):
+        batch = next(data)
+        for group in opt.param_groups:
+            group["lr"] = tr.tokenizer_decoder_lr * lr_factor(step, steps, warmup)
+        with torch.no_grad():
+            if branch == "ctx":
+                x, gd = batch, None
+                tokens, _ = tok.encode_ctx(x)
+                codes = tok.ctx.tokens_to_codes(tokens)
+            else:
+                guide, x = batch[0], batch[1]
+                ge, gd = tok.guides(guide) if tc.guidance else (None, None)
+                codes = tok.dyn.tokens_to_codes(tok.encode_dyn(x, ge))
+        rec = (tok.ctx if branch == "ctx" else tok.dyn).decode_codes(codes, gd if tc.guidance else None)
+        l1 = l1_loss(rec, x)
+        loss = tc.l1_weight * l1 + tc.decoder_mse_weight * ((rec - x) ** 2).mean()
+        if not torch.isfinite(loss):
+            raise ModelError(f"the {name} loss became {float(loss)} at step {step}: lower train.tokenizer_decoder_lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, tr.grad_clip)
+        opt.step()
+        info = {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": float(psnr_db(rec.detach(), x).mean())}
+        for k, v in info.items():
+            ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
+        bar.update(step + 1, {k: ema[k] for k in ("loss", "psnr")})
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
+            with (out / "train_log.jsonl").open("a") as f:
+                f.write(json.dumps({"branch": name, "step": step + 1, "t_s": round(time.monotonic() - t0, 1),
+                                    **{k: round(v, 5) for k, v in ema.items()}}) + "\n")
+        if (step + 1) % tr.save_every == 0 and step + 1 < steps:
+            save_checkpoint(out, cfg, {"tokenizer": tok})
+    bar.close()
+    tok.requires_grad_(True).eval()
+    if batch is not None:
+        write_bytes_atomic(out / f"recon_{branch}.png", _grid_png(tok, branch, batch))
+    return StageStats(name, steps, time.monotonic() - t0, ema.get("loss", math.nan), ema.get("l1", math.nan),
+                      ema.get("psnr", math.nan), None)
+
+
 def train_tokenizer(cfg: PwmConfig, data: str | os.PathLike[str], out: str | os.PathLike[str], *,
                     branch: str = "both", init: str | os.PathLike[str] | None = None, progress: bool = True,
                     max_clips: int | None = None) -> dict[str, Any]:
     """Train the branches ``branch`` names; write the checkpoint to ``out``; return the training metrics.
 
-    ``branch="dyn"`` needs ``init``: a tokenizer checkpoint whose ctx branch is loaded and kept frozen.
+    ``branch="dyn"`` needs ``init``: a tokenizer checkpoint whose ctx branch is loaded and kept frozen;
+    ``branch="decoders"`` needs a whole tokenizer checkpoint whose decoders it fine-tunes. ``both`` runs every stage:
+    ctx, dyn, then the decoders when ``train.tokenizer_decoder_steps`` > 0.
     """
     if branch not in BRANCHES:
         raise ConfigError(f"branch must be one of {', '.join(BRANCHES)}, got {branch!r}")
     if branch == "dyn" and init is None:
         raise ConfigError("training the dyn branch alone needs --init CHECKPOINT (a trained ctx branch)")
+    if branch == "decoders" and init is None:
+        raise ConfigError("fine-tuning the decoders needs --init CHECKPOINT (a trained tokenizer, both branches)")
+    if branch == "decoders" and cfg.train.tokenizer_decoder_steps == 0:
+        raise ConfigError("train.tokenizer_decoder_steps is 0: set it (e.g. --set train.tokenizer_decoder_steps=1500)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(cfg.tokenizer)
+    earlier: dict[str, Any] = {}
     if init is not None:
         load_config(init)  # a clear error when it is not a checkpoint
-        load_ctx_branch(tok, init)
+        if branch == "decoders":
+            load_whole_tokenizer(tok, init)
+            prior = load_metrics(init).get("tokenizer_train", {})
+            earlier = {k: v for k, v in prior.items() if k in ("ctx", "dyn")}  # the stages the init went through
+        else:
+            load_ctx_branch(tok, init)
     perceptual = PerceptualLoss(cfg.tokenizer.perceptual_weights_path) if cfg.tokenizer.perceptual_weight > 0 else None
     t_load = time.monotonic()
     bank = FrameBank.from_store(data, cfg.tokenizer, cfg.model_dt_s, max_clips=max_clips)
     log.info("loaded %d frames, %d consecutive pairs from %s in %.1f s", len(bank), len(bank.pairs), data,
              time.monotonic() - t_load)
     stats: dict[str, Any] = {"frames": len(bank), "pairs": int(len(bank.pairs)), "drives": len(bank.drive_ids)}
+    if branch == "decoders":
+        stats.update(earlier)
     if branch in ("ctx", "both"):
         s = train_stage(tok, "ctx", bank, cfg, out, steps=cfg.train.tokenizer_ctx_steps, progress=progress,
                         perceptual=perceptual)
@@ -263,6 +368,14 @@ def train_tokenizer(cfg: PwmConfig, data: str | os.PathLike[str], out: str | os.
         s = train_stage(tok, "dyn", bank, cfg, out, steps=cfg.train.tokenizer_dyn_steps, progress=progress,
                         perceptual=perceptual)
         stats["dyn"] = s.as_dict()
+        if init is not None:
+            stats["init"] = str(init)
+        save_checkpoint(out, cfg, {"tokenizer": tok}, {"tokenizer_train": stats})
+    if branch == "decoders" or (branch == "both" and cfg.train.tokenizer_decoder_steps > 0):
+        for b in ("ctx", "dyn"):
+            s = train_decoder_stage(tok, b, bank, cfg, out, steps=cfg.train.tokenizer_decoder_steps,
+                                    progress=progress)
+            stats[s.branch] = s.as_dict()
         if init is not None:
             stats["init"] = str(init)
         save_checkpoint(out, cfg, {"tokenizer": tok}, {"tokenizer_train": stats})
