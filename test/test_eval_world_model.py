@@ -103,7 +103,7 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
     assert 0.0 <= summary["plan_only_collision_p_value"] <= 1.0
     table = "\n".join(out[:-1])
     assert "constant velocity" in table and "ego-status MLP" in table and "copy-last-frame" in table
-    assert table.count("McNemar exact p") == 3  # PWM against plan-only, constant velocity and the ego-status MLP
+    assert table.count("  PWM only ") == 3  # paired against plan-only, constant velocity and the ego-status MLP
     saved = json.loads((fine / "metrics.json").read_text())
     assert saved[f"eval_{Path(ev).name}"]["clips"] == summary["clips"]
     # resume continues the run from its train_state.pt

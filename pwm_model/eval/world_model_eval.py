@@ -211,9 +211,12 @@ def format_report(report: EvalReport) -> str:
     lines.append("L2 1s/2s/3s/avg: mean over the waypoints up to T (VAD/PWM protocol); @T: at T (UniAD protocol); "
                  "collision: swept 4.084 x 1.85 m ego box vs ground-truth boxes; clips hit: over the whole plan, "
                  "with its 95 % Wilson interval")
-    for name, pair in report.paired.items():
-        lines.append(f"clips hit by PWM only: {pair['only_a']:.0f}, by {name} only: {pair['only_b']:.0f} "
-                     f"(McNemar exact p = {pair['p_value']:.2f}; below 0.05 the difference is unlikely to be chance)")
+    if report.paired:
+        lines.append("clips hit by only one of PWM and another planner, and McNemar's exact p-value (below 0.05 "
+                     "the difference is unlikely to be chance):")
+        for name, pair in report.paired.items():
+            lines.append(f"  PWM only {pair['only_a']:>4.0f} | {name} only {pair['only_b']:>4.0f} | "
+                         f"p = {pair['p_value']:.2f}")
     if report.forecast:
         hz = "".join(f"{'+' + format(t, 'g') + 's':>8}" for t in report.horizons_s)
         lines += ["", f"Forecast (token accuracy over {report.clips} clips; PSNR dB / SSIM over "
