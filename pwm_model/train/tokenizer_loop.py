@@ -142,6 +142,33 @@ class _Progress:
             self.bar.close()
 
 
+class _StageLog:
+    """One stage's running means (EMA 0.95) of its step metrics: the progress display, ``train_log.jsonl`` lines
+    every ``LOG_EVERY`` steps and the final ``StageStats``."""
+
+    def __init__(self, name: str, steps: int, out: Path, progress: bool, shown: tuple[str, ...]) -> None:
+        self.name, self.steps, self.path, self.shown = name, steps, out / "train_log.jsonl", shown
+        self.bar = _Progress(steps, f"train {name}", progress)
+        self.ema: dict[str, float] = {}
+        self.t0 = time.monotonic()
+
+    def record(self, step: int, info: dict[str, float]) -> None:
+        """Fold in the metrics of step ``step`` (1-based)."""
+        for k, v in info.items():
+            self.ema[k] = v if k not in self.ema else 0.95 * self.ema[k] + 0.05 * v
+        self.bar.update(step, {k: self.ema[k] for k in self.shown})
+        if step % LOG_EVERY == 0 or step == self.steps:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"branch": self.name, "step": step, "t_s": round(time.monotonic() - self.t0, 1),
+                                    **{k: round(v, 5) for k, v in self.ema.items()}}) + "\n")
+
+    def finish(self) -> StageStats:
+        self.bar.close()
+        e = self.ema
+        return StageStats(self.name, self.steps, time.monotonic() - self.t0, e.get("loss", math.nan),
+                          e.get("l1", math.nan), e.get("psnr", math.nan), e.get("usage"))
+
+
 def _grid_png(tok: Tokenizer, branch: str, batch: Any, count: int = GRID_COUNT) -> bytes:
     """Originals over reconstructions of a training batch (dyn: guide, target, reconstruction)."""
     import cv2
@@ -184,10 +211,7 @@ def train_stage(tok: Tokenizer, branch: str, bank: FrameBank, cfg: PwmConfig, ou
         data = _batches(CtxFrames(bank), tr.tokenizer_batch_size, tr.seed)
     else:
         data = _batches(DynPairs(bank, tc, GUIDE_DEGRADE_PROB, seed=tr.seed), tr.tokenizer_batch_size, tr.seed + 1)
-    bar = _Progress(steps, f"train {branch}", progress)
-    log_path = out / "train_log.jsonl"
-    t0 = time.monotonic()
-    ema: dict[str, float] = {}
+    stage_log = _StageLog(branch, steps, out, progress, ("loss", "psnr", "usage"))
     batch: Any = None
     for step in range(steps):
         batch = next(data)
@@ -230,23 +254,16 @@ def train_stage(tok: Tokenizer, branch: str, bank: FrameBank, cfg: PwmConfig, ou
                 "commit": float(q.commit_loss.detach()), "entropy": float(q.entropy_loss.detach()),
                 "usage": float(q.usage),
                 "g": float(g_loss.detach()), "d": float(d_loss.detach())}
-        for k, v in info.items():
-            ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
-        bar.update(step + 1, {k: ema[k] for k in ("loss", "psnr", "usage")})
-        if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
-            with log_path.open("a") as f:
-                f.write(json.dumps({"branch": branch, "step": step + 1, "t_s": round(time.monotonic() - t0, 1),
-                                    **{k: round(v, 5) for k, v in ema.items()}}) + "\n")
+        stage_log.record(step + 1, info)
         if (step + 1) % tr.eval_every == 0 and step + 1 < steps:
             write_bytes_atomic(out / f"recon_{branch}.png", _grid_png(tok, branch, batch))
         if (step + 1) % tr.save_every == 0 and step + 1 < steps:
             save_checkpoint(out, cfg, {"tokenizer": tok})
-    bar.close()
+    stats = stage_log.finish()
     if batch is not None:
         write_bytes_atomic(out / f"recon_{branch}.png", _grid_png(tok, branch, batch))
     frozen.requires_grad_(True)
-    return StageStats(branch, steps, time.monotonic() - t0, ema.get("loss", math.nan), ema.get("l1", math.nan),
-                      ema.get("psnr", math.nan), ema.get("usage", math.nan))
+    return stats
 
 
 def decoder_modules(tok: Tokenizer, branch: str) -> list[nn.Module]:
@@ -275,10 +292,8 @@ def train_decoder_stage(tok: Tokenizer, branch: str, bank: FrameBank, cfg: PwmCo
     else:
         data = _batches(DynPairs(bank, tc, GUIDE_DEGRADE_PROB, seed=tr.seed + 3), batch_size, tr.seed + 3)
     name = f"{branch}_decoder"
-    bar = _Progress(steps, f"train {name}", progress)
+    stage_log = _StageLog(name, steps, out, progress, ("loss", "psnr"))
     warmup = min(tr.warmup_steps, steps // 10)
-    t0 = time.monotonic()
-    ema: dict[str, float] = {}
     batch: Any = None
     for step in range(steps):
         batch = next(data)
@@ -293,7 +308,7 @@ def train_decoder_stage(tok: Tokenizer, branch: str, bank: FrameBank, cfg: PwmCo
                 guide, x = batch[0], batch[1]
                 ge, gd = tok.guides(guide) if tc.guidance else (None, None)
                 codes = tok.dyn.tokens_to_codes(tok.encode_dyn(x, ge))
-        rec = (tok.ctx if branch == "ctx" else tok.dyn).decode_codes(codes, gd if tc.guidance else None)
+        rec = (tok.ctx if branch == "ctx" else tok.dyn).decode_codes(codes, gd)
         l1 = l1_loss(rec, x)
         loss = tc.l1_weight * l1 + tc.decoder_mse_weight * ((rec - x) ** 2).mean()
         if not torch.isfinite(loss):
@@ -302,22 +317,15 @@ def train_decoder_stage(tok: Tokenizer, branch: str, bank: FrameBank, cfg: PwmCo
         loss.backward()
         nn.utils.clip_grad_norm_(params, tr.grad_clip)
         opt.step()
-        info = {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": float(psnr_db(rec.detach(), x).mean())}
-        for k, v in info.items():
-            ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
-        bar.update(step + 1, {k: ema[k] for k in ("loss", "psnr")})
-        if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
-            with (out / "train_log.jsonl").open("a") as f:
-                f.write(json.dumps({"branch": name, "step": step + 1, "t_s": round(time.monotonic() - t0, 1),
-                                    **{k: round(v, 5) for k, v in ema.items()}}) + "\n")
+        stage_log.record(step + 1, {"loss": float(loss.detach()), "l1": float(l1.detach()),
+                                    "psnr": float(psnr_db(rec.detach(), x).mean())})
         if (step + 1) % tr.save_every == 0 and step + 1 < steps:
             save_checkpoint(out, cfg, {"tokenizer": tok})
-    bar.close()
+    stats = stage_log.finish()
     tok.requires_grad_(True).eval()
     if batch is not None:
         write_bytes_atomic(out / f"recon_{branch}.png", _grid_png(tok, branch, batch))
-    return StageStats(name, steps, time.monotonic() - t0, ema.get("loss", math.nan), ema.get("l1", math.nan),
-                      ema.get("psnr", math.nan), None)
+    return stats
 
 
 def train_tokenizer(cfg: PwmConfig, data: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -354,9 +362,8 @@ def train_tokenizer(cfg: PwmConfig, data: str | os.PathLike[str], out: str | os.
     bank = FrameBank.from_store(data, cfg.tokenizer, cfg.model_dt_s, max_clips=max_clips)
     log.info("loaded %d frames, %d consecutive pairs from %s in %.1f s", len(bank), len(bank.pairs), data,
              time.monotonic() - t_load)
-    stats: dict[str, Any] = {"frames": len(bank), "pairs": int(len(bank.pairs)), "drives": len(bank.drive_ids)}
-    if branch == "decoders":
-        stats.update(earlier)
+    stats: dict[str, Any] = {"frames": len(bank), "pairs": int(len(bank.pairs)), "drives": len(bank.drive_ids),
+                             **earlier}
     if branch in ("ctx", "both"):
         s = train_stage(tok, "ctx", bank, cfg, out, steps=cfg.train.tokenizer_ctx_steps, progress=progress,
                         perceptual=perceptual)
