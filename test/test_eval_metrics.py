@@ -82,8 +82,8 @@ def test_collision_swept_box_by_hand() -> None:
     assert out["collision_rate"] == 0.0 and out["collision_gt_excluded"] == 5
     two_col = M.collision_metrics(fast[..., :2], stop, None, boxes, valid, DT)  # yaw from the path
     assert two_col["collision_rate"] == 1.0
-    assert M.clip_collisions(fast, stop, None, boxes, valid, DT).tolist() == [True]
-    assert M.clip_collisions(fast, fast, None, boxes, valid, DT).tolist() == [False]
+    assert M.collision_metrics_with_hits(fast, stop, None, boxes, valid, DT)[1].tolist() == [True]
+    assert M.collision_metrics_with_hits(fast, fast, None, boxes, valid, DT)[1].tolist() == [False]
 
 
 def test_collision_rate_interval_and_paired_test_by_hand() -> None:

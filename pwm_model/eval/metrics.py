@@ -129,14 +129,6 @@ def sweep_collisions(traj: np.ndarray, boxes: np.ndarray, boxes_valid: np.ndarra
     return hit.any(axis=(2, 3))
 
 
-def clip_collisions(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, boxes: np.ndarray,
-                    boxes_valid: np.ndarray, waypoint_dt_s: float, horizons_s: tuple[float, ...] = HORIZONS_S,
-                    **ego_box: float) -> np.ndarray:
-    """(N,) bool: whether each clip's plan hits a box at a valid waypoint up to the last horizon (the clips that
-    ``collision_rate`` counts); arguments as ``collision_metrics``."""
-    return _collisions(pred, gt, valid, boxes, boxes_valid, waypoint_dt_s, horizons_s, "collision", ego_box)[1]
-
-
 def collision_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, boxes: np.ndarray,
                       boxes_valid: np.ndarray, waypoint_dt_s: float, horizons_s: tuple[float, ...] = HORIZONS_S,
                       prefix: str = "collision", **ego_box: float) -> dict[str, float]:
@@ -147,12 +139,15 @@ def collision_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None
     pred (N, K, 3) (a 2-column plan gets its yaw from the path direction), gt (N, K, 3), valid (N, K) or None,
     boxes (N, K, M, 7), boxes_valid (N, K, M). ``ego_box``: length_m, width_m, center_x_m.
     """
-    return _collisions(pred, gt, valid, boxes, boxes_valid, waypoint_dt_s, horizons_s, prefix, ego_box)[0]
+    return collision_metrics_with_hits(pred, gt, valid, boxes, boxes_valid, waypoint_dt_s, horizons_s, prefix,
+                                       **ego_box)[0]
 
 
-def _collisions(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, boxes: np.ndarray,
-                boxes_valid: np.ndarray, waypoint_dt_s: float, horizons_s: tuple[float, ...], prefix: str,
-                ego_box: dict[str, float]) -> tuple[dict[str, float], np.ndarray]:
+def collision_metrics_with_hits(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, boxes: np.ndarray,
+                                boxes_valid: np.ndarray, waypoint_dt_s: float,
+                                horizons_s: tuple[float, ...] = HORIZONS_S, prefix: str = "collision",
+                                **ego_box: float) -> tuple[dict[str, float], np.ndarray]:
+    """``collision_metrics`` and the per-clip flags (N,) bool it counts in ``{prefix}_rate`` (for paired tests)."""
     pred = with_path_yaw(pred)
     gt = with_path_yaw(gt)
     n, k, _ = pred.shape

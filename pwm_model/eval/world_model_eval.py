@@ -68,9 +68,9 @@ def _planning(pred: np.ndarray, labels: dict[str, np.ndarray], cfg: PwmConfig
     """A planner's row of metrics and its per-clip collision flags (N,)."""
     dt = cfg.data.waypoint_dt_s
     out = M.l2_metrics(pred, labels["waypoints_xyyaw"], labels["waypoints_valid"], dt)
-    args = (pred, labels["waypoints_xyyaw"], labels["waypoints_valid"], labels["boxes"], labels["boxes_valid"], dt)
-    out.update(M.collision_metrics(*args))
-    return out, M.clip_collisions(*args)
+    rates, hits = M.collision_metrics_with_hits(pred, labels["waypoints_xyyaw"], labels["waypoints_valid"],
+                                                labels["boxes"], labels["boxes_valid"], dt)
+    return {**out, **rates}, hits
 
 
 def _image_rows(n: int, image_clips: int) -> np.ndarray:
