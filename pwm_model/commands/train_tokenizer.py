@@ -8,7 +8,7 @@ from pwm_model.commands.common import add_config_arguments, config_from_args
 
 STAGES = {"ctx": ("ctx",), "dyn": ("dyn",), "decoders": ("ctx_decoder", "dyn_decoder"),
           "both": ("ctx", "dyn", "ctx_decoder", "dyn_decoder")}  # --branch -> the stages it runs
-HELP = "train the context-guided LFQ tokenizer (stage 1: ctx branch, then the dyn branch)"
+HELP = "train the context-guided LFQ tokenizer (stage 1: ctx branch, dyn branch, then the decoders)"
 DESCRIPTION = """Train the tokenizer on a clip store (`pwm index`).
 
   pwm train-tokenizer --preset tiny --data out/store_tiny_train --out out/tok_tiny
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--data", required=True, metavar="STORE", help="training clip store (from `pwm index`)")
     parser.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
-    parser.add_argument("--branch", choices=("ctx", "dyn", "both", "decoders"), default="both",
+    parser.add_argument("--branch", choices=tuple(STAGES), default="both",
                         help="which stage(s) to run (default: both: ctx, dyn, then the decoder fine-tuning)")
     parser.add_argument("--init", metavar="CHECKPOINT",
                         help="start from this checkpoint's config and ctx branch (--branch dyn) or whole tokenizer "
