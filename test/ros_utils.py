@@ -67,6 +67,7 @@ class Probe(Node):
         super().__init__(name)
         self.received: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
+        self._probe_clients: dict[tuple[Any, str], Any] = {}
 
     def listen(self, msg_type: Any, topic: str, qos: QoSProfile = DRIVER_QOS) -> list[Any]:
         with self._lock:
@@ -75,16 +76,21 @@ class Probe(Node):
         return box
 
     def call(self, srv_type: Any, name: str, request: Any, timeout_s: float = 30.0) -> Any:
-        client = self.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout_s):
-                raise TimeoutError(f"service {name} did not appear")
-            future = client.call_async(request)
-            if not wait_for(future.done, timeout_s):
-                raise TimeoutError(f"service {name} did not answer within {timeout_s} s")
-            return future.result()
-        finally:
-            self.destroy_client(client)
+        """Call a service and wait for its answer.
+
+        One client per service for the probe's life: destroying a client and creating it again for the same service
+        can leave it unmatched with Fast DDS under load (ros2/rclpy#1191, ros2/rclcpp#1175).
+        """
+        key = (srv_type, name)
+        client = self._probe_clients.get(key)
+        if client is None:
+            client = self._probe_clients[key] = self.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"service {name} did not appear")
+        future = client.call_async(request)
+        if not wait_for(future.done, timeout_s):
+            raise TimeoutError(f"service {name} did not answer within {timeout_s} s")
+        return future.result()
 
     def transition(self, node_name: str, name: str, timeout_s: float = 60.0) -> bool:
         req = ChangeState.Request()
