@@ -41,7 +41,7 @@ WAYPOINT_TOL_M = 1e-3  # largest waypoint difference, metres / radians
 FLOAT_ATOL, FLOAT_RTOL = 1e-3, 1e-3  # feature maps: |ort - torch| <= atol + rtol * max|torch|
 PIXEL_TOL, PIXEL_SHARE = 2, 0.01  # preview images: at most this share of values off by more than PIXEL_TOL levels
 FP32_PREFIX = "fp32/"  # integer-valued float arithmetic (token index <-> bits, grey levels): kept in FP32
-IMAGE_SCOPES = ("/prep/", "/up")  # export_graphs.ImageInput / DynDecoderGraph.up: resizing kept in FP32 too
+IMAGE_SCOPES = ("/prep/",)  # export_graphs.ImageInput: resizing kept in FP32 too
 LFQ_OPS = {"Greater", "Cast", "Mul", "ReduceSum", "Reshape", "Floor", "Sub", "Unsqueeze", "Squeeze", "Flatten", "Add",
            "Transpose"}
 
@@ -107,7 +107,7 @@ def mark_fp32_nodes(model: Any) -> int:
             continue
         marked.add(id(n))
         stack.extend(c for o in n.output for c in consumers.get(o, []))
-    for n in nodes:  # image resizing (the camera -> ctx -> dyn chain, the preview's upsampling): grey levels
+    for n in nodes:  # image resizing (the camera -> ctx -> dyn chain): grey levels
         if n.name.startswith(IMAGE_SCOPES):
             marked.add(id(n))
     for n in nodes:

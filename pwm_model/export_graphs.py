@@ -9,8 +9,7 @@ Graphs (static shapes, batch 1; token codes in ``[0, C)``):
     dyn_encoder        image_rgb (H, W, 3) uint8, guide_enc_*    -> dyn_tokens (1, Ld) int64
     rollout            ctx_tokens, dyn_history (1, H, Ld), ego (1, 5) -> forecast_tokens (1, F, Ld), waypoints (1, K, 3)
     ctx_guide_decoder  ctx_tokens                                 -> guide_dec_*
-    dyn_decoder        dyn_tokens (1, Ld), guide_dec_*            -> image_rgb (Hd, Wd, 3) uint8, next_ctx_tokens,
-                                                                     next_guide_dec_*
+    dyn_decoder        dyn_tokens (1, Ld), guide_dec_*            -> image_rgb (Hd, Wd, 3) uint8
 
 ``(H, W)`` is the camera size when exported with ``--camera-size`` (the resize runs in the graph), else the ctx size
 (the runner resizes on the CPU). The stepwise rollout replaces ``rollout`` by ``wm_prefill`` / ``wm_step`` /
@@ -129,23 +128,17 @@ class DynEncoderGraph(nn.Module):
 
 
 class DynDecoderGraph(nn.Module):
-    """Decode one forecast frame and compute the guide maps for decoding the next one (ARCHITECTURE.md: frame t+k,
-    k >= 2, is decoded against the ctx features of the decoded frame t+k-1, upsampled to the ctx resolution)."""
+    """Decode one forecast frame against the guide maps of frame t to RGB uint8 (ARCHITECTURE.md: every forecast
+    frame is decoded against the ctx decoder maps of frame t)."""
 
     def __init__(self, tok: Tokenizer) -> None:
         super().__init__()
-        c = tok.cfg
         self.dec = tok_export.DynDecoder(tok)
-        self.up = nn.ModuleList([Resize((c.dyn_height_px, c.dyn_width_px), (c.ctx_height_px, c.ctx_width_px))])
-        self.ctx_enc = tok_export.CtxEncoder(tok)
-        self.guide_dec = tok_export.CtxGuideDecoder(tok)
 
-    def forward(self, dyn_tokens: torch.Tensor, *guide_dec: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, dyn_tokens: torch.Tensor, *guide_dec: torch.Tensor) -> torch.Tensor:
         img = self.dec(dyn_tokens, *guide_dec)  # (1, 3, Hd, Wd) in [-1, 1]
         grey = torch.round((img.clamp(-1.0, 1.0) + 1.0) * 127.5)  # (1, 3, Hd, Wd) whole grey levels
-        image_rgb = grey[0].permute(1, 2, 0).to(torch.uint8)  # (Hd, Wd, 3)
-        ctx_tokens = self.ctx_enc(to_model_range(self.up, grey))[0]  # (1, Lc)
-        return (image_rgb, ctx_tokens, *self.guide_dec(ctx_tokens))
+        return grey[0].permute(1, 2, 0).to(torch.uint8)  # (Hd, Wd, 3)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -372,12 +365,8 @@ def build_graphs(tok: Tokenizer, wm: PolicyWorldModel, cfg: PwmConfig, image_hw:
                                                      for n in dec}},
             role="preview: ctx decoder guide maps of frame t")
         out["dyn_decoder"] = GraphModule(
-            DynDecoderGraph(tok).eval(), ["dyn_tokens", *dec], ["image_rgb", "next_ctx_tokens",
-                                                                *[f"next_{n}" for n in dec]],
-            (dyn, *dec_x),
-            {"dyn_tokens": "dyn codes of one forecast frame", **{n: "guide maps of the previous frame" for n in dec},
-             "image_rgb": "the decoded frame, RGB uint8 at the dyn resolution",
-             "next_ctx_tokens": "ctx codes of the decoded frame (upsampled to the ctx resolution and re-encoded)",
-             **{f"next_{n}": "guide maps of this decoded frame (for the next forecast frame)" for n in dec}},
-            role="preview: decode one forecast frame and the guide maps for the next")
+            DynDecoderGraph(tok).eval(), ["dyn_tokens", *dec], ["image_rgb"], (dyn, *dec_x),
+            {"dyn_tokens": "dyn codes of one forecast frame", **{n: "guide maps of frame t" for n in dec},
+             "image_rgb": "the decoded frame, RGB uint8 at the dyn resolution"},
+            role="preview: decode one forecast frame against frame t's guide maps")
     return out

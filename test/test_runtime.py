@@ -165,17 +165,30 @@ def test_runner_surprise_preview_reset_and_other_camera_sizes():
         assert np.all(np.isfinite(p.waypoints_xyyaw))
 
 
-def test_preview_matches_the_reference_backend():
+def test_preview_matches_the_reference_backend_and_the_eval_decoding():
+    import torch
+
+    from pwm_model.eval.forecast import decode_forecast
+    from pwm_model.tokenizer.model import load_tokenizer
+    from test.export_helpers import checkpoint
+
     with _runner() as ort, _runner(backend="torch", intra_op_threads=2) as ref:
         for rgb, t, ego in _frames(ort.config, 6):
             a, b = ort.step(rgb, t, ego), ref.step(rgb, t, ego)
         assert np.array_equal(a.forecast_tokens, b.forecast_tokens)
         ta, tb = ort.preview(a), ref.preview(b)
-        assert ta.shape == tb.shape
-        # frame t+1 is decoded against frame t's ctx tokens: the same pixels within rounding (later frames are
-        # decoded against re-encoded decoded frames, where a token near a sign flip may differ)
-        w = ort.config.tokenizer.dyn_width_px
-        assert (np.abs(ta[:, :w].astype(int) - tb[:, :w].astype(int)) > 2).mean() < 0.01
+    _, tok = load_tokenizer(str(checkpoint()))
+    frames = decode_forecast(tok, torch.from_numpy(np.asarray(a.ctx_tokens, np.int64))[None],
+                             torch.from_numpy(np.asarray(a.forecast_tokens, np.int64))[None])[0]
+    tc = np.concatenate(list(frames), axis=1)  # what `pwm eval` scores
+    assert ta.shape == tb.shape == tc.shape
+    # every forecast frame is decoded against frame t's ctx tokens: the same pixels within rounding
+    for other in (tb, tc):
+        assert (np.abs(ta.astype(int) - other.astype(int)) > 2).mean() < 0.01
+    # each frame depends on its own tokens and frame t only (not on the frames decoded before it)
+    last = decode_forecast(tok, torch.from_numpy(np.asarray(a.ctx_tokens, np.int64))[None],
+                           torch.from_numpy(np.asarray(a.forecast_tokens, np.int64))[None, -1:])[0, 0]
+    np.testing.assert_array_equal(last, frames[-1])
 
 
 def test_bad_inputs_give_one_sentence():

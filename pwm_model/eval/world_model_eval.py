@@ -3,7 +3,7 @@
 Planning: L2 at 1/2/3 s in both protocols and collision (metrics.py) for PWM, every ``--compare`` checkpoint,
 constant velocity and the ego-status MLP. Forecast: token accuracy per horizon over every clip, PSNR / SSIM per
 horizon of the decoded forecast against the true future frames over ``image_clips`` evenly spread clips, next to
-copy-last-frame and the tokenizer's ceiling (the true future tokens decoded the same recursive way).
+copy-last-frame and the tokenizer's ceiling (the true future tokens decoded the same way).
 """
 
 from __future__ import annotations

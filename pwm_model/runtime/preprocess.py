@@ -1,8 +1,8 @@
 """Image resizing shared by the exported graphs and the CPU path of the runner (numpy + OpenCV, no torch).
 
 Training frames reach the tokenizer through ``cv2.resize``: area averaging to shrink (camera -> ctx resolution when
-the clip store is written, ctx -> dyn resolution for the dyn branch), bilinear to enlarge (a decoded dyn frame up to
-the ctx resolution when previews decode recursively). Both are linear and separable, so a resize is two matrix
+the clip store is written, ctx -> dyn resolution for the dyn branch), bilinear to enlarge (a camera smaller than the
+ctx resolution). Both are linear and separable, so a resize is two matrix
 products ``Ry @ img @ Rx.T`` whose matrices are read off OpenCV itself (resizing an identity image); an exported graph
 carries them as constants and matches ``cv2.resize`` on float images exactly and on uint8 images within one grey
 level (OpenCV's uint8 kernels use fixed-point weights). Integer shrink factors become a plain box average.

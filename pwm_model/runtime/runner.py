@@ -151,8 +151,8 @@ class PolicyRunner:
     def forecast_frames(self, plan: Plan) -> np.ndarray:
         """The plan's forecast frames decoded one by one: (F, Hd, Wd, 3) uint8 RGB (frame t+1 first).
 
-        Frame t+1 is decoded against the ctx tokens of frame t; frame t+k against the re-encoded frame t+k-1
-        (docs/ARCHITECTURE.md, guidance rule).
+        Every frame is decoded against the ctx decoder maps of frame t, from its ctx tokens (docs/ARCHITECTURE.md,
+        guidance rule).
         """
         tk = self.manifest.config.tokenizer
         if not self.manifest.has_preview:
@@ -166,7 +166,6 @@ class PolicyRunner:
             out = self.engines["dyn_decoder"].run({"dyn_tokens": np.asarray(plan.forecast_tokens[k], np.int64)[None],
                                                    **guide})
             frames.append(np.asarray(out["image_rgb"]).reshape(tk.dyn_height_px, tk.dyn_width_px, 3))
-            guide = {name: out[f"next_{name}"] for name in guide}
         self.stats["previews"] += 1
         return np.stack(frames) if frames else np.zeros((0, tk.dyn_height_px, tk.dyn_width_px, 3), np.uint8)
 

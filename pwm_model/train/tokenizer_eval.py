@@ -2,7 +2,7 @@
 
 The dyn branch is scored the way it runs: frame f is dyn-encoded against the ctx encoder maps of frame f-1 and
 decoded against the ctx decoder maps computed from frame f-1's ctx *tokens*. ``psnr_dyn_lowres_guide_db`` repeats
-this with a guide that went down to the dyn resolution and back up (as in recursive decoding of forecasts).
+this with a guide that went down to the dyn resolution and back up (a blurred guide, as a decoded frame would be).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ from pwm_model.train.tokenizer_eval import make_grid
 
 log = logging.getLogger(__name__)
 
-GUIDE_DEGRADE_PROB = 0.3  # share of dyn-stage guides degraded (down to dyn size and back) for recursive decoding
+GUIDE_DEGRADE_PROB = 0.3  # share of dyn-stage guides degraded (down to dyn size and back): robust to blurred guides
 LR_FLOOR = 0.1  # the cosine schedule ends at this share of the peak learning rate
 DISC_LAYERS = 2  # PatchGAN depth: 2 stride-2 layers suit 32..64 px tall images (receptive field 34 px)
 LOG_EVERY = 25  # steps between train_log.jsonl lines
