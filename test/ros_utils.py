@@ -6,6 +6,8 @@ conftest.py gives every test process its own ROS_DOMAIN_ID and keeps discovery o
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,10 +40,49 @@ def wait_for(cond: Callable[[], Any], timeout_s: float = 10.0, period_s: float =
         time.sleep(period_s)
 
 
+_DOMAIN_BASE = int(os.environ.get("ROS_DOMAIN_ID", "0"))  # conftest.py: one per test process
+_DOMAIN_OFFSETS = itertools.count(1)
+_active_domains: list[int] = []
+DOMAIN_RANGE = 101  # 0..100: the domain ids safe on every platform
+
+
+@contextlib.contextmanager
+def own_domain() -> Iterator[int]:
+    """A ROS domain id of its own for one test (rclpy and any process the test starts use it via ROS_DOMAIN_ID).
+
+    An earlier test's nodes of the same names can linger in the graph of a shared domain for a while after their
+    context shut down; a client then sees several servers of one service and may never report it ready.
+    Nested inside another ``own_domain`` it keeps that one (a test that starts a node process, then spins).
+    """
+    if _active_domains:
+        yield _active_domains[-1]
+        return
+    previous = os.environ.get("ROS_DOMAIN_ID")
+    domain = (_DOMAIN_BASE + next(_DOMAIN_OFFSETS)) % DOMAIN_RANGE
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    _active_domains.append(domain)
+    try:
+        yield domain
+    finally:
+        _active_domains.pop()
+        if previous is None:
+            os.environ.pop("ROS_DOMAIN_ID", None)
+        else:
+            os.environ["ROS_DOMAIN_ID"] = previous
+
+
 @contextlib.contextmanager
 def spinning(*nodes_factories: Callable[[], Node]) -> Iterator[tuple[MultiThreadedExecutor, list[Node]]]:
-    """``rclpy.init``, build the nodes, spin them in a background thread; shut everything down afterwards."""
-    rclpy.init()
+    """In a domain of its own: ``rclpy.init``, build the nodes, spin them in a background thread; shut everything
+    down afterwards."""
+    with own_domain() as domain, _spinning(domain, nodes_factories) as spun:
+        yield spun
+
+
+@contextlib.contextmanager
+def _spinning(domain: int, nodes_factories: tuple[Callable[[], Node], ...]
+              ) -> Iterator[tuple[MultiThreadedExecutor, list[Node]]]:
+    rclpy.init(domain_id=domain)
     executor = MultiThreadedExecutor(num_threads=4)
     nodes: list[Node] = []
     thread = threading.Thread(target=executor.spin, daemon=True)
@@ -86,7 +127,7 @@ class Probe(Node):
         if client is None:
             client = self._probe_clients[key] = self.create_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=timeout_s):
-            raise TimeoutError(f"service {name} did not appear")
+            raise TimeoutError(f"service {name} did not appear ({self.count_services(name)} servers in the graph)")
         future = client.call_async(request)
         if not wait_for(future.done, timeout_s):
             raise TimeoutError(f"service {name} did not answer within {timeout_s} s")

@@ -38,7 +38,7 @@ from pwm_ros.overlay import draw_path  # noqa: E402
 
 from .conftest import BIN_DIR  # noqa: E402
 from .model_utils import nan_model_dir, tiny_model_dir  # noqa: E402
-from .ros_utils import DRIVER_QOS, Probe, spinning, wait_for  # noqa: E402
+from .ros_utils import DRIVER_QOS, Probe, own_domain, spinning, wait_for  # noqa: E402
 
 runner_module = pytest.importorskip("pwm_model.runtime.runner", reason="PolicyRunner is not part of this build yet")
 
@@ -483,6 +483,11 @@ def test_replay_through_the_node_records_every_plan(model_dir: Path, tmp_path: P
 
 
 def test_console_script_autostarts_in_its_own_process(model_dir: Path) -> None:
+    with own_domain():
+        _console_script_autostarts(model_dir)
+
+
+def _console_script_autostarts(model_dir: Path) -> None:
     exe = BIN_DIR / "pwm_node"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pwm_ros.node"]
     proc = subprocess.Popen([*cmd, "--ros-args", "--params-file", str(Path(__file__).parents[1] / "config" /
