@@ -75,30 +75,24 @@ def own_domain() -> Iterator[int]:
 def spinning(*nodes_factories: Callable[[], Node]) -> Iterator[tuple[MultiThreadedExecutor, list[Node]]]:
     """In a domain of its own: ``rclpy.init``, build the nodes, spin them in a background thread; shut everything
     down afterwards."""
-    with own_domain() as domain, _spinning(domain, nodes_factories) as spun:
-        yield spun
-
-
-@contextlib.contextmanager
-def _spinning(domain: int, nodes_factories: tuple[Callable[[], Node], ...]
-              ) -> Iterator[tuple[MultiThreadedExecutor, list[Node]]]:
-    rclpy.init(domain_id=domain)
-    executor = MultiThreadedExecutor(num_threads=4)
-    nodes: list[Node] = []
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    try:
-        for make in nodes_factories:
-            node = make()
-            nodes.append(node)
-            executor.add_node(node)
-        thread.start()
-        yield executor, nodes
-    finally:
-        executor.shutdown(timeout_sec=5.0)
-        for node in reversed(nodes):
-            node.destroy_node()
-        rclpy.shutdown()
-        thread.join(5.0)
+    with own_domain() as domain:
+        rclpy.init(domain_id=domain)
+        executor = MultiThreadedExecutor(num_threads=4)
+        nodes: list[Node] = []
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        try:
+            for make in nodes_factories:
+                node = make()
+                nodes.append(node)
+                executor.add_node(node)
+            thread.start()
+            yield executor, nodes
+        finally:
+            executor.shutdown(timeout_sec=5.0)
+            for node in reversed(nodes):
+                node.destroy_node()
+            rclpy.shutdown()
+            thread.join(5.0)
 
 
 class Probe(Node):
@@ -117,11 +111,7 @@ class Probe(Node):
         return box
 
     def call(self, srv_type: Any, name: str, request: Any, timeout_s: float = 30.0) -> Any:
-        """Call a service and wait for its answer.
-
-        One client per service for the probe's life: destroying a client and creating it again for the same service
-        can leave it unmatched with Fast DDS under load (ros2/rclpy#1191, ros2/rclcpp#1175).
-        """
+        """Call a service and wait for its answer; one client per service for the probe's life (discovered once)."""
         key = (srv_type, name)
         client = self._probe_clients.get(key)
         if client is None:
