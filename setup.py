@@ -15,7 +15,7 @@ setup(
     description="Policy World Model: a driving world model that forecasts the front camera, then plans",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["pwm_model", "pwm_model.*", "pwm_ros", "pwm_ros.*", "export"]),
+    packages=find_packages(include=["pwm_model", "pwm_model.*", "pwm_ros", "pwm_ros.*"]),
     package_data={"pwm_model": ["runtime/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -1,7 +1,7 @@
 """Cost model: parameters, FLOPs and bytes moved per planning cycle for each preset, and a roofline estimate of the
 cycle on Jetson AGX Orin and Orin NX at FP16 and INT8.
 
-The cycle is what the runtime runs per new camera frame (pwm_model/export_graphs.py): ``ctx_encoder`` and
+The cycle is what the runtime runs per new camera frame (pwm_model/export/graphs.py): ``ctx_encoder`` and
 ``dyn_encoder`` on one frame (resize from the preset's camera size in the graph) and the unrolled ``rollout`` (prefill,
 F-1 cached frame passes, the plan pass). The graphs are traced on PyTorch's meta device (no weights are allocated, so
 the paper preset costs nothing to analyse); every matrix product and convolution is one kernel with
@@ -131,7 +131,7 @@ def preset_costs(name: str) -> dict[str, object]:
     import torch
 
     from pwm_model.config import preset
-    from pwm_model.export_graphs import build_graphs
+    from pwm_model.export.graphs import build_graphs
     from pwm_model.tokenizer.model import Tokenizer
     from pwm_model.world_model.model import PolicyWorldModel
 

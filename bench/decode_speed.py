@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.checkpoint:
-        from pwm_model.train.wm_checkpoint import load_world_model
+        from pwm_model.world_model.checkpoint import load_world_model
 
         model, cfg = load_world_model(args.checkpoint)
     else:

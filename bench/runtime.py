@@ -45,9 +45,9 @@ def random_checkpoint(out: Path, preset_name: str) -> Path:
     """A checkpoint of the preset with randomly initialised weights (same shapes and cost as a trained one)."""
     import torch
 
+    from pwm_model.checkpoint import save_checkpoint
     from pwm_model.config import preset
     from pwm_model.tokenizer.model import Tokenizer
-    from pwm_model.train.checkpoint import save_checkpoint
     from pwm_model.world_model.model import PolicyWorldModel
 
     torch.manual_seed(0)
@@ -110,14 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pwm_model.config import RuntimeConfig
-    from pwm_model.runtime.frames import camera_frames
+    from pwm_model.data.frames import camera_frames
     from pwm_model.runtime.runner import PolicyRunner
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        from export.export_onnx import export_model
+        from pwm_model.export.onnx import export_model
 
         quiet = lambda *a, **k: None  # noqa: E731
         ckpt = Path(args.checkpoint) if args.checkpoint else (

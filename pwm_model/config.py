@@ -258,6 +258,14 @@ class TrainConfig:
         _check(self.eval_every >= 1 and self.save_every >= 1, prefix, "eval_every", "must be at least 1")
 
 
+# The valid values of RuntimeConfig, written once: validation here and the ROS node's parameter descriptors use them.
+RUNTIME_CHOICES: dict[str, tuple[str, ...]] = {
+    "backend": ("onnxruntime", "tensorrt", "torch"), "device": ("cpu", "cuda"), "precision": ("fp32", "fp16", "int8")}
+RUNTIME_RANGES: dict[str, tuple[float, float]] = {  # inclusive
+    "planning_rate_hz": (0.1, 100.0), "max_frame_age_ms": (1.0, 60_000.0), "preview_rate_hz": (0.1, 30.0),
+    "surprise_warn": (0.0, 1.0e6), "intra_op_threads": (0, 256)}
+
+
 @dataclass
 class RuntimeConfig:
     """On-board inference: backend, rates and limits (the ROS node declares its parameters from these)."""
@@ -272,15 +280,10 @@ class RuntimeConfig:
     intra_op_threads: int = 0  # onnxruntime intra-op threads; 0 = library default
 
     def validate(self, prefix: str) -> None:
-        _check(self.backend in ("onnxruntime", "tensorrt", "torch"), prefix, "backend",
-               "must be onnxruntime, tensorrt or torch")
-        _check(self.device in ("cpu", "cuda"), prefix, "device", "must be cpu or cuda")
-        _check(self.precision in ("fp32", "fp16", "int8"), prefix, "precision", "must be fp32, fp16 or int8")
-        _check(0.0 < self.planning_rate_hz <= 100.0, prefix, "planning_rate_hz", "must be in (0, 100]")
-        _check(self.max_frame_age_ms > 0, prefix, "max_frame_age_ms", "must be positive")
-        _check(0.0 < self.preview_rate_hz <= 30.0, prefix, "preview_rate_hz", "must be in (0, 30]")
-        _check(self.surprise_warn >= 0, prefix, "surprise_warn", "must not be negative")
-        _check(self.intra_op_threads >= 0, prefix, "intra_op_threads", "must not be negative")
+        for name, choices in RUNTIME_CHOICES.items():
+            _check(getattr(self, name) in choices, prefix, name, f"must be {', '.join(choices[:-1])} or {choices[-1]}")
+        for name, (lo, hi) in RUNTIME_RANGES.items():
+            _check(lo <= getattr(self, name) <= hi, prefix, name, f"must be within [{lo:g}, {hi:g}]")
 
 
 @dataclass
@@ -318,54 +321,19 @@ class PwmConfig:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Presets (DESIGN.md table; `paper` matches reference/pwm_method.md).
+# Presets (the trees themselves: pwm_model/presets.py)
 
-def _tiny() -> PwmConfig:
-    return PwmConfig(
-        preset="tiny",
-        camera=CameraConfig(width_px=256, height_px=128),
-        data=DataConfig(frame_stride=2, history_frames=4, future_frames=5, shard_clips=128),
-        tokenizer=TokenizerConfig(ctx_height_px=64, ctx_width_px=128, dyn_height_px=32, dyn_width_px=64,
-                                  downsample=8, codebook_bits=12, base_channels=16, channel_mult=(1, 2, 4, 4),
-                                  num_res_blocks=1, dyn_patchify=True, dyn_patch=(1, 2), dyn_mlp_hidden=128,
-                                  gan_start_step=400),
-        world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
-                                     head_hidden=256, plan_on_rollout=1.0, cv_prior=True),
-        train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",
-                          tokenizer_lr=2e-3, tokenizer_ctx_steps=3600, tokenizer_dyn_steps=1200,  # ~40 min, 2 cores
-                          tokenizer_decoder_steps=1500, tokenizer_decoder_lr=6e-4,  # ~15 min more
-                          pretrain_steps=800, finetune_steps=500, eval_every=500, save_every=500, seed=0),
-        runtime=RuntimeConfig(precision="fp32"),
-    )
-
-
-def _small() -> PwmConfig:
-    return PwmConfig(
-        preset="small",
-        camera=CameraConfig(width_px=512, height_px=256),
-        data=DataConfig(frame_stride=1, history_frames=6, future_frames=10),
-        tokenizer=TokenizerConfig(ctx_height_px=128, ctx_width_px=256, dyn_height_px=64, dyn_width_px=128,
-                                  downsample=16, codebook_bits=12, base_channels=64, channel_mult=(1, 2, 2, 4, 4),
-                                  num_res_blocks=2, dyn_patchify=False, dyn_mlp_hidden=256),
-        world_model=WorldModelConfig(layers=12, d_model=512, heads=8, forecast_frames=10, ego_hidden=256,
-                                     head_hidden=512),
-        train=TrainConfig(batch_size=16, grad_accum=1, lr=3e-4, warmup_steps=1000, tokenizer_ctx_steps=100_000,
-                          tokenizer_dyn_steps=100_000, pretrain_steps=100_000, finetune_steps=50_000, seed=0),
-    )
-
-
-def _paper() -> PwmConfig:
-    return PwmConfig(preset="paper", data=DataConfig(history_frames=20), train=TrainConfig(strategy="fsdp"))
-
-
-PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}
+PRESET_NAMES = ("tiny", "small", "paper")
 
 
 def preset(name: str) -> PwmConfig:
     """A fresh, validated config for the named preset (tiny, small or paper)."""
+    from pwm_model.presets import PRESETS
+
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     return PRESETS[name]().validate()
+
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -301,3 +301,21 @@ def polygons_intersect(a: np.ndarray, b: np.ndarray) -> bool:
         if np.any((pa.max(0) < pb.min(0)) | (pb.max(0) < pa.min(0))):
             return False
     return True
+
+
+def clip_polygon_near_fast(points_cam: np.ndarray, near_m: float) -> np.ndarray:
+    """Vectorised Sutherland-Hodgman clip of a polygon (M, 3) in the optical frame against z >= near_m.
+
+    Same result as ``clip_polygon_near`` (tested), fast for long polygons such as road strips.
+    """
+    p = np.asarray(points_cam, float)
+    q = np.roll(p, -1, axis=0)
+    a_in, b_in = p[:, 2] >= near_m, q[:, 2] >= near_m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (near_m - p[:, 2]) / (q[:, 2] - p[:, 2])
+        inter = p + t[:, None] * (q - p)  # NaN rows only where the edge does not cross (dropped below)
+    out = np.empty((2 * len(p), 3))
+    out[0::2], out[1::2] = p, inter
+    keep = np.empty(2 * len(p), bool)
+    keep[0::2], keep[1::2] = a_in, a_in != b_in
+    return out[keep]

@@ -1,8 +1,9 @@
-"""Atomic file and directory writes: a failed run never leaves a half-written output behind."""
+"""Files: atomic writes (a failed run never leaves a half-written output behind), checked JSON reads, digests."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -65,3 +66,37 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json_document(path: str | os.PathLike[str], *, what: str, error: type[Exception],
+                       fmt: str | None = None, version: object = None, hint: str = "") -> dict[str, Any]:
+    """A JSON object from ``path`` whose ``format`` / ``format_version`` keys are ``fmt`` / ``version`` (when given).
+
+    Every fault is one sentence in ``error``: ``what`` names the document ("clip store index"), ``hint`` says what
+    to do and ends the sentences about an unreadable or out-of-date file.
+    """
+    path = Path(path)
+    tail = f"; {hint}" if hint else ""
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist{tail}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{what} {path} is corrupt ({str(exc).splitlines()[0]}){tail}") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} does not hold a JSON object{tail}")
+    if fmt is not None and data.get("format") != fmt:
+        raise error(f"{path} is not a {what} (format {data.get('format')!r}, expected {fmt!r})")
+    if version is not None and data.get("format_version") != version:
+        raise error(f"{what} {path} has format version {data.get('format_version')!r}, but this pwm reads version "
+                    f"{version!r}{tail}")
+    return data

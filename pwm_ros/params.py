@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from pwm_model.config import RuntimeConfig, TopicsConfig
+from pwm_model.config import RUNTIME_CHOICES, RUNTIME_RANGES, RuntimeConfig, TopicsConfig
 from pwm_model.data.schema import COMMAND_STRAIGHT
 from pwm_model.errors import ConfigError
 
@@ -78,17 +78,20 @@ SPECS: dict[str, Spec] = {
                            range=(0.01, 10.0)),
     "camera_timeout_s": Spec("no camera frame for this long while active raises a WARN", range=(0.1, 60.0)),
     "diagnostics_period_s": Spec("/diagnostics publishing period", range=(0.1, 60.0)),
-    # RuntimeConfig
-    "backend": Spec("inference backend", ON_CONFIGURE, choices=("onnxruntime", "tensorrt", "torch")),
-    "device": Spec("onnxruntime provider / torch device", ON_CONFIGURE, choices=("cpu", "cuda")),
-    "precision": Spec("TensorRT engine precision", ON_CONFIGURE, choices=("fp32", "fp16", "int8")),
-    "planning_rate_hz": Spec("at most this many plans per second (latest frame only)", range=(0.1, 100.0)),
+    # RuntimeConfig: choices and ranges from pwm_model.config (RUNTIME_CHOICES, RUNTIME_RANGES)
+    "backend": Spec("inference backend", ON_CONFIGURE, choices=RUNTIME_CHOICES["backend"]),
+    "device": Spec("onnxruntime provider / torch device", ON_CONFIGURE, choices=RUNTIME_CHOICES["device"]),
+    "precision": Spec("TensorRT engine precision", ON_CONFIGURE, choices=RUNTIME_CHOICES["precision"]),
+    "planning_rate_hz": Spec("at most this many plans per second (latest frame only)",
+                             range=RUNTIME_RANGES["planning_rate_hz"]),
     "max_frame_age_ms": Spec("frames older than this when inference would start are skipped",
-                             range=(1.0, 60_000.0)),
+                             range=RUNTIME_RANGES["max_frame_age_ms"]),
     "preview_rate_hz": Spec("forecast / overlay images per second at most (only while subscribed)",
-                            range=(0.1, 30.0)),
-    "surprise_warn": Spec("forecast surprise above this raises a WARN in diagnostics", range=(0.0, 1.0e6)),
-    "intra_op_threads": Spec("onnxruntime intra-op threads; 0 = library default", ON_CONFIGURE, range=(0, 256)),
+                            range=RUNTIME_RANGES["preview_rate_hz"]),
+    "surprise_warn": Spec("forecast surprise above this raises a WARN in diagnostics",
+                          range=RUNTIME_RANGES["surprise_warn"]),
+    "intra_op_threads": Spec("onnxruntime intra-op threads; 0 = library default", ON_CONFIGURE,
+                             range=RUNTIME_RANGES["intra_op_threads"]),
 }
 
 

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pwm_model.data.bag import BAG_VERSION, STORAGES, is_bag_path
-from pwm_model.data.clips import find_bags
+from pwm_model.data.bag import resolve_bag
+from pwm_model.data.bag_format import BAG_VERSION, STORAGES
 from pwm_model.errors import DataError, PwmError
 from pwm_model.io_utils import atomic_path
 
@@ -45,25 +45,6 @@ def message_class(msgtype: str) -> Any:
         return getattr(importlib.import_module(f"{pkg}.msg"), name)
     except (ImportError, AttributeError):
         return None
-
-
-def resolve_bag(path: Path) -> Path:
-    """The bag a path names: a bag directory, a .mcap / .db3 file, or a folder holding exactly one bag."""
-    if not path.exists():
-        raise DataError(f"bag path {path} does not exist")
-    if not is_bag_path(path) and path.is_dir():
-        try:
-            found = find_bags([path])  # a folder holding bags, as `pwm gen-data` writes them
-        except DataError:
-            found = []
-        if len(found) > 1:
-            names = ", ".join(str(p) for p in found[:3]) + (", ..." if len(found) > 3 else "")
-            raise DataError(f"{path} holds {len(found)} bags ({names}): name the one to play")
-        path = found[0] if found else path
-    if not is_bag_path(path):
-        raise DataError(f"{path} is not a rosbag2 bag: expected a bag directory with metadata.yaml or a .mcap or "
-                        ".db3 file")
-    return path
 
 
 def _open_bag(path: Path) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pwm_model.config import PwmConfig
-from pwm_model.data.bag import write_drive
+from pwm_model.data.bag_writer import write_drive
 from pwm_model.geometry import quat_from_yaw
 
 from .drive_helpers import SPEED_MPS, arc_drive, arc_relative, header, small_config, typestore
@@ -118,8 +118,9 @@ def recorded_evaluation(tmp: Path, video: bool = True, frames: int = FRAMES) -> 
 
     from pwm_model.data.bag import DriveReader
     from pwm_model.eval import metrics as M
-    from pwm_model.eval.bag_eval import EvalOptions, ForecastStrip, RecordedPlans, evaluate_bag
+    from pwm_model.eval.bag_eval import RecordedPlans, evaluate_bag
     from pwm_model.eval.bag_summary import summarize
+    from pwm_model.eval.bag_types import EvalOptions, ForecastStrip
     from pwm_model.eval.predictions import read_predictions
     from pwm_model.geometry import PinholeCamera
 

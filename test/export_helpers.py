@@ -22,9 +22,9 @@ def make_checkpoint(out: Path, overrides: tuple[str, ...] = SMALL_OVERRIDES, see
     """A checkpoint directory (config.yaml, tokenizer.safetensors, world_model.safetensors) with random weights."""
     import torch
 
+    from pwm_model.checkpoint import save_checkpoint
     from pwm_model.config import apply_overrides, preset
     from pwm_model.tokenizer.model import Tokenizer
-    from pwm_model.train.checkpoint import save_checkpoint
     from pwm_model.world_model.model import PolicyWorldModel
 
     torch.manual_seed(seed)
@@ -52,7 +52,7 @@ def model_dir(rollout: str = "unrolled", camera: bool = True) -> Path:
 def _model_dir(rollout: str, camera: bool) -> Path:
     import torch
 
-    from export.export_onnx import export_model
+    from pwm_model.export.onnx import export_model
 
     torch.set_num_threads(2)
     out = _ROOT / f"model-{rollout}-{'camera' if camera else 'ctx'}"

@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -41,8 +40,6 @@ def tiny_model_dir(root: Path | None = None) -> Path:
     if given:
         return Path(given)
     pytest.importorskip("torch", reason="torch is needed to export the test model (or set PWM_TEST_MODEL_DIR)")
-    if not (REPO_ROOT / "export" / "export_onnx.py").is_file():
-        pytest.skip("export/export_onnx.py is not part of this build")
     out = CACHE / f"tiny-{_sources_key()}"
     if (out / "manifest.json").is_file():
         return out
@@ -60,13 +57,11 @@ def tiny_model_dir(root: Path | None = None) -> Path:
 def _export_tiny(out: Path) -> None:
     import torch
 
+    from pwm_model.checkpoint import save_checkpoint
     from pwm_model.config import preset
+    from pwm_model.export.onnx import export_model
     from pwm_model.tokenizer.model import Tokenizer
-    from pwm_model.train.checkpoint import save_checkpoint
     from pwm_model.world_model.model import PolicyWorldModel
-
-    sys.path.insert(0, str(REPO_ROOT / "export"))
-    from export_onnx import export_model
 
     torch.manual_seed(0)
     cfg = preset("tiny")

@@ -269,7 +269,8 @@ def write_navsim(logs: Path, blobs: Path) -> dict:
 
 def _index(bags: list[Path], store: Path, sets: list[str]):
     from pwm_model.config import apply_overrides, preset
-    from pwm_model.data.clips import ClipStore, build_clip_store
+    from pwm_model.data.clip_builder import build_clip_store
+    from pwm_model.data.clips import ClipStore
 
     cfg = apply_overrides(preset("tiny"), sets)
     build_clip_store(bags, store, cfg, progress=False)
@@ -315,7 +316,7 @@ NV_SETS = ["camera.width_px=192", "camera.height_px=108", "camera.frame_rate_hz=
 def _synthetic_drive(path: Path, width: int, height: int, rate_hz: float, n: int) -> Path:
     """A drive of the embedded synthetic world with the same camera size and frame rate, as a bag."""
     from pwm_model.config import CameraConfig
-    from pwm_model.data.bag import write_drive
+    from pwm_model.data.bag_writer import write_drive
     from pwm_model.data.synthetic import simulate_drive
 
     cam = CameraConfig(width_px=width, height_px=height, frame_rate_hz=rate_hz)

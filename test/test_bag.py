@@ -13,7 +13,8 @@ import pytest
 from pwm_model import cli
 from pwm_model.config import TopicsConfig
 from pwm_model.data import images
-from pwm_model.data.bag import DriveReader, _MessageFactory, write_drive
+from pwm_model.data.bag import DriveReader
+from pwm_model.data.bag_writer import _MessageFactory, write_drive
 from pwm_model.data.schema import Boxes, DriveSample, EgoState
 from pwm_model.errors import ConfigError, DataError
 from pwm_model.geometry import PinholeCamera

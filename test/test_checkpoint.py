@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pwm_model.checkpoint import load_checkpoint, load_metrics, load_modules, save_checkpoint
 from pwm_model.config import apply_overrides, preset, save_yaml
 from pwm_model.errors import ModelError
 from pwm_model.tokenizer.model import Tokenizer, load_tokenizer
-from pwm_model.train.checkpoint import load_checkpoint, load_metrics, load_modules, save_checkpoint
 
 torch.set_num_threads(1)
 

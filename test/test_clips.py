@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from pwm_model import cli
-from pwm_model.data.bag import write_drive
-from pwm_model.data.clips import ClipStore, build_clip_store, find_bags
+from pwm_model.data.bag import find_bags
+from pwm_model.data.bag_writer import write_drive
+from pwm_model.data.clip_builder import build_clip_store
+from pwm_model.data.clips import ClipStore
 from pwm_model.errors import DataError
 from pwm_model.geometry import to_ego_frame, wrap_angle
 

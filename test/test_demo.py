@@ -56,7 +56,7 @@ def test_bad_arguments_exit_2_with_one_sentence(tmp_path: Path) -> None:
 def test_live_run_records_the_node_and_scores_beside_offline(tmp_path: Path) -> None:
     pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -e .[ros])")
     from pwm_model.commands.demo import live_run
-    from pwm_model.commands.eval_bag import evaluate_drives
+    from pwm_model.eval.drives import evaluate_drives
     from pwm_model.eval.predictions import read_predictions
 
     model = tiny_model_dir()

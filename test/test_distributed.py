@@ -63,12 +63,12 @@ def _losses(run: Path) -> list[float]:
 def setup(tmp_path_factory) -> dict[str, Path]:
     """A real clip store of a 5 s synthetic drive, its token cache (a real, untrained tokenizer) and the reference:
     one process, global batch 4 x 2, 10 steps."""
-    from pwm_model.data.bag import write_drive
-    from pwm_model.data.clips import build_clip_store
+    from pwm_model.checkpoint import save_checkpoint
+    from pwm_model.data.bag_writer import write_drive
+    from pwm_model.data.clip_builder import build_clip_store
     from pwm_model.data.synthetic import simulate_drive
+    from pwm_model.data.tokens import token_cache
     from pwm_model.tokenizer.model import Tokenizer
-    from pwm_model.train.checkpoint import save_checkpoint
-    from pwm_model.train.wm_data import token_cache
 
     root = tmp_path_factory.mktemp("dist")
     cfg = apply_overrides(preset("tiny"), MICRO)

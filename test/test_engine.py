@@ -105,7 +105,7 @@ def _build(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_build_engine_without_tensorrt_exits_2_naming_what_to_install(capsys: pytest.CaptureFixture):
-    from export.build_engine import main
+    from pwm_model.export.engines import main
 
     try:
         import tensorrt  # noqa: F401
@@ -123,10 +123,10 @@ def test_build_engine_without_tensorrt_exits_2_naming_what_to_install(capsys: py
 
 
 def test_onnxruntime_builds_are_keyed_reused_and_used_by_the_runner(tmp_path: Path, capsys: pytest.CaptureFixture):
-    from export.build_engine import main
     from pwm_model.config import RuntimeConfig
-    from pwm_model.runtime.frames import camera_frames
-    from pwm_model.runtime.parity import compare_runners
+    from pwm_model.data.frames import camera_frames
+    from pwm_model.eval.parity import compare_runners
+    from pwm_model.export.engines import main
     from pwm_model.runtime.runner import PolicyRunner
 
     d = copy_model_dir(tmp_path / "m")
@@ -148,7 +148,7 @@ def test_onnxruntime_builds_are_keyed_reused_and_used_by_the_runner(tmp_path: Pa
 
 
 def test_calibration_inputs_are_what_each_graph_sees():
-    from export.calibration import collect_inputs
+    from pwm_model.export.calibration import collect_inputs
     from pwm_model.runtime.manifest import load_manifest
 
     m = load_manifest(model_dir())

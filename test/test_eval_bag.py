@@ -18,8 +18,9 @@ import pytest
 
 from pwm_model.data.bag import DriveReader
 from pwm_model.errors import DataError
-from pwm_model.eval.bag_eval import RecordedPlans, evaluate_bag, ground_truth
+from pwm_model.eval.bag_eval import RecordedPlans, evaluate_bag
 from pwm_model.eval.bag_summary import summarize
+from pwm_model.eval.bag_truth import ground_truth
 from pwm_model.eval.metrics import EGO_CENTER_X_M
 from pwm_model.eval.predictions import read_predictions
 from pwm_model.geometry import PinholeCamera
@@ -155,7 +156,7 @@ def test_cli_writes_metrics_report_and_video(tmp_path: Path) -> None:
 
 
 def _no_odometry_bag(tmp_path: Path) -> Path:
-    from pwm_model.data.bag import write_drive
+    from pwm_model.data.bag_writer import write_drive
     from pwm_model.data.schema import Boxes, DriveSample, EgoState
 
     cfg = config()
@@ -248,7 +249,7 @@ def test_recorded_with_wall_clock_receive_times_latency_is_not_scored(tmp_path: 
 
 def test_topics_of_another_robot_are_named_with_topics(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from pwm_model.config import TopicsConfig
-    from pwm_model.data.bag import write_drive
+    from pwm_model.data.bag_writer import write_drive
 
     from .drive_helpers import arc_drive
 
@@ -270,8 +271,8 @@ def test_topics_of_another_robot_are_named_with_topics(tmp_path: Path, capsys: p
 def test_overlays_use_the_bag_s_own_camera_intrinsics(tmp_path: Path) -> None:
     import dataclasses
 
-    from pwm_model.data.bag import write_drive
-    from pwm_model.eval.bag_eval import bag_camera
+    from pwm_model.data.bag_writer import write_drive
+    from pwm_model.eval.bag_truth import bag_camera
 
     from .drive_helpers import arc_drive
 

@@ -40,7 +40,7 @@ def runner():  # noqa: ANN201 - a PolicyRunner
 def _one_thread(model: Path):  # noqa: ANN202 - the exported RuntimeConfig, ONNX Runtime on one thread
     import dataclasses
 
-    from pwm_model.commands.eval_bag import model_config
+    from pwm_model.eval.drives import model_config
 
     return dataclasses.replace(model_config(model).runtime, intra_op_threads=1)
 

@@ -30,11 +30,11 @@ def _sets(extra: list[str] | None = None) -> list[str]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
-    from pwm_model.data.bag import write_drive
-    from pwm_model.data.clips import build_clip_store
+    from pwm_model.checkpoint import save_checkpoint
+    from pwm_model.data.bag_writer import write_drive
+    from pwm_model.data.clip_builder import build_clip_store
     from pwm_model.data.synthetic import simulate_drive
     from pwm_model.tokenizer.model import Tokenizer
-    from pwm_model.train.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("wm_cli")
     cfg = apply_overrides(preset("tiny"), MICRO)
@@ -50,9 +50,11 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 
 def test_token_cache_follows_the_guidance_rule(setup: dict[str, Path]) -> None:
     from pwm_model.data.clips import ClipStore
-    from pwm_model.data.datasets import resize_rgb, to_tensor
+    from pwm_model.data.contract import resize_rgb
+    from pwm_model.data.datasets import to_tensor
+    from pwm_model.data.tokens import cache_dir, token_cache
+    from pwm_model.io_utils import file_sha256
     from pwm_model.tokenizer.model import load_tokenizer
-    from pwm_model.train.wm_data import cache_dir, file_sha256, token_cache
 
     cfg, tok = load_tokenizer(str(setup["tok"]))
     cache = token_cache(setup["train"], setup["tok"], cfg, progress=False)
@@ -103,7 +105,17 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
     assert 0.0 <= summary["plan_only_collision_p_value"] <= 1.0
     table = "\n".join(out[:-1])
     assert "constant velocity" in table and "ego-status MLP" in table and "copy-last-frame" in table
-    assert table.count("  PWM only ") == 3  # paired against plan-only, constant velocity and the ego-status MLP
+    # paired against plan-only, constant velocity, CA, CTRV, CTRA and the ego-status MLP
+    assert table.count("  PWM only ") == 6
+    assert "CTRA" in table and "PWM - CTRA l2_3s" in table
+    assert summary["ctra_l2_3s"] >= 0 and 0.0 <= summary["ctra_collision_rate"] <= 1.0
+    diff = (summary["pwm_minus_ctra_l2_3s_ci95_lo"], summary["pwm_minus_ctra_l2_3s"],
+            summary["pwm_minus_ctra_l2_3s_ci95_hi"])
+    assert diff[0] <= diff[1] <= diff[2] and summary["drives"] >= 1
+    for probe in ("oracle", "random", "copy_last", "none"):
+        key = f"reliance_{probe}_l2_3s"
+        assert summary[f"{key}_ci95_lo"] <= summary[key] <= summary[f"{key}_ci95_hi"], key
+    assert "Forecast reliance" in table and "true future tokens" in table
     saved = json.loads((fine / "metrics.json").read_text())
     assert saved[f"eval_{Path(ev).name}"]["clips"] == summary["clips"]
     # resume continues the run from its train_state.pt

@@ -20,7 +20,7 @@ torch.set_num_threads(2)
 
 def _cfg_model():
     from pwm_model.tokenizer.model import load_tokenizer
-    from pwm_model.train.wm_checkpoint import load_world_model
+    from pwm_model.world_model.checkpoint import load_world_model
 
     cfg, tok = load_tokenizer(str(checkpoint()))
     wm, cfg = load_world_model(checkpoint(), cfg)
@@ -66,7 +66,7 @@ def test_export_writes_static_named_graphs_and_manifest():
 
 def test_export_graphs_match_the_model_rollout_and_training_preprocessing():
     from pwm_model.data.datasets import resize_rgb, to_tensor
-    from pwm_model.export_graphs import build_graphs
+    from pwm_model.export.graphs import build_graphs
 
     cfg, tok, wm = _cfg_model()
     tk = cfg.tokenizer
@@ -88,7 +88,7 @@ def test_export_graphs_match_the_model_rollout_and_training_preprocessing():
     assert torch.equal(f, ref_f) and torch.equal(torch.stack(frames, 1), ref_f)
     assert (w - ref_w).abs().max() < 1e-5 and (sw - ref_w).abs().max() < 1e-5
     # the encoder graphs resize and normalise like the training data (cv2 area resize, x / 127.5 - 1)
-    from pwm_model.runtime.frames import camera_frames
+    from pwm_model.data.frames import camera_frames
 
     rgb = next(camera_frames(None, cfg, 1))[0]
     assert rgb.shape[1::-1] == CAMERA_SIZE
@@ -103,8 +103,8 @@ def test_export_graphs_match_the_model_rollout_and_training_preprocessing():
 
 def test_parity_onnxruntime_vs_pytorch_on_real_frames():
     """Acceptance: forecast tokens equal on >= 99.5 % of the slots, waypoints within 1e-3 m (fp32)."""
-    from pwm_model.runtime.frames import camera_frames
-    from pwm_model.runtime.parity import compare_runners
+    from pwm_model.data.frames import camera_frames
+    from pwm_model.eval.parity import compare_runners
     from pwm_model.runtime.runner import PolicyRunner
 
     d = model_dir()
@@ -117,9 +117,9 @@ def test_parity_onnxruntime_vs_pytorch_on_real_frames():
 
 
 def test_stepwise_export_plans_like_the_unrolled_graph():
-    from pwm_model.runtime.frames import camera_frames
+    from pwm_model.data.frames import camera_frames
+    from pwm_model.eval.parity import compare_runners
     from pwm_model.runtime.manifest import load_manifest
-    from pwm_model.runtime.parity import compare_runners
     from pwm_model.runtime.runner import PolicyRunner
 
     d = model_dir("stepwise")
@@ -140,7 +140,7 @@ def _run_export(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_export_cli_errors_are_one_sentence_and_leave_nothing(tmp_path: Path, capsys: pytest.CaptureFixture):
-    from export.export_onnx import main
+    from pwm_model.export.onnx import main
 
     out = tmp_path / "model"
     r = _run_export("--checkpoint", str(tmp_path / "missing"), "--out", str(out))  # the script itself, run as users do
@@ -159,8 +159,8 @@ def test_export_cli_errors_are_one_sentence_and_leave_nothing(tmp_path: Path, ca
 
 
 def test_failed_export_keeps_the_previous_model_dir(tmp_path: Path):
-    from export.export_onnx import export_model
     from pwm_model.errors import DataError
+    from pwm_model.export.onnx import export_model
 
     out = tmp_path / "model"
     out.mkdir()
@@ -174,9 +174,9 @@ def test_failed_export_keeps_the_previous_model_dir(tmp_path: Path):
 def test_resize_in_the_graph_plans_like_one_cv2_resize_on_the_cpu():
     """--camera-size puts the camera -> ctx resize into the graphs; without it the runner resizes with cv2 on the CPU.
     For the tiny camera (twice the ctx size) both give the same tokens, so the same plans."""
-    from pwm_model.runtime.frames import camera_frames
+    from pwm_model.data.frames import camera_frames
+    from pwm_model.eval.parity import compare_runners
     from pwm_model.runtime.manifest import load_manifest
-    from pwm_model.runtime.parity import compare_runners
     from pwm_model.runtime.runner import PolicyRunner
 
     cpu = model_dir(camera=False)

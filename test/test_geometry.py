@@ -10,7 +10,7 @@ import pytest
 
 from pwm_model.config import CameraConfig
 from pwm_model.data.synthetic.appearance import Appearance
-from pwm_model.data.synthetic.render import NEAR_M, Renderer, clip_polygon_near_fast
+from pwm_model.data.synthetic.render import NEAR_M, Renderer
 from pwm_model.data.synthetic.road import straight_road
 from pwm_model.data.synthetic.scenery import KIND_BUILDING, Scenery
 from pwm_model.geometry import (
@@ -19,6 +19,7 @@ from pwm_model.geometry import (
     box_corners,
     box_footprint,
     clip_polygon_near,
+    clip_polygon_near_fast,
     from_ego_frame,
     interpolate_poses,
     interpolate_scalar,

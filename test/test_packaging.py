@@ -79,3 +79,20 @@ def test_bad_command_exits_nonzero() -> None:
     result = subprocess.run([sys.executable, "-m", "pwm_model.cli", "no-such-command"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2
+
+
+def test_no_top_level_export_package_is_installed(tmp_path: Path) -> None:
+    """The export scripts are scripts: the installed distribution brings pwm_model and pwm_ros, no ``export``."""
+    probe = ("import importlib.util, pwm_model.export.engines; "
+             "print(importlib.util.find_spec('export') is None)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("script", ["export_onnx.py", "build_engine.py"])
+def test_the_export_scripts_run_from_anywhere(tmp_path: Path, script: str) -> None:
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "export" / script), "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout

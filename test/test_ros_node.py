@@ -448,7 +448,7 @@ def test_replay_through_the_node_records_every_plan(model_dir: Path, tmp_path: P
     from rosbags.highlevel import AnyReader
 
     from pwm_model.config import TopicsConfig
-    from pwm_model.data.bag import write_drive
+    from pwm_model.data.bag_writer import write_drive
     from pwm_model.data.schema import Boxes, DriveSample, EgoState
     from pwm_ros.replay import Player, Recorder, default_record_topics
 

@@ -21,7 +21,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
 from pwm_model.config import CameraConfig, TopicsConfig  # noqa: E402
-from pwm_model.data.bag import write_drive  # noqa: E402
+from pwm_model.data.bag_writer import write_drive  # noqa: E402
 from pwm_model.data.schema import Boxes, DriveSample, EgoState  # noqa: E402
 from pwm_model.errors import DataError  # noqa: E402
 from pwm_model.runtime.types import Plan  # noqa: E402

@@ -30,14 +30,14 @@ def _runner(d: Path | None = None, **rt):
 
 
 def _frames(cfg, n):
-    from pwm_model.runtime.frames import camera_frames
+    from pwm_model.data.frames import camera_frames
 
     return list(camera_frames(None, cfg, n))
 
 
 def test_runtime_imports_no_torch():
     code = ("import sys, pwm_model.runtime.runner, pwm_model.runtime.backends, pwm_model.runtime.trt_engine, "
-            "pwm_model.runtime.onnx_check, pwm_model.runtime.engine_key, pwm_model.runtime.parity; "
+            "pwm_model.runtime.onnx_check, pwm_model.runtime.engine_key, pwm_model.eval.parity; "
             "print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert r.stdout.strip() == "False"
@@ -168,7 +168,7 @@ def test_runner_surprise_preview_reset_and_other_camera_sizes():
 def test_preview_matches_the_reference_backend_and_the_eval_decoding():
     import torch
 
-    from pwm_model.eval.forecast import decode_forecast
+    from pwm_model.tokenizer.forecast import decode_forecast
     from pwm_model.tokenizer.model import load_tokenizer
     from test.export_helpers import checkpoint
 

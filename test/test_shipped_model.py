@@ -38,7 +38,8 @@ def test_shipped_files_fit_the_budget() -> None:
 
 
 def test_shipped_tokenizer_reconstructs_a_held_out_drive(frames: np.ndarray) -> None:
-    from pwm_model.data.datasets import resize_rgb, to_tensor
+    from pwm_model.data.contract import resize_rgb
+    from pwm_model.data.datasets import to_tensor
     from pwm_model.tokenizer.losses import psnr_db
     from pwm_model.tokenizer.model import load_tokenizer
 
@@ -58,9 +59,10 @@ def test_shipped_tokenizer_reconstructs_a_held_out_drive(frames: np.ndarray) -> 
 
 
 def test_shipped_world_model_plans_from_the_shipped_tokens(frames: np.ndarray) -> None:
-    from pwm_model.data.datasets import resize_rgb, to_tensor
+    from pwm_model.data.contract import resize_rgb
+    from pwm_model.data.datasets import to_tensor
     from pwm_model.tokenizer.model import load_tokenizer
-    from pwm_model.train.wm_checkpoint import load_world_model
+    from pwm_model.world_model.checkpoint import load_world_model
 
     model, cfg = load_world_model(SHIPPED)
     _, tok = load_tokenizer(str(SHIPPED))

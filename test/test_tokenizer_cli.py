@@ -22,8 +22,8 @@ MICRO = ["camera.width_px=128", "camera.height_px=64", "tokenizer.ctx_height_px=
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from pwm_model.data.bag import write_drive
-    from pwm_model.data.clips import build_clip_store
+    from pwm_model.data.bag_writer import write_drive
+    from pwm_model.data.clip_builder import build_clip_store
     from pwm_model.data.synthetic import simulate_drive
 
     root = tmp_path_factory.mktemp("tok_cli")

@@ -9,9 +9,9 @@ import torch
 
 from pwm_model.config import apply_overrides, preset
 from pwm_model.errors import ConfigError
-from pwm_model.train.wm_checkpoint import init_from, save_world_model
 from pwm_model.train.wm_data import WorldModelData
 from pwm_model.train.wm_trainer import Trainer, cosine_factor, param_groups
+from pwm_model.world_model.checkpoint import init_from, save_world_model
 from pwm_model.world_model.model import PolicyWorldModel
 
 from .test_world_model import SMALL

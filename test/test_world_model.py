@@ -74,6 +74,42 @@ def test_kv_cache_rollout_equals_full_recomputation(with_ego: bool) -> None:
     torch.testing.assert_close(out["waypoints"], waypoints, atol=1e-5, rtol=1e-5)
 
 
+def test_export_form_of_the_attention_and_the_cache_forms_compute_the_same_rollout() -> None:
+    """Matmul attention with an additive mask (the exported graphs' form) equals SDPA with the boolean mask; the
+    prefill's last-rows shortcut equals computing every row; a per-layer cache equals the stacked one."""
+    model = small_model()
+    x = small_inputs(model)
+    ctx, hist, ego = x["ctx_tokens"], x["dyn_history"], x["ego"]
+    f_ref, wp_ref, logits_ref = model.rollout(ctx, hist, ego, return_logits=True)
+    f_mm, wp_mm, logits_mm = model.rollout(ctx, hist, ego, return_logits=True, matmul_attention=True)
+    assert torch.equal(f_mm, f_ref)
+    torch.testing.assert_close(logits_mm, logits_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(wp_mm, wp_ref, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        s0 = len(model._layout("prefix"))
+        all_rows, kv = model.prefill(ctx, hist, ego, last_rows=s0)
+        last, kv_last = model.prefill(ctx, hist, ego)  # Ld rows
+        empty, kv_none = model.prefill(ctx, hist, ego, last_rows=0, matmul_attention=True)
+        _, kv_layers = model.prefill(ctx, hist, ego, stack_cache=False)
+        step, kv_step = model.frame_step(f_ref[:, 0], model.history_frames, kv)
+        step_l, kv_step_l = model.frame_step(f_ref[:, 0], torch.tensor([model.history_frames]), kv_layers)
+        wp_l = model.plan_step(kv_step_l, ego)
+        wp_s = model.plan_step(kv_step, ego)
+    assert last.shape == (3, model.dyn_tokens, model.codebook_size) and empty.shape == (3, 0, model.codebook_size)
+    torch.testing.assert_close(last, all_rows[:, -model.dyn_tokens:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kv_none, kv, atol=1e-5, rtol=1e-5)
+    assert torch.equal(kv_last, kv) and kv.shape == (2, 2, 3, 4, s0, 8)
+    assert isinstance(kv_layers, list) and torch.equal(torch.stack([torch.stack(p) for p in kv_layers]), kv)
+    assert isinstance(kv_step_l, list) and torch.equal(torch.stack([torch.stack(p) for p in kv_step_l]), kv_step)
+    assert torch.equal(step_l, step) and torch.equal(wp_l, wp_s)
+    # the training pass: both forms agree on a whole teacher-forced sequence
+    tr = model.transformer
+    layout = model._layout("seq+plan", model.forecast_frames - 1)
+    h = torch.randn(2, len(layout), 32)
+    ref, _ = tr(h, layout.mask())
+    torch.testing.assert_close(tr(h, layout.mask(), matmul_attention=True)[0], ref, atol=1e-5, rtol=1e-5)
+
+
 def test_ego_token_changes_the_plan_and_no_ego_uses_the_learned_embedding() -> None:
     model = small_model()
     x = small_inputs(model)

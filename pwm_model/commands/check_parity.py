@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
+    from pwm_model.data.frames import camera_frames
     from pwm_model.errors import ConfigError
-    from pwm_model.runtime.frames import camera_frames
+    from pwm_model.eval.parity import TOLERANCES, compare_runners
     from pwm_model.runtime.manifest import load_manifest
-    from pwm_model.runtime.parity import TOLERANCES, compare_runners
     from pwm_model.runtime.runner import PolicyRunner
 
     if args.max_frames < 1:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from pwm_model.config import PRESETS, PwmConfig, apply_overrides, load_yaml, preset
+from pwm_model.config import PRESET_NAMES, PwmConfig, apply_overrides, load_yaml, preset
+from pwm_model.errors import ConfigError
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, default_preset: str = "tiny") -> None:
     """``--preset``, ``--config`` and repeatable ``--set a.b=value``."""
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=default_preset,
+    parser.add_argument("--preset", choices=sorted(PRESET_NAMES), default=default_preset,
                         help=f"model size preset (default: {default_preset})")
     parser.add_argument("--config", metavar="YAML", help="config file (overrides the preset)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -17,6 +18,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, default_preset: str
 
 
 def config_from_args(args: argparse.Namespace) -> PwmConfig:
-    """The config the arguments describe, validated."""
+    """The config the arguments describe, validated: ``--init``'s checkpoint config (where the command has one),
+    else ``--config`` or ``--preset``; then every ``--set``."""
+    init = getattr(args, "init", None)
+    if init:
+        from pwm_model.checkpoint import load_config
+
+        if getattr(args, "config", None):
+            raise ConfigError("--init takes its config from the checkpoint: use --set instead of --config")
+        return apply_overrides(load_config(init), args.overrides or [])
     cfg = load_yaml(args.config) if getattr(args, "config", None) else preset(args.preset)
     return apply_overrides(cfg, args.overrides or [])

@@ -7,7 +7,6 @@ their own, and the evaluation runs in this process.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -97,7 +96,7 @@ def _bin(name: str) -> str:
 
 def sample_drive(drive: Path) -> Path:
     """The sample drive's bag, generated with `pwm gen-data` (seed 0) when there is none."""
-    from pwm_model.data.clips import find_bags
+    from pwm_model.data.bag import find_bags
     from pwm_model.errors import DataError
 
     if not (drive.exists() and _bags(drive)):
@@ -111,7 +110,7 @@ def sample_drive(drive: Path) -> Path:
 
 
 def _bags(drive: Path) -> list[Path]:
-    from pwm_model.data.clips import find_bags
+    from pwm_model.data.bag import find_bags
     from pwm_model.errors import DataError
 
     try:
@@ -120,24 +119,18 @@ def _bags(drive: Path) -> list[Path]:
         return []
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_is_current(checkpoint: Path, model_dir: Path) -> bool:
     """Whether ``model_dir`` was exported from these very weights: every ``*.safetensors`` of the checkpoint has
     the sha256 the manifest's ``source`` recorded for it (the config is stored inside the weights' checkpoint)."""
+    from pwm_model.io_utils import file_sha256
+
     try:
         manifest = json.loads((model_dir / "manifest.json").read_text())
         source = manifest["source"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
     weights = sorted(checkpoint.glob("*.safetensors"))
-    return bool(weights) and all(source.get(f"{w.stem}_sha256") == _file_sha256(w) for w in weights)
+    return bool(weights) and all(source.get(f"{w.stem}_sha256") == file_sha256(w) for w in weights)
 
 
 def export_if_needed(checkpoint: Path, model_dir: Path) -> str:
@@ -153,10 +146,8 @@ def export_if_needed(checkpoint: Path, model_dir: Path) -> str:
                          "and world model")
     if export_is_current(checkpoint, model_dir):
         return "up to date (exported from these weights)"
-    script = Path(__file__).resolve().parents[2] / "export" / "export_onnx.py"
-    cmd = [sys.executable, str(script)] if script.is_file() else [sys.executable, "-m", "export.export_onnx"]
-    r = subprocess.run([*cmd, "--checkpoint", str(checkpoint), "--out", str(model_dir)], capture_output=True,
-                       text=True)
+    cmd = [sys.executable, "-m", "pwm_model.export.onnx", "--checkpoint", str(checkpoint), "--out", str(model_dir)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0 or not export_is_current(checkpoint, model_dir):
         raise ModelError(f"exporting {checkpoint} to ONNX failed: {_last_line(r.stderr) or r.returncode}")
     return "exported"
@@ -278,9 +269,9 @@ def live_run(bag: Path, model_dir: Path, out: Path, rate: float, node_timeout_s:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pwm_model.commands.eval_bag import evaluate_drives, write_outputs
     from pwm_model.errors import ConfigError
     from pwm_model.eval.bag_summary import format_table
+    from pwm_model.eval.drives import evaluate_drives, write_outputs
     from pwm_model.io_utils import write_json_atomic
 
     if not args.rate > 0:

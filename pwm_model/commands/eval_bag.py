@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import sys
 from pathlib import Path
-from typing import Any
 
 HELP = "evaluate a model on rosbag2 drives: L2, collision, forecast PSNR/SSIM, surprise, latency; writes a report"
 DESCRIPTION = """Replay recorded drives through the planner and score every plan against the bag's own future.
@@ -28,10 +25,8 @@ frames that really came (copy-last-frame beside it); surprise over time; latency
 OUT/report.html and OUT/overlay.mp4 (+ overlay.webm; default OUT: out/eval/<bag name>). A bag without odometry
 gets forecast metrics only. See docs/EVALUATION.md."""
 
-TOPIC_KEYS = ("image", "compressed_image", "camera_info", "odometry", "command", "objects", "scenario")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pwm_model.eval.drives import TOPIC_KEYS
     from pwm_model.eval.overlay_video import CODECS
 
     parser.add_argument("bags", nargs="+", metavar="BAG",
@@ -60,134 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def parse_topics(items: list[str], base: Any) -> Any:
-    """``KEY=TOPIC`` items applied to a ``TopicsConfig`` (validated)."""
-    from pwm_model.errors import ConfigError
-
-    changes = {}
-    for item in items:
-        key, sep, topic = item.partition("=")
-        if not sep or key not in TOPIC_KEYS:
-            raise ConfigError(f"--topics item {item!r} must look like KEY=TOPIC with KEY one of "
-                              f"{', '.join(TOPIC_KEYS)}")
-        changes[key] = topic
-    topics = dataclasses.replace(base, **changes)
-    topics.validate("--topics")
-    return topics
-
-
-def model_config(model_dir: str | Path) -> Any:
-    """The config a model directory (manifest.json) or a checkpoint directory (config.yaml) was made with."""
-    from pwm_model.config import load_yaml
-    from pwm_model.errors import ModelError
-
-    d = Path(model_dir)
-    if (d / "manifest.json").is_file():
-        from pwm_model.runtime.manifest import load_manifest
-
-        return load_manifest(d).config
-    if (d / "config.yaml").is_file():
-        return load_yaml(d / "config.yaml")
-    raise ModelError(f"{d} is not a model directory (no manifest.json) or a checkpoint (no config.yaml)")
-
-
-def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, predictions: list[str] | None = None,
-                    prediction_topic: str | None = None, backend: str | None = None, device: str | None = None,
-                    topics: list[str] | None = None, planning_rate_hz: float | None = None, forecast_every: int = 5,
-                    video: bool = True, video_codec: str = "auto", progress: bool | str = True
-                    ) -> tuple[list[Any], dict[str, Any]]:
-    """Evaluate ``bags`` (the overlay videos go to ``out``); returns the ``BagEvaluation``s and the metrics.
-
-    ``write_outputs`` then writes metrics.json and report.html. ``progress``: progress lines on stderr (a string:
-    with that prefix).
-    """
-    from pwm_model.config import preset
-    from pwm_model.data.clips import find_bags
-    from pwm_model.errors import ConfigError
-    from pwm_model.eval.bag_eval import EvalOptions, OfflinePlanner, RecordedPlans, evaluate_bag
-    from pwm_model.eval.bag_summary import summarize
-    from pwm_model.eval.predictions import read_predictions
-    from pwm_model.geometry import PinholeCamera
-
-    bags = [str(p) for p in find_bags(bags)]  # a folder of bags (pwm gen-data's output) stands for every bag in it
-    predictions = predictions or []
-    if predictions and len(predictions) != len(bags):
-        raise ConfigError(f"give one --predictions bag per drive: {len(bags)} drives, {len(predictions)} predictions")
-    if not predictions and not model:
-        raise ConfigError("--model is required to run the planner (or give --predictions recorded from a live run)")
-    if forecast_every < 0:
-        raise ConfigError(f"--forecast-every must not be negative, got {forecast_every}")
-    out = Path(out)
-    runner = None
-    if predictions:
-        cfg = model_config(model) if model else preset("tiny")
-        camera = PinholeCamera.from_config(cfg.camera)
-    else:
-        from pwm_model.runtime.runner import PolicyRunner
-
-        cfg = model_config(model)
-        rt = dataclasses.replace(cfg.runtime, **{k: v for k, v in (("backend", backend), ("device", device))
-                                                  if v is not None})
-        runner = PolicyRunner.from_model_dir(model, rt)
-        cfg, camera = runner.config, runner.camera
-        runner.warm_up()
-    if topics:
-        cfg.data.topics = parse_topics(topics, cfg.data.topics)
-    rate = planning_rate_hz if planning_rate_hz is not None else cfg.runtime.planning_rate_hz
-    opts = EvalOptions(forecast_every=forecast_every, video=video, video_codec=video_codec, progress=bool(progress),
-                       progress_prefix=progress if isinstance(progress, str) else "")
-    evals = []
-    try:
-        for j, bag in enumerate(bags):
-            if predictions:
-                pred = read_predictions(predictions[j], prediction_topic)
-                _check_predictions(pred, cfg)
-                source: Any = RecordedPlans(pred)
-            else:
-                source = OfflinePlanner(runner, rate, forecast_every)
-            name = "overlay.mp4" if len(bags) == 1 else f"overlay_{j:02d}_{Path(bag).name}.mp4"
-            evals.append(evaluate_bag(bag, source, cfg, camera, out_dir=out, topics=cfg.data.topics, options=opts,
-                                      video_name=name))
-    finally:
-        if runner is not None:
-            runner.close()
-    metrics = summarize(evals)
-    metrics.update(model=str(model) if model else None,
-                   backend=(backend or cfg.runtime.backend) if not predictions else "recorded (live node)",
-                   planning_rate_hz=rate if not predictions else None)
-    return evals, metrics
-
-
-def write_outputs(out: str | Path, evals: list[Any], metrics: dict[str, Any], *, title: str | None = None,
-                  compare: dict[str, dict[str, Any]] | None = None, notes: list[str] | None = None) -> Path:
-    """``out``/metrics.json and ``out``/report.html (each written atomically); returns the report's path."""
-    from pwm_model.eval.report import write_report
-    from pwm_model.io_utils import write_json_atomic
-
-    out = Path(out)
-    write_json_atomic(out / "metrics.json", metrics)
-    return write_report(out / "report.html", evals, metrics,
-                        title=title or f"pwm drive evaluation: {', '.join(Path(e.bag).name for e in evals)}",
-                        model=str(metrics.get("model") or ""), backend=str(metrics.get("backend") or ""),
-                        compare=compare, extra_notes=notes or [])
-
-
-def _check_predictions(pred: Any, cfg: Any) -> None:
-    from pwm_model.errors import DataError
-
-    dt = pred.waypoint_dt_s
-    if math.isfinite(dt) and abs(dt - cfg.data.waypoint_dt_s) > 1e-3:
-        raise DataError(f"the recorded plans in {pred.path} have waypoints {dt:g} s apart, but the model config says "
-                        f"data.waypoint_dt_s = {cfg.data.waypoint_dt_s:g} (pass the --model they came from)")
-    k = {len(p.waypoints_xyyaw) for p in pred.plans.values()}
-    if k != {cfg.data.num_waypoints}:
-        raise DataError(f"the recorded plans in {pred.path} have {', '.join(map(str, sorted(k)))} waypoints, but the "
-                        f"model config says data.num_waypoints = {cfg.data.num_waypoints} (pass the --model they "
-                        "came from)")
-
-
 def run(args: argparse.Namespace) -> int:
     from pwm_model.eval.bag_summary import format_table
+    from pwm_model.eval.drives import evaluate_drives, write_outputs
 
     out = Path(args.out) if args.out else Path("out/eval") / Path(args.bags[0]).resolve().name
     evals, metrics = evaluate_drives(args.bags, model=args.model, out=out, predictions=args.predictions,

@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import torch
 
+    from pwm_model.checkpoint import METRICS_FILE, load_metrics
     from pwm_model.data.datasets import FrameBank
     from pwm_model.errors import ConfigError
     from pwm_model.io_utils import write_bytes_atomic, write_json_atomic
     from pwm_model.tokenizer.model import load_tokenizer
-    from pwm_model.train.checkpoint import METRICS_FILE, load_metrics
     from pwm_model.train.tokenizer_eval import evaluate_tokenizer, format_table, recon_grid
 
     if args.max_pairs < 0 or args.batch_size < 1 or args.threads < 1:

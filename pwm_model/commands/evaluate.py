@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
                       progress=not args.quiet)
     print(format_report(report))
     if args.save:
+        from pwm_model.checkpoint import METRICS_FILE, load_metrics
         from pwm_model.io_utils import write_json_atomic
-        from pwm_model.train.checkpoint import METRICS_FILE, load_metrics
 
         metrics = load_metrics(args.checkpoint)
         metrics[f"eval_{Path(args.data).name}"] = {

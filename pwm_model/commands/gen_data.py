@@ -18,10 +18,6 @@ Seeds >= 1000 are for training data, seeds < 1000 for held-out evaluation (seed 
   pwm gen-data --out out/cut_ins --scenes 5 --seconds 20 --seed 10 --scenario cut_in --preset small
 """
 
-MANIFEST = "scenes.json"
-MANIFEST_FORMAT = "pwm-synthetic-drives"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pwm_model.commands.common import add_config_arguments
     from pwm_model.data.synthetic.names import SCENARIOS
@@ -42,17 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def label_spans(labels: list[str], frame_dt_s: float) -> list[dict[str, float | str]]:
-    """Runs of equal labels as ``{"label", "start_s", "end_s"}`` (end exclusive, relative to the first frame)."""
-    spans: list[dict[str, float | str]] = []
-    for i, label in enumerate(labels):
-        if spans and spans[-1]["label"] == label:
-            spans[-1]["end_s"] = round((i + 1) * frame_dt_s, 6)
-        else:
-            spans.append({"label": label, "start_s": round(i * frame_dt_s, 6), "end_s": round((i + 1) * frame_dt_s, 6)})
-    return spans
-
-
 def _check_args(args: argparse.Namespace) -> None:
     import math
 
@@ -71,93 +56,17 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name} must be at least 16 px, got {value}")
 
 
-def _check_out(out) -> None:  # noqa: ANN001 - Path
-    """Refuse to replace anything but an empty folder or an earlier gen-data output."""
-    import json
-
-    from pwm_model.errors import DataError
-
-    if not out.exists() and not out.is_symlink():
-        return
-    if not out.is_dir():
-        raise DataError(f"refusing to overwrite {out}: it exists and is not a folder")
-    if not any(out.iterdir()):
-        return
-    try:
-        ours = json.loads((out / MANIFEST).read_text()).get("format") == MANIFEST_FORMAT
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        raise DataError(f"refusing to overwrite {out}: it is not empty and holds no gen-data {MANIFEST}")
-
-
 def run(args: argparse.Namespace) -> int:
     import dataclasses
-    import sys
-    import time
-    from pathlib import Path
 
     from pwm_model.commands.common import config_from_args
-    from pwm_model.data.bag import write_drive
-    from pwm_model.data.synthetic import EPOCH_NS, TRAIN_SEED_MIN, World
-    from pwm_model.io_utils import atomic_path, write_json_atomic
+    from pwm_model.data.synthetic.drives import write_synthetic_drives
 
     _check_args(args)
     cfg = config_from_args(args)
     camera = dataclasses.replace(cfg.camera, width_px=args.width or cfg.camera.width_px,
                                  height_px=args.height or cfg.camera.height_px)
-    camera.validate("camera")
-    out = Path(args.out)
-    _check_out(out)
-    seeds = list(range(args.seed, args.seed + args.scenes))
-    if seeds[0] < TRAIN_SEED_MIN <= seeds[-1]:
-        print(f"note: seeds {seeds[0]}..{seeds[-1]} mix evaluation (< {TRAIN_SEED_MIN}) and training seeds",
-              file=sys.stderr)
-    n_frames = max(1, round(args.seconds * camera.frame_rate_hz))
-    frame_dt = 1.0 / camera.frame_rate_hz
-    scenes = []
-    start = time.monotonic()
-    with atomic_path(out, is_dir=True) as tmp:
-        tmp.mkdir(parents=True)
-        for i, seed in enumerate(seeds):
-            t0 = time.monotonic()
-            world = World(seed, camera, scenario=args.scenario, seconds=args.seconds)
-            renderer = world.renderer()
-            labels: list[str] = []
-            commands: list[int] = []
-
-            def samples(world: World = world, renderer=renderer, labels: list[str] = labels,  # noqa: ANN001
-                        commands: list[int] = commands):
-                for k in range(n_frames):
-                    if k:
-                        world.step_frame()
-                    sample = world.sample(renderer)
-                    labels.append(sample.scenario)
-                    commands.append(sample.command)
-                    yield sample
-
-            name = f"drive_seed{seed}"
-            write_drive(tmp / name, samples(), camera, cfg.data.topics, compressed=args.compressed,
-                        storage=args.format)
-            spans = label_spans(labels, frame_dt)
-            scenes.append({
-                "drive": name, "seed": seed, "split": "train" if seed >= TRAIN_SEED_MIN else "eval",
-                "seconds": round(n_frames * frame_dt, 6), "frames": len(labels), "scenario": args.scenario,
-                "time_of_day": world.appearance.time_of_day, "lanes_forward": world.road.n_forward,
-                "lanes_oncoming": world.road.n_oncoming, "lane_changes": int(world.ego.lane_changes_done),
-                "labels": spans,
-            })
-            summary = ", ".join(f"{k} {sum(1 for x in labels if x == k) * frame_dt:.1f} s"
-                                for k in dict.fromkeys(labels))
-            print(f"[{i + 1}/{len(seeds)}] {name}: {len(labels)} frames, {camera.width_px}x{camera.height_px} px, "
-                  f"{world.appearance.time_of_day}; {summary} ({time.monotonic() - t0:.1f} s)", file=sys.stderr,
-                  flush=True)
-        write_json_atomic(tmp / MANIFEST, {
-            "format": MANIFEST_FORMAT, "version": 1, "preset": cfg.preset, "camera": dataclasses.asdict(camera),
-            "topics": dataclasses.asdict(cfg.data.topics), "storage": args.format, "compressed": bool(args.compressed),
-            "epoch_ns": EPOCH_NS,
-            "scenes": scenes,
-        })
-    print(f"wrote {len(scenes)} drive(s), {sum(s['frames'] for s in scenes)} frames, to {out} in "
-          f"{time.monotonic() - start:.1f} s", file=sys.stderr)
+    write_synthetic_drives(args.out, cfg, camera, seeds=list(range(args.seed, args.seed + args.scenes)),
+                           seconds=args.seconds, scenario=args.scenario, compressed=args.compressed,
+                           storage=args.format)
     return 0

@@ -33,7 +33,7 @@ def _size(n_bytes: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from pwm_model.commands.common import config_from_args
-    from pwm_model.data.clips import build_clip_store
+    from pwm_model.data.clip_builder import build_clip_store
 
     cfg = config_from_args(args)
     meta = build_clip_store(args.bags, args.out, cfg, progress=not args.quiet)

@@ -51,20 +51,14 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from pwm_model.config import apply_overrides
+    from pwm_model.checkpoint import save_checkpoint
     from pwm_model.errors import ConfigError
-    from pwm_model.train.checkpoint import load_config, save_checkpoint
     from pwm_model.train.tokenizer_loop import train_tokenizer
 
     if args.threads < 1:
         raise ConfigError("--threads must be at least 1")
     torch.set_num_threads(args.threads)
-    if args.init:
-        if args.config:
-            raise ConfigError("--init takes its config from the checkpoint: use --set instead of --config")
-        cfg = apply_overrides(load_config(args.init), args.overrides or [])
-    else:
-        cfg = config_from_args(args)
+    cfg = config_from_args(args)
     stats = train_tokenizer(cfg, args.data, args.out, branch=args.branch, init=args.init,
                             progress=not args.no_progress, max_clips=args.max_clips)
     dtype = torch.float16 if args.weights_dtype == "float16" else None

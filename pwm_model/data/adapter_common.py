@@ -206,7 +206,7 @@ def write_drives(drives: Iterable[DriveFrames], out_dir: str | os.PathLike[str],
     ``write_drive`` writes each bag to a temporary sibling and renames it at the end, so a failure (a missing or
     corrupt image half-way) leaves no partial bag; an existing bag of the same name is replaced.
     """
-    from pwm_model.data.bag import write_drive
+    from pwm_model.data.bag_writer import write_drive
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

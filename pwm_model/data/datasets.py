@@ -21,17 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 from pwm_model.config import TokenizerConfig
+from pwm_model.data.contract import FRAME_PAIR_TOLERANCE, resize_rgb
 from pwm_model.errors import DataError
-
-PAIR_DT_TOLERANCE = 0.25  # consecutive frames may deviate this share of model_dt_s from it
-
-
-def resize_rgb(img: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
-    """Resize an (H, W, 3) uint8 image: area averaging to shrink, bilinear to enlarge."""
-    if img.shape[:2] == (height_px, width_px):
-        return img
-    shrink = height_px <= img.shape[0] and width_px <= img.shape[1]
-    return cv2.resize(img, (width_px, height_px), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def degrade_rgb(img: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
@@ -102,11 +93,11 @@ class FrameBank:
 
 
 def consecutive_pairs(drive: np.ndarray, t_ns: np.ndarray, model_dt_s: float) -> np.ndarray:
-    """(P, 2) row pairs (f-1, f): same drive, stamps ``model_dt_s`` apart (within PAIR_DT_TOLERANCE)."""
+    """(P, 2) row pairs (f-1, f): same drive, stamps ``model_dt_s`` apart (within FRAME_PAIR_TOLERANCE)."""
     order = np.lexsort((t_ns, drive))
     a, b = order[:-1], order[1:]
     dt_s = (t_ns[b] - t_ns[a]) * 1e-9
-    ok = (drive[a] == drive[b]) & (np.abs(dt_s - model_dt_s) <= PAIR_DT_TOLERANCE * model_dt_s)
+    ok = (drive[a] == drive[b]) & (np.abs(dt_s - model_dt_s) <= FRAME_PAIR_TOLERANCE * model_dt_s)
     return np.stack([a[ok], b[ok]], axis=1).astype(np.int64)
 
 

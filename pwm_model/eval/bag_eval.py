@@ -24,130 +24,41 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from pwm_model.config import COMMANDS, PwmConfig, TopicsConfig
 from pwm_model.data.bag import DriveReader
 from pwm_model.errors import DataError
 from pwm_model.eval import metrics as M
+from pwm_model.eval.bag_truth import (
+    ForecastScorer,
+    bag_camera,
+    box_max_age_ns,
+    boxes_now,
+    ground_truth,
+    pad_boxes,
+    thumbnail,
+)
+from pwm_model.eval.bag_types import BagEvaluation, EvalOptions, Moment, PlanRecord
 from pwm_model.eval.baselines import constant_velocity
-from pwm_model.eval.overlay_video import OverlayVideo, VideoInfo, draw_overlay
+from pwm_model.eval.overlay_video import OverlayVideo, draw_overlay
 from pwm_model.eval.predictions import RecordedPredictions
 from pwm_model.geometry import (
     PinholeCamera,
-    boxes_to_ego_frame,
     from_ego_frame,
-    interpolate_scalar,
-    poses_to_ego_frame,
     to_ego_frame,
 )
 from pwm_model.runtime.types import EgoInput
 
 log = logging.getLogger(__name__)
 
-STRIP_CAP = 400  # decoded forecasts (and their true frames) kept for the report's strips at most
-THUMB_MAX_WIDTH_PX = 320  # camera thumbnails kept for the report are at most this wide
 LATENCY_PLAUSIBLE_MS = 60_000.0  # recorded arrival minus camera stamp beyond this: not bag time (wall clock)
 WORST_SEPARATION_S = 2.0  # the worst moments shown are at least this far apart
 CANDIDATES_PER_PICK = 8  # seconds of bag time kept as candidates per worst moment wanted
 RATE_TOLERANCE = 0.1  # a frame is due for planning this share of a planning period early (camera jitter)
-
-
-@dataclass
-class EvalOptions:
-    """How a bag is evaluated (the planning rate defaults to the model's ``runtime.planning_rate_hz``)."""
-
-    forecast_every: int = 5  # decode the forecast of every n-th plan for PSNR / SSIM (0: never)
-    video: bool = True  # write the overlay video
-    video_codec: str = "auto"  # auto | avc1 | vp09 | mp4v (overlay_video.CODECS)
-    video_max_frames: int = 1200  # longer drives are sped up (every n-th frame) to stay within this
-    samples: int = 6  # plans shown in bird's-eye view, evenly spread over the drive
-    worst: int = 3  # worst moments kept (highest surprise, largest L2)
-    progress: bool = True  # a line on stderr every tenth of the drive
-    progress_prefix: str = ""  # put before each progress line
-
-
-@dataclass
-class PlanRecord:
-    """One plan, from the runner (offline) or from the recording (live)."""
-
-    t_ns: int
-    waypoints_xyyaw: np.ndarray  # (K, 3)
-    surprise: float = math.nan
-    latency_ms: float = math.nan
-    warming_up: bool = False
-    forecast_rgb: np.ndarray | None = None  # (F, h, w, 3) decoded forecast frames t+1 .. t+F (sampled plans)
-
-
-@dataclass
-class Moment:
-    """A plan picked for the report, with the camera frame it was planned from (path drawn)."""
-
-    index: int  # row in the plan arrays
-    t_ns: int
-    why: str  # "sample" | "surprise" | "l2"
-    value: float
-    thumb_rgb: np.ndarray
-
-
-@dataclass
-class ForecastStrip:
-    index: int  # row in the plan arrays
-    t_ns: int
-    truth_rgb: np.ndarray  # (F, h, w, 3) camera frames at t + k * model_dt (zeros where none came)
-    forecast_rgb: np.ndarray  # (F, h, w, 3)
-    psnr_db: np.ndarray  # (F,) NaN where no frame came (the drive ended)
-    surprise: float
-    current_rgb: np.ndarray | None = None  # (h, w, 3) the frame at t the forecast started from
-
-
-@dataclass
-class BagEvaluation:
-    """Everything one bag's evaluation produced (arrays row-aligned, one row per plan)."""
-
-    bag: str
-    mode: str  # offline | live
-    frames: int
-    start_ns: int
-    end_ns: int
-    has_odometry: bool
-    has_boxes: bool
-    waypoint_dt_s: float
-    model_dt_s: float
-    plan_t_ns: np.ndarray  # (N,)
-    plans: np.ndarray  # (N, K, 3)
-    truth: np.ndarray  # (N, K, 3)
-    truth_valid: np.ndarray  # (N, K)
-    boxes: np.ndarray  # (N, K, M, 7) ego frame at t
-    boxes_valid: np.ndarray  # (N, K, M)
-    boxes_now: list[np.ndarray]  # per plan (M_i, 7) boxes at t, ego frame at t
-    cv: np.ndarray  # (N, K, 3) constant velocity
-    speed_mps: np.ndarray  # (N,)
-    command: np.ndarray  # (N,)
-    surprise: np.ndarray  # (N,)
-    latency_ms: np.ndarray  # (N,)
-    latency_kind: str  # "runner" (offline: PolicyRunner.step) | "end-to-end" (live: arrival - camera stamp)
-    warming_up: np.ndarray  # (N,) bool
-    forecast_t_ns: np.ndarray  # (S,)
-    forecast_psnr: np.ndarray  # (S, F)
-    forecast_ssim: np.ndarray  # (S, F)
-    copy_psnr: np.ndarray  # (S, F)
-    copy_ssim: np.ndarray  # (S, F)
-    strips: list[ForecastStrip]
-    moments: list[Moment]
-    video: VideoInfo | None
-    video_speedup: int
-    notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the node's diagnostics in live mode
-
-    @property
-    def name(self) -> str:
-        return Path(self.bag).name
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -225,169 +136,6 @@ class RecordedPlans:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Ground truth (the clip store's labelling rule, pwm_model/data/clips.py)
-
-def box_max_age_ns(reader: DriveReader, camera_period_ns: int) -> int | None:
-    """Box sets older than this at a waypoint time count as missing (1.5 box periods + one camera period)."""
-    period = reader.box_sets.median_period_ns()
-    return int(1.5 * period) + camera_period_ns if period > 0 else None
-
-
-def ground_truth(reader: DriveReader, t_ns: int, num_waypoints: int, waypoint_dt_ns: int,
-                 max_age_ns: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The future at ``t_ns`` in the ego frame at t: ``(waypoints (K, 3), valid (K,), boxes (K, M, 7),
-    boxes_valid (K, M))``; waypoint k is the odometry pose at ``t + k * waypoint_dt`` (invalid beyond the track)."""
-    k_count = num_waypoints
-    empty_boxes = (np.zeros((k_count, 0, 7), np.float32), np.zeros((k_count, 0), bool))
-    pose, ok = reader.ego.poses_at(np.array([t_ns]))
-    if not ok[0]:
-        return np.zeros((k_count, 3)), np.zeros(k_count, bool), *empty_boxes
-    ex, ey, eyaw = (float(v) for v in pose[0])
-    ez = float(interpolate_scalar(np.array([t_ns]), reader.ego.t_ns, reader.ego.z_m)[0])
-    wp_t = int(t_ns) + np.arange(1, k_count + 1, dtype=np.int64) * int(waypoint_dt_ns)
-    wp, wp_ok = reader.ego.poses_at(wp_t)
-    wp_ego = poses_to_ego_frame(wp, ex, ey, eyaw)
-    wp_ego[~wp_ok] = 0.0
-    sets = [reader.box_sets.at(int(wp_t[k]), interpolate=True, max_age_ns=max_age_ns) if wp_ok[k] else None
-            for k in range(k_count)]
-    m = max((len(b) for b in sets if b is not None), default=0)
-    boxes = np.zeros((k_count, m, 7), np.float32)
-    boxes_ok = np.zeros((k_count, m), bool)
-    for k, b in enumerate(sets):
-        if b is not None and len(b):
-            boxes[k, :len(b)] = boxes_to_ego_frame(b.xyz_lwh_yaw, ex, ey, eyaw, ez)
-            boxes_ok[k, :len(b)] = True
-    return wp_ego, wp_ok, boxes, boxes_ok
-
-
-def bag_camera(reader: DriveReader, camera: PinholeCamera) -> PinholeCamera:
-    """The camera to draw with: the bag's own intrinsics (sensor_msgs/CameraInfo K) when it has them, with the
-    configured mounting in base_link; else ``camera``."""
-    info = reader.camera_info
-    if not info or info["width_px"] <= 0 or info["height_px"] <= 0:
-        return camera
-    k = np.asarray(info["K"], np.float64)
-    if not (np.all(np.isfinite(k)) and k[0, 0] > 0 and k[1, 1] > 0):
-        return camera
-    return PinholeCamera(int(info["width_px"]), int(info["height_px"]), float(k[0, 0]), float(k[1, 1]),
-                         float(k[0, 2]), float(k[1, 2]), camera.base_from_camera)
-
-
-def _boxes_now(reader: DriveReader, t_ns: int, max_age_ns: int | None) -> np.ndarray:
-    b = reader.box_sets.at(int(t_ns), interpolate=True, max_age_ns=max_age_ns)
-    if not len(b) or not len(reader.ego):
-        return np.zeros((0, 7), np.float32)
-    pose, _ = reader.ego.poses_at(np.array([t_ns]))
-    return boxes_to_ego_frame(b.xyz_lwh_yaw, *(float(v) for v in pose[0])).astype(np.float32)
-
-
-def _pad_boxes(rows: list[np.ndarray], valid: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    m = max((r.shape[1] for r in rows), default=0)
-    out = np.zeros((len(rows), k, m, 7), np.float32)
-    ok = np.zeros((len(rows), k, m), bool)
-    for i, (r, v) in enumerate(zip(rows, valid)):
-        out[i, :, :r.shape[1]] = r
-        ok[i, :, :r.shape[1]] = v
-    return out, ok
-
-
-def _resize(img: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
-    """Area averaging to shrink, bilinear to enlarge (the resize the clip store and the tokenizer data use)."""
-    if img.shape[:2] == (height_px, width_px):
-        return img
-    shrink = height_px <= img.shape[0] and width_px <= img.shape[1]
-    return cv2.resize(img, (width_px, height_px), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def _thumb(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    if w <= THUMB_MAX_WIDTH_PX:
-        return img.copy()
-    return _resize(img, round(h * THUMB_MAX_WIDTH_PX / w), THUMB_MAX_WIDTH_PX)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Forecast scoring against the frames that really came
-
-@dataclass
-class _Pending:
-    index: int
-    t_ns: int
-    targets_ns: np.ndarray  # (F,)
-    forecast: np.ndarray  # (F, h, w, 3)
-    current: np.ndarray  # (h, w, 3) the frame at t, for copy-last-frame
-    truth: np.ndarray  # (F, h, w, 3)
-    filled: np.ndarray  # (F,) bool
-    surprise: float
-
-
-class _ForecastScorer:
-    def __init__(self, model_dt_ns: int, tolerance_ns: int) -> None:
-        self.model_dt_ns, self.tol = model_dt_ns, tolerance_ns
-        self.pending: list[_Pending] = []
-        self.t_ns: list[int] = []
-        self.psnr: list[np.ndarray] = []
-        self.ssim: list[np.ndarray] = []
-        self.copy_psnr: list[np.ndarray] = []
-        self.copy_ssim: list[np.ndarray] = []
-        self.strips: list[ForecastStrip] = []
-
-    def add(self, index: int, rec: PlanRecord, rgb: np.ndarray) -> None:
-        fc = np.asarray(rec.forecast_rgb, np.uint8)
-        f, h, w = fc.shape[:3]
-        targets = rec.t_ns + np.arange(1, f + 1, dtype=np.int64) * self.model_dt_ns
-        self.pending.append(_Pending(index, rec.t_ns, targets, fc, _resize(rgb, h, w),
-                                     np.zeros_like(fc), np.zeros(f, bool), rec.surprise))
-
-    def frame(self, t_ns: int, rgb: np.ndarray | None) -> None:
-        keep = []
-        for p in self.pending:
-            hit = np.flatnonzero(~p.filled & (np.abs(p.targets_ns - t_ns) <= self.tol))
-            if len(hit) and rgb is not None:
-                small = _resize(rgb, *p.forecast.shape[1:3])
-                p.truth[hit] = small
-                p.filled[hit] = True
-            if p.filled.all() or p.targets_ns[-1] < t_ns - self.tol:
-                self._finish(p)
-            else:
-                keep.append(p)
-        self.pending = keep
-
-    def needs(self, t_ns: int) -> bool:
-        """Whether a pending forecast waits for the frame at ``t_ns`` (which must then be decoded)."""
-        return any(np.any(~p.filled & (np.abs(p.targets_ns - t_ns) <= self.tol)) for p in self.pending)
-
-    def close(self) -> None:
-        for p in self.pending:
-            self._finish(p)
-        self.pending = []
-
-    def _finish(self, p: _Pending) -> None:
-        nan = np.full(len(p.filled), math.nan)
-        psnr, ssim, cpsnr, cssim = nan.copy(), nan.copy(), nan.copy(), nan.copy()
-        if p.filled.any():
-            f = p.filled
-            psnr[f] = M.psnr_db(p.forecast[f], p.truth[f])
-            ssim[f] = M.ssim(p.forecast[f], p.truth[f])
-            copy = np.repeat(p.current[None], int(f.sum()), axis=0)  # copy-last-frame: the frame at t, repeated
-            cpsnr[f] = M.psnr_db(copy, p.truth[f])
-            cssim[f] = M.ssim(copy, p.truth[f])
-        self.t_ns.append(p.t_ns)
-        self.psnr.append(psnr)
-        self.ssim.append(ssim)
-        self.copy_psnr.append(cpsnr)
-        self.copy_ssim.append(cssim)
-        if len(self.strips) < STRIP_CAP:
-            self.strips.append(ForecastStrip(p.index, p.t_ns, p.truth, p.forecast, psnr, p.surprise, p.current))
-
-    def arrays(self, f: int) -> tuple[np.ndarray, ...]:
-        def stack(rows: list[np.ndarray]) -> np.ndarray:
-            return np.stack(rows) if rows else np.zeros((0, f))
-        return (np.array(self.t_ns, np.int64), stack(self.psnr), stack(self.ssim), stack(self.copy_psnr),
-                stack(self.copy_ssim))
-
-
-# ----------------------------------------------------------------------------------------------------
 # The evaluation loop
 
 def _progress(enabled: bool, text: str) -> None:
@@ -416,7 +164,7 @@ class _MomentPicker:
         thumb = None
         if self.targets and frame_index >= self.targets[0] and math.isfinite(l2_3s):
             self.targets.pop(0)
-            thumb = _thumb(draw())
+            thumb = thumbnail(draw())
             self.samples.append(Moment(index, t_ns, "sample", l2_3s, thumb))
         if self.worst <= 0:
             return
@@ -430,7 +178,7 @@ class _MomentPicker:
                 if kept[low].value >= value:
                     continue
                 del kept[low]
-            thumb = thumb if thumb is not None else _thumb(draw())
+            thumb = thumb if thumb is not None else thumbnail(draw())
             kept[second] = Moment(index, t_ns, why, value, thumb)
 
     def moments(self) -> list[Moment]:
@@ -478,7 +226,7 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     if opt.video and out_dir is not None:
         video = OverlayVideo(Path(out_dir) / video_name, cfg.camera.frame_rate_hz, opt.video_codec)
     picker = _MomentPicker(frames, opt.samples, opt.worst)
-    scorer = _ForecastScorer(model_dt_ns, camera_period_ns // 2)
+    scorer = ForecastScorer(model_dt_ns, camera_period_ns // 2)
     rows: dict[str, list[Any]] = {k: [] for k in ("t", "plan", "truth", "valid", "boxes", "bvalid", "now", "cv",
                                                   "speed", "cmd", "surprise", "latency", "warm")}
     source.start(reader)
@@ -506,7 +254,7 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
                 index = len(rows["t"])
                 for key, value in (("t", t_ns), ("plan", rec.waypoints_xyyaw), ("truth", wp), ("valid", ok),
                                    ("boxes", bx), ("bvalid", bok),
-                                   ("now", _boxes_now(reader, t_ns, max_age) if has_odom else np.zeros((0, 7))),
+                                   ("now", boxes_now(reader, t_ns, max_age) if has_odom else np.zeros((0, 7))),
                                    ("cv", constant_velocity(np.array([speed]), k_count, dt_s)[0]),
                                    ("speed", speed), ("cmd", cmd), ("surprise", rec.surprise),
                                    ("latency", rec.latency_ms), ("warm", rec.warming_up)):
@@ -537,7 +285,7 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
         if video is not None:
             video.discard()
         raise
-    boxes, boxes_valid = _pad_boxes(rows["boxes"], rows["bvalid"], k_count)
+    boxes, boxes_valid = pad_boxes(rows["boxes"], rows["bvalid"], k_count)
     f_count = cfg.world_model.forecast_frames
     ft, fpsnr, fssim, cpsnr, cssim = scorer.arrays(f_count)
     extra: dict[str, Any] = {"seconds": round(time.monotonic() - started, 1)}

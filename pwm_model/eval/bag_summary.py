@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pwm_model.eval import metrics as M
-from pwm_model.eval.bag_eval import BagEvaluation
+from pwm_model.eval.bag_types import BagEvaluation
 
 LATENCY_PERCENTILES = (50, 90, 99)
 

@@ -47,6 +47,20 @@ def displacement_errors(pred_xy: np.ndarray, gt_xy: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(pred_xy, np.float64)[..., :2] - np.asarray(gt_xy, np.float64)[..., :2], axis=-1)
 
 
+def per_clip_l2(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, waypoint_dt_s: float,
+                horizon_s: float = 3.0) -> np.ndarray:
+    """Each clip's L2 up to ``horizon_s`` (vad protocol: its mean over the valid waypoints up to T): (N,) metres,
+    NaN for a clip with no valid waypoint there (or a horizon off the waypoint grid)."""
+    err = displacement_errors(pred, gt)  # (N, K)
+    kh = _horizon_index(horizon_s, waypoint_dt_s, err.shape[1])
+    if kh is None:
+        return np.full(err.shape[0], math.nan)
+    v = np.ones_like(err, bool) if valid is None else np.asarray(valid, bool)
+    w = v[:, :kh].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (err[:, :kh] * w).sum(axis=1) / w.sum(axis=1)
+
+
 def l2_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, waypoint_dt_s: float,
                horizons_s: tuple[float, ...] = HORIZONS_S, prefix: str = "l2") -> dict[str, float]:
     """``{prefix}_{T}s`` (vad protocol), ``{prefix}_uniad_{T}s`` and ``{prefix}_avg`` in metres (NaN if undefined).

@@ -23,8 +23,8 @@ import numpy as np
 
 from pwm_model.config import COMMANDS
 from pwm_model.eval import metrics as M
-from pwm_model.eval.bag_eval import BagEvaluation, ForecastStrip, Moment
 from pwm_model.eval.bag_summary import TABLE_ROWS, horizon_index
+from pwm_model.eval.bag_types import BagEvaluation, ForecastStrip, Moment
 from pwm_model.eval.overlay_video import PLAN_RGB, TRUTH_RGB
 from pwm_model.geometry import box_footprint
 from pwm_model.io_utils import write_text_atomic

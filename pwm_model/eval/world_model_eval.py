@@ -20,11 +20,13 @@ import numpy as np
 import torch
 
 from pwm_model.config import PwmConfig
+from pwm_model.data.contract import ego_vectors
+from pwm_model.data.tokens import TokenCache, load_labels, token_cache
 from pwm_model.errors import DataError
 from pwm_model.eval import metrics as M
-from pwm_model.eval.baselines import constant_velocity, copy_last_frame
+from pwm_model.eval.baselines import constant_velocity, copy_last_frame, kinematic
 from pwm_model.eval.ego_mlp import EgoMLP
-from pwm_model.train.wm_data import TokenCache, ego_vector, load_labels, token_cache
+from pwm_model.eval.reliance import probe_plans, reliance_table
 
 
 @dataclass
@@ -40,6 +42,8 @@ class EvalReport:
     summary: dict[str, Any] = field(default_factory=dict)
     # other planner row -> its discordant clips against PWM (M.paired_collisions: only_a = PWM only, only_b = it only)
     paired: dict[str, dict[str, float]] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # (mean, lo, hi), by drive
+    reliance: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # probe -> l2_3s minus own
 
 
 def _progress(text: str) -> None:
@@ -73,6 +77,18 @@ def _planning(pred: np.ndarray, labels: dict[str, np.ndarray], cfg: PwmConfig
     return {**out, **rates}, hits
 
 
+def _l2_intervals(pwm: np.ndarray, ctra: np.ndarray, labels: dict[str, np.ndarray], cfg: PwmConfig
+                  ) -> dict[str, tuple[float, float, float]]:
+    """PWM's and CTRA's l2_3s and their paired difference, with 95 % intervals clustered by drive."""
+    from pwm_model.eval.intervals import cluster_bootstrap, paired_difference
+
+    gt, valid, dt = labels["waypoints_xyyaw"], labels["waypoints_valid"], cfg.data.waypoint_dt_s
+    drives = labels["drive"]
+    a, b = M.per_clip_l2(pwm, gt, valid, dt), M.per_clip_l2(ctra, gt, valid, dt)
+    return {"PWM l2_3s": cluster_bootstrap(a, drives), "CTRA l2_3s": cluster_bootstrap(b, drives),
+            "PWM - CTRA l2_3s": paired_difference(a, b, drives)}
+
+
 def _image_rows(n: int, image_clips: int) -> np.ndarray:
     if image_clips <= 0:
         return np.zeros(0, np.int64)
@@ -85,10 +101,10 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
              progress: bool = True) -> EvalReport:
     """Everything in the module docstring; see ``format_report`` and ``EvalReport.summary``."""
     from pwm_model.data.clips import ClipStore
-    from pwm_model.data.datasets import resize_rgb
-    from pwm_model.eval.forecast import decode_forecast
+    from pwm_model.data.contract import resize_rgb
+    from pwm_model.tokenizer.forecast import decode_forecast
     from pwm_model.tokenizer.model import load_tokenizer
-    from pwm_model.train.wm_checkpoint import load_world_model
+    from pwm_model.world_model.checkpoint import load_world_model
 
     started = time.monotonic()
     model, cfg = load_world_model(checkpoint, device=device)
@@ -104,7 +120,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     n = len(cache.ctx)
     if n == 0:
         raise DataError(f"clip store {store} holds no clips")
-    ego = ego_vector(labels["ego"], labels["command"])
+    ego = ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"])
     h, f, k = model.history_frames, model.forecast_frames, model.num_waypoints
     model_dt = cfg.model_dt_s
     report = EvalReport(store=str(store), clips=n, image_clips=0,
@@ -129,10 +145,21 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     report.planning["constant velocity"], hits_cv = _planning(
         constant_velocity(labels["ego"][:, 0], k, cfg.data.waypoint_dt_s), labels, cfg)
     report.paired["constant velocity"] = M.paired_collisions(pwm_hits, hits_cv)
+    state = (labels["ego"][:, 0], labels["ego"][:, 1], labels["ego"][:, 2])  # speed, acceleration, yaw rate at t
+    kinematic_plans = {name.upper(): kinematic(name, *state, k, cfg.data.waypoint_dt_s) for name in ("ca", "ctrv",
+                                                                                                      "ctra")}
+    for name, plan in kinematic_plans.items():
+        report.planning[name], hits_k = _planning(plan, labels, cfg)
+        report.paired[name] = M.paired_collisions(pwm_hits, hits_k)
+    report.intervals = _l2_intervals(wp, kinematic_plans["CTRA"], labels, cfg)
+    if progress:
+        _progress("eval: forecast-reliance probes (true, random, copy-last and no future frames) ...")
+    probes = probe_plans(model, cache.ctx, cache.dyn, ego, batch_size=batch_size, device=device, seed=cfg.train.seed)
+    report.reliance = reliance_table(wp, probes, labels, cfg.data.waypoint_dt_s)
     if train_store is not None:
         tl = load_labels(train_store)
-        mlp = EgoMLP.fit(ego_vector(tl["ego"], tl["command"]), tl["waypoints_xyyaw"], tl["waypoints_valid"],
-                         seed=cfg.train.seed)
+        train_ego = ego_vectors(tl["ego"][:, 0], tl["ego"][:, 1], tl["command"])
+        mlp = EgoMLP.fit(train_ego, tl["waypoints_xyyaw"], tl["waypoints_valid"], seed=cfg.train.seed)
         report.planning["ego-status MLP"], hits_mlp = _planning(mlp.predict(ego), labels, cfg)
         report.paired["ego-status MLP"] = M.paired_collisions(pwm_hits, hits_mlp)
 
@@ -181,7 +208,16 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
              "psnr_forecast_1s_db": pwm_psnr[one_s] if 0 <= one_s < len(pwm_psnr) else math.nan,
              "token_acc_1s": report.forecast["PWM"]["token_acc"][one_s] if f > one_s >= 0 else math.nan,
              "cv_l2_3s": report.planning["constant velocity"]["l2_3s"],
-             "cv_collision_rate": report.planning["constant velocity"]["collision_rate"]}
+             "cv_collision_rate": report.planning["constant velocity"]["collision_rate"],
+             "ctra_l2_3s": report.planning["CTRA"]["l2_3s"],
+             "ctra_collision_rate": report.planning["CTRA"]["collision_rate"]}
+    lo_hi = report.intervals["PWM - CTRA l2_3s"]
+    final.update(pwm_minus_ctra_l2_3s=lo_hi[0], pwm_minus_ctra_l2_3s_ci95_lo=lo_hi[1],
+                 pwm_minus_ctra_l2_3s_ci95_hi=lo_hi[2], drives=int(len(np.unique(labels["drive"]))))
+    for probe, (mean, lo, hi) in report.reliance.items():
+        if probe != "own":
+            final.update({f"reliance_{probe}_l2_3s": mean, f"reliance_{probe}_l2_3s_ci95_lo": lo,
+                          f"reliance_{probe}_l2_3s_ci95_hi": hi})
     if "ego-status MLP" in report.planning:
         final["ego_mlp_l2_3s"] = report.planning["ego-status MLP"]["l2_3s"]
     final.update(s)
@@ -211,6 +247,20 @@ def format_report(report: EvalReport) -> str:
     lines.append("L2 1s/2s/3s/avg: mean over the waypoints up to T (VAD/PWM protocol); @T: at T (UniAD protocol); "
                  "collision: swept 4.084 x 1.85 m ego box vs ground-truth boxes; clips hit: over the whole plan, "
                  "with its 95 % Wilson interval")
+    if report.intervals:
+        lines.append(f"L2 up to 3 s with 95 % intervals from a bootstrap over the {report.summary.get('drives')} "
+                     "drives (clips of a drive overlap; differences paired by clip):")
+        for name, (mean, lo, hi) in report.intervals.items():
+            lines.append(f"  {name:<20}{_f(mean):>8}  [{_f(lo)}, {_f(hi)}]")
+    if report.reliance:
+        own = report.reliance["own"]
+        lines.append(f"Forecast reliance: PWM's plan fed other futures, l2_3s minus its own-forecast plan's "
+                     f"({_f(own[0])} m), 95 % intervals by drive (near zero everywhere: the plan ignores the forecast)")
+        labels = {"oracle": "true future tokens", "random": "random tokens", "copy_last": "copy of frame t",
+                  "none": "no future frames"}
+        for probe, (mean, lo, hi) in report.reliance.items():
+            if probe != "own":
+                lines.append(f"  {labels.get(probe, probe):<20}{_f(mean):>8}  [{_f(lo)}, {_f(hi)}]")
     if report.paired:
         lines.append("clips hit by only one of PWM and another planner, and McNemar's exact p-value (below 0.05 "
                      "the difference is unlikely to be chance):")

@@ -6,8 +6,9 @@
 - ``onnxruntime``: CPU or CUDA execution provider; uses the ORT-optimized graphs written by
   ``export/build_engine.py --backend onnxruntime`` when their key matches, else the exported ONNX graphs.
 - ``tensorrt``: TensorRT 10 engines from ``engines/tensorrt`` (trt_engine.py), found by key.
-- ``torch``: the PyTorch modules the graphs were exported from (``pwm_model/export_graphs.py``), built from the
-  checkpoint the manifest names: the reference. torch is imported only here, lazily.
+- ``torch``: the PyTorch modules the graphs were exported from, built from the checkpoint the manifest names: the
+  reference. It lives in ``pwm_model/export/torch_backend.py`` (torch, model code) and is imported by name only
+  when chosen, so nothing here imports torch.
 
 The backend is chosen by ``RuntimeConfig.backend`` alone (no environment switches). Each backend logs its name and
 version once.
@@ -15,6 +16,7 @@ version once.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import platform
 from pathlib import Path
@@ -33,6 +35,7 @@ log = logging.getLogger("pwm.runtime")
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(bool)": "bool",
               "tensor(double)": "float64"}
+TORCH_BACKEND_MODULE = "pwm_model.export.torch_backend"
 ORT_OFFLINE_LEVEL = "extended"  # optimizations saved by build_engine: portable across machines of one architecture
 
 
@@ -70,28 +73,6 @@ class OrtEngine:
 
     def close(self) -> None:
         self.session = None
-
-
-class TorchEngine:
-    """A graph's PyTorch module (the reference backend); numpy in, numpy out."""
-
-    def __init__(self, name: str, module: Any, inputs: list[str], outputs: list[str], device: str) -> None:
-        self.name = name
-        self.module = module
-        self.inputs, self.outputs = inputs, outputs
-        self.device = device
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device) for n in self.inputs]
-        with torch.inference_mode():
-            out = self.module(*args)
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return {n: t.detach().cpu().numpy() for n, t in zip(self.outputs, out)}
-
-    def close(self) -> None:
-        self.module = None
 
 
 class RecordingEngine:
@@ -184,44 +165,7 @@ def open_engines(m: Manifest, rt: RuntimeConfig, graphs: list[str] | None = None
                  trt_engine.gpu_description(), len(engines), rt.precision)
         return engines
     if rt.backend == "torch":
-        return _torch_engines(m, rt, graphs, checkpoint)
+        # the reference backend builds the graphs' PyTorch modules: it lives with the export, loaded by name here
+        torch_backend = importlib.import_module(TORCH_BACKEND_MODULE)
+        return torch_backend.open_torch_engines(m, rt, graphs, checkpoint)
     raise ModelError(f"unknown runtime backend {rt.backend!r}: choose onnxruntime, tensorrt or torch")
-
-
-def checkpoint_dir(m: Manifest, checkpoint: str | Path | None) -> Path:
-    """The checkpoint the torch backend loads: the argument, else the one the manifest records."""
-    source = m.data.get("source", {})
-    path = Path(checkpoint) if checkpoint else Path(source.get("checkpoint", ""))
-    if not str(path) or not path.is_dir():
-        raise ModelError(f"the torch backend needs the checkpoint the model was exported from ({path or 'unknown'}), "
-                         "which is not there; pass it with checkpoint=... or use backend onnxruntime")
-    from pwm_model.runtime.manifest import file_sha256
-
-    for name in ("tokenizer", "world_model"):
-        want, f = source.get(f"{name}_sha256"), path / f"{name}.safetensors"
-        if want and f.is_file() and file_sha256(f) != want:
-            raise ModelError(f"{f} has changed since {m.model_dir} was exported (its sha256 differs from the one in "
-                             "manifest.json): export the model again or pass the original checkpoint")
-    return path
-
-
-def _torch_engines(m: Manifest, rt: RuntimeConfig, graphs: list[str], checkpoint: str | Path | None
-                   ) -> dict[str, Engine]:
-    try:
-        import torch
-    except ImportError:
-        raise ModelError("backend torch needs PyTorch, which is not installed; use backend onnxruntime or "
-                         "tensorrt") from None
-    from pwm_model.export_graphs import build_graphs
-    from pwm_model.tokenizer.model import load_tokenizer
-    from pwm_model.train.wm_checkpoint import load_world_model
-
-    ckpt = checkpoint_dir(m, checkpoint)
-    device = "cuda" if rt.device == "cuda" else "cpu"
-    _, tok = load_tokenizer(str(ckpt), device=device)
-    wm, _ = load_world_model(ckpt, m.config, device=device)
-    if rt.intra_op_threads:
-        torch.set_num_threads(rt.intra_op_threads)
-    mods = build_graphs(tok, wm, m.config, m.image_hw, m.rollout_mode, preview=m.has_preview)
-    log.info("backend torch %s (%s), %d graphs from %s", torch.__version__, device, len(graphs), ckpt)
-    return {g: TorchEngine(g, mods[g].module.to(device), mods[g].inputs, mods[g].outputs, device) for g in graphs}

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# A history or guide frame may sit this share of model_dt_s away from its ideal stamp (the tolerance the training
-# data allows between consecutive model frames: pwm_model/data/datasets.py PAIR_DT_TOLERANCE).
-STAMP_TOLERANCE = 0.25
+from pwm_model.data.contract import FRAME_PAIR_TOLERANCE
 
 
 @dataclass
@@ -33,7 +31,7 @@ class FrameEntry:
 class FrameHistory:
     """Entries of the recent camera frames, oldest first, with stamp-based lookup and eviction."""
 
-    def __init__(self, model_dt_ns: int, history_frames: int, tolerance: float = STAMP_TOLERANCE) -> None:
+    def __init__(self, model_dt_ns: int, history_frames: int, tolerance: float = FRAME_PAIR_TOLERANCE) -> None:
         self.model_dt_ns = int(model_dt_ns)
         self.history_frames = int(history_frames)
         self.tolerance_ns = int(round(tolerance * model_dt_ns))

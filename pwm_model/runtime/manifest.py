@@ -8,8 +8,6 @@ and outputs with the manifest (``check_signature``). Every problem is a ``ModelE
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 from pwm_model.config import PwmConfig, from_dict
 from pwm_model.errors import ConfigError, ModelError
+from pwm_model.io_utils import file_sha256, read_json_document
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "pwm-model"
@@ -117,14 +116,6 @@ class Manifest:
                                  f"{EXPORT_HINT}")
 
 
-def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
-
-
 def required_graphs(rollout_mode: str, forecast_frames: int) -> tuple[str, ...]:
     graphs = ENCODER_GRAPHS + ROLLOUT_GRAPHS[rollout_mode]
     if rollout_mode == "stepwise" and forecast_frames <= 1:
@@ -140,16 +131,8 @@ def load_manifest(model_dir: str | os.PathLike[str]) -> Manifest:
     path = model_dir / MANIFEST_FILE
     if not path.is_file():
         raise ModelError(f"{model_dir} is not a model directory: it has no {MANIFEST_FILE}; {EXPORT_HINT}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path} is corrupt ({str(exc).splitlines()[0]}); {EXPORT_HINT}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        fmt = data.get("format") if isinstance(data, dict) else None
-        raise ModelError(f"{path} is not a pwm model manifest (format {fmt!r}, expected {FORMAT!r})")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{path} has format version {data.get('format_version')!r}; this pwm reads version "
-                         f"{FORMAT_VERSION}; {EXPORT_HINT}")
+    data = read_json_document(path, what="pwm model manifest", error=ModelError, fmt=FORMAT,
+                              version=FORMAT_VERSION, hint=EXPORT_HINT)
     try:
         cfg = from_dict(data["config"])
         graphs = {name: _graph_info(name, g) for name, g in data["graphs"].items()}

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from pwm_model.config import PwmConfig, RuntimeConfig
+from pwm_model.data.contract import FRAME_PAIR_TOLERANCE, resize_rgb
 from pwm_model.errors import ConfigError, DataError, ModelError
 from pwm_model.geometry import PinholeCamera
 from pwm_model.runtime.backends import open_engines
-from pwm_model.runtime.history import STAMP_TOLERANCE, FrameEntry, FrameHistory
+from pwm_model.runtime.history import FrameEntry, FrameHistory
 from pwm_model.runtime.manifest import Manifest, load_manifest
-from pwm_model.runtime.preprocess import resize_rgb
 from pwm_model.runtime.rollout import rollout_stepwise
 from pwm_model.runtime.surprise import SurpriseMonitor
 from pwm_model.runtime.types import EgoInput, Engine, Plan
@@ -53,7 +53,7 @@ class PolicyRunner:
         self._f, self._k = cfg.world_model.forecast_frames, cfg.data.num_waypoints
         self._ld = cfg.tokenizer.dyn_tokens
         self._history = FrameHistory(self._dt_ns, cfg.data.history_frames)
-        self._surprise = SurpriseMonitor(self._dt_ns, self._f, int(STAMP_TOLERANCE * self._dt_ns),
+        self._surprise = SurpriseMonitor(self._dt_ns, self._f, int(FRAME_PAIR_TOLERANCE * self._dt_ns),
                                          cfg.world_model.focal_alpha, cfg.world_model.focal_beta)
         self._guide_names = [n.name for n in manifest.graphs["dyn_encoder"].inputs if n.name != "image_rgb"]
         self._cpu_resize_warned = False

@@ -1,4 +1,5 @@
-"""Plain data exchanged with the runtime: what goes into a planning cycle and the Plan that comes out.
+"""Plain data exchanged with the runtime: what goes into a planning cycle (``EgoInput``, defined with the ego vector
+in ``pwm_model/data/contract.py``) and the Plan that comes out.
 
 No torch, no ROS. The ROS node turns a ``Plan`` into messages; the bag evaluator turns Plans into metrics.
 """
@@ -10,23 +11,9 @@ from typing import Protocol
 
 import numpy as np
 
-from pwm_model.data.schema import COMMAND_STRAIGHT
+from pwm_model.data.contract import EgoInput
 
-
-@dataclass
-class EgoInput:
-    """Ego state at the camera stamp (from odometry when available) and the route command."""
-
-    speed_mps: float = 0.0
-    accel_mps2: float = 0.0
-    command: int = COMMAND_STRAIGHT  # 0 left, 1 straight, 2 right
-
-    def as_vector(self) -> np.ndarray:
-        """The world model's ego input: ``[speed_mps, accel_mps2, one_hot(command, 3)]`` as float32 (5,)."""
-        v = np.zeros(5, np.float32)
-        v[0], v[1] = self.speed_mps, self.accel_mps2
-        v[2 + int(self.command)] = 1.0
-        return v
+__all__ = ["EgoInput", "Engine", "Plan"]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The context-guided LFQ tokenizer (stage 1): ctx and dyn branches, discriminator, losses, export wrappers.
+"""The context-guided LFQ tokenizer (stage 1): ctx and dyn branches, discriminator, losses, forecast decoding.
 
     from pwm_model.tokenizer.model import Tokenizer
     tok = Tokenizer(cfg.tokenizer)

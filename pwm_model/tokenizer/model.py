@@ -339,7 +339,7 @@ def bits_per_pixel(cfg: TokenizerConfig, branch: str) -> float:
 def load_tokenizer(directory: str, *, device: str = "cpu") -> tuple[PwmConfig, Tokenizer]:
     """Build a ``Tokenizer`` from a checkpoint directory (config.yaml + tokenizer.safetensors), checked and in eval
     mode; raises ModelError with one sentence for a missing, corrupt or mismatched file."""
-    from pwm_model.train.checkpoint import load_modules
+    from pwm_model.checkpoint import load_modules
 
     cfg, mods = load_modules(directory, {"tokenizer": lambda c: Tokenizer(c.tokenizer)})
     tok = mods["tokenizer"].to(device).eval()

@@ -75,11 +75,11 @@ def enlarge(images: np.ndarray, min_height_px: int = GRID_MIN_HEIGHT_PX) -> np.n
 def forecast_rows(tokenizer: torch.nn.Module, ctx_tokens: torch.Tensor, true_future: torch.Tensor,
                   forecast: torch.Tensor) -> list[list[np.ndarray]]:
     """Two grid rows per clip: its true future frames t+1 .. t+F over the model's forecast of them, both decoded
-    from tokens the way the runtime previews them (``eval.forecast.decode_forecast``).
+    from tokens the way the runtime previews them (``tokenizer.forecast.decode_forecast``).
 
     ctx_tokens (B, Lc) of frame t, true_future and forecast (B, F, Ld) dyn codes, on the tokenizer's device.
     """
-    from pwm_model.eval.forecast import decode_forecast
+    from pwm_model.tokenizer.forecast import decode_forecast
 
     if forecast.shape[1] == 0:
         return []

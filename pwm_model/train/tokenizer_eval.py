@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pwm_model.data.datasets import FrameBank, degrade_rgb, resize_rgb, to_tensor, to_uint8
+from pwm_model.data.contract import resize_rgb
+from pwm_model.data.datasets import FrameBank, degrade_rgb, to_tensor, to_uint8
 from pwm_model.tokenizer.lfq import code_histogram, perplexity
 from pwm_model.tokenizer.losses import psnr_db, ssim
 from pwm_model.tokenizer.model import Tokenizer, bits_per_pixel, compression_ratio

@@ -33,6 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from pwm_model.checkpoint import (
+    check_state_dict,
+    load_config,
+    load_metrics,
+    load_state_dict,
+    save_checkpoint,
+)
 from pwm_model.config import PwmConfig
 from pwm_model.data.datasets import CtxFrames, DynPairs, FrameBank, to_uint8
 from pwm_model.errors import ConfigError, ModelError
@@ -47,13 +54,6 @@ from pwm_model.tokenizer.losses import (
     psnr_db,
 )
 from pwm_model.tokenizer.model import Tokenizer
-from pwm_model.train.checkpoint import (
-    check_state_dict,
-    load_config,
-    load_metrics,
-    load_state_dict,
-    save_checkpoint,
-)
 from pwm_model.train.tokenizer_eval import make_grid
 
 log = logging.getLogger(__name__)

@@ -1,201 +1,15 @@
-"""World-model training data: a token cache beside the clip store, and the clip labels, all in memory.
-
-The token cache pre-tokenizes a clip store once per tokenizer checkpoint, so world-model training never runs the
-tokenizer per step. For every clip (T = 1 + H + F model frames, clip frame 0 the guide, frame H the current frame t):
-
-    ctx.npy   (n, Lc) int16/int32         ctx tokens of the current frame
-    dyn.npy   (n, H + F, Ld) int16/int32  dyn tokens of clip frames 1 .. H+F, frame f dyn-encoded against the ctx
-                                          encoder maps of frame f-1 (the guidance rule of docs/ARCHITECTURE.md)
-    meta.json                             tokenizer sha256, the store's index.json sha256, shapes
-
-It lives at ``<store>.tokens/<first 16 hex digits of the tokenizer's sha256>/`` and is rebuilt when the store's
-index changes. Frames are shared between consecutive clips, so each (f-1, f) pair of a shard is encoded once.
-"""
+"""World-model training data: the token cache and the clip labels of a store as tensors, all in memory."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from pwm_model.config import PwmConfig
+from pwm_model.data.contract import EGO_DIM, ego_vectors
+from pwm_model.data.tokens import TokenCache
 from pwm_model.errors import DataError
-from pwm_model.io_utils import atomic_path, write_json_atomic
-
-CACHE_FORMAT = "pwm-token-cache"
-CACHE_VERSION = 1
-LABELS = ("ego", "command", "waypoints_xyyaw", "waypoints_valid", "boxes", "boxes_valid", "t_ns", "drive")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def cache_dir(store: str | os.PathLike[str], tokenizer_sha: str) -> Path:
-    store = Path(store)
-    return store.parent / f"{store.name}.tokens" / tokenizer_sha[:16]
-
-
-@dataclass
-class TokenCache:
-    ctx: np.ndarray  # (n, Lc)
-    dyn: np.ndarray  # (n, H + F, Ld)
-    path: Path
-
-
-def _shard_arrays(store: Path, shard: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    out = {}
-    for name in names:
-        f = store / shard / f"{name}.npy"
-        try:
-            out[name] = np.load(f, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"clip store file {f} is missing, corrupt or truncated ({exc})") from None
-    return out
-
-
-def _progress(text: str, final: bool = False) -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\033[K{text}" + ("\n" if final else ""))
-    elif final:
-        sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
-@torch.no_grad()
-def build_token_cache(store_path: str | os.PathLike[str], tokenizer: torch.nn.Module, tokenizer_sha: str,
-                      cfg: PwmConfig, *, batch_size: int = 16, progress: bool = True) -> TokenCache:
-    """Tokenize every clip of the store (see the module docstring) and write the cache atomically."""
-    from pwm_model.data.clips import ClipStore
-    from pwm_model.data.datasets import resize_rgb, to_tensor
-
-    store = ClipStore(store_path)
-    store.check_compatible(cfg)
-    meta = store.meta
-    tk = cfg.tokenizer
-    n, t_frames = len(store), meta.clip_frames
-    dtype = np.int16 if tk.codebook_bits <= 15 else np.int32
-    ctx_all = np.zeros((n, tk.ctx_tokens), dtype)
-    dyn_all = np.zeros((n, t_frames - 1, tk.dyn_tokens), dtype)
-    hist = meta.history_frames
-    tokenizer.eval()
-    started, done = time.monotonic(), 0
-    start = 0
-    for s in meta.shards:
-        a = _shard_arrays(store.path, s["name"], ("frames", "frame_index"))
-        rows = np.asarray(a["frame_index"], np.int64)  # (m, T)
-        m = rows.shape[0]
-        pairs = np.stack([rows[:, :-1], rows[:, 1:]], -1).reshape(-1, 2)  # (m * (T-1), 2) rows (f-1, f)
-        uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-        dyn_tok = np.zeros((len(uniq), tk.dyn_tokens), dtype)
-        ctx_tok: dict[int, np.ndarray] = {}
-        for b0 in range(0, len(uniq), batch_size):
-            p = uniq[b0:b0 + batch_size]
-            guide = torch.stack([to_tensor(np.asarray(a["frames"][r])) for r in p[:, 0]])
-            cur = torch.stack([to_tensor(resize_rgb(np.asarray(a["frames"][r]), tk.dyn_height_px, tk.dyn_width_px))
-                               for r in p[:, 1]])
-            g_tokens, g_enc = tokenizer.encode_ctx(guide)
-            dyn_tok[b0:b0 + len(p)] = tokenizer.encode_dyn(cur, g_enc).cpu().numpy()
-            for r, tok in zip(p[:, 0], g_tokens.cpu().numpy()):
-                ctx_tok[int(r)] = tok
-            done += len(p)
-            if progress:
-                rate = done / max(time.monotonic() - started, 1e-6)
-                _progress(f"tokenizing {store.path.name}: shard {s['name']}, {done} frame pairs ({rate:.0f}/s)")
-        missing = sorted({int(r) for r in rows[:, hist]} - set(ctx_tok))  # current frames that guide nothing
-        for b0 in range(0, len(missing), batch_size):
-            rr = missing[b0:b0 + batch_size]
-            toks, _ = tokenizer.encode_ctx(torch.stack([to_tensor(np.asarray(a["frames"][r])) for r in rr]))
-            for r, tok in zip(rr, toks.cpu().numpy()):
-                ctx_tok[r] = tok
-        dyn_all[start:start + m] = dyn_tok[inverse.reshape(-1)].reshape(m, t_frames - 1, tk.dyn_tokens)
-        ctx_all[start:start + m] = np.stack([ctx_tok[int(r)] for r in rows[:, hist]])
-        start += m
-    out = cache_dir(store.path, tokenizer_sha)
-    info = {"format": CACHE_FORMAT, "format_version": CACHE_VERSION, "tokenizer_sha256": tokenizer_sha,
-            "store_index_sha256": file_sha256(store.path / "index.json"), "num_clips": n,
-            "ctx_tokens": tk.ctx_tokens, "dyn_tokens": tk.dyn_tokens, "dyn_frames": t_frames - 1,
-            "codebook_size": tk.codebook_size, "seconds": round(time.monotonic() - started, 1)}
-    with atomic_path(out, is_dir=True) as tmp:
-        tmp.mkdir()
-        np.save(tmp / "ctx.npy", ctx_all)
-        np.save(tmp / "dyn.npy", dyn_all)
-        write_json_atomic(tmp / "meta.json", info)
-    if progress:
-        _progress(f"tokenized {n} clips of {store.path} in {info['seconds']} s -> {out}", final=True)
-    return TokenCache(ctx_all, dyn_all, out)
-
-
-def load_token_cache(store_path: str | os.PathLike[str], tokenizer_sha: str, cfg: PwmConfig) -> TokenCache | None:
-    """The cache for this store and tokenizer, or None when it is absent or stale."""
-    out = cache_dir(store_path, tokenizer_sha)
-    meta_file = out / "meta.json"
-    if not meta_file.is_file():
-        return None
-    try:
-        info = json.loads(meta_file.read_text())
-        stale = (info.get("format") != CACHE_FORMAT or info.get("format_version") != CACHE_VERSION
-                 or info.get("tokenizer_sha256") != tokenizer_sha
-                 or info.get("store_index_sha256") != file_sha256(Path(store_path) / "index.json"))
-        if stale:
-            return None
-        ctx, dyn = np.load(out / "ctx.npy"), np.load(out / "dyn.npy")
-    except (OSError, ValueError, json.JSONDecodeError):
-        return None
-    tk = cfg.tokenizer
-    if ctx.shape[1:] != (tk.ctx_tokens,) or dyn.shape[2:] != (tk.dyn_tokens,) or len(ctx) != len(dyn):
-        return None
-    return TokenCache(ctx, dyn, out)
-
-
-def token_cache(store_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], cfg: PwmConfig, *,
-                progress: bool = True) -> TokenCache:
-    """Load the cache of this store and tokenizer checkpoint, building it first when needed."""
-    from pwm_model.errors import ModelError
-    from pwm_model.tokenizer.model import load_tokenizer
-    from pwm_model.train.checkpoint import module_file
-
-    weights = module_file(tokenizer_dir, "tokenizer")
-    if not weights.is_file():
-        raise ModelError(f"{tokenizer_dir} has no tokenizer.safetensors (train one with `pwm train-tokenizer`)")
-    sha = file_sha256(weights)
-    cached = load_token_cache(store_path, sha, cfg)
-    if cached is not None:
-        return cached
-    _, tok = load_tokenizer(str(tokenizer_dir))
-    return build_token_cache(store_path, tok, sha, cfg, progress=progress)
-
-
-def load_labels(store_path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every clip's labels (``LABELS``), concatenated over the shards, read straight from the store's arrays."""
-    from pwm_model.data.clips import ClipStore
-
-    store = ClipStore(store_path)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in LABELS}
-    for s in store.meta.shards:
-        a = _shard_arrays(store.path, s["name"], LABELS)
-        for k in LABELS:
-            parts[k].append(np.asarray(a[k]))
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def ego_vector(ego: np.ndarray, command: np.ndarray) -> np.ndarray:
-    """Store ego (n, 3) = speed, accel, yaw rate and command (n,) -> the model's (n, 5) = speed, accel, one-hot."""
-    out = np.zeros((len(ego), 5), np.float32)
-    out[:, 0], out[:, 1] = ego[:, 0], ego[:, 1]
-    out[np.arange(len(ego)), 2 + np.clip(command.astype(np.int64), 0, 2)] = 1.0
-    return out
 
 
 @dataclass
@@ -226,8 +40,8 @@ class WorldModelData:
         return WorldModelData(
             ctx_tokens=torch.from_numpy(cache.ctx.astype(np.int64)),
             dyn_tokens=torch.from_numpy(cache.dyn.astype(np.int64)),
-            ego=torch.from_numpy(ego_vector(labels["ego"], labels["command"])) if labels is not None
-            else torch.zeros(n, 5),
+            ego=torch.from_numpy(ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"]))
+            if labels is not None else torch.zeros(n, EGO_DIM),
             ego_valid=torch.full((n,), labels is not None),
             waypoints=torch.from_numpy(labels["waypoints_xyyaw"].astype(np.float32)) if labels is not None
             else torch.zeros(n, k, 3),

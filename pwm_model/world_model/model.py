@@ -12,18 +12,21 @@ could copy from frame t). ACT and the K queries read everything before them; the
 (x, y, yaw) in the ego frame at t.
 
 Inference (``rollout``): one prefill pass over ``[EGO][ctx t][dyn t-H+1 .. t]``, one KV-cached pass per forecast
-frame (all Ld slots at once), the last forecast frame is not fed back, then one pass over ``[ACT][Q_1 .. Q_K]``.
+frame (all Ld slots at once), the last forecast frame is not fed back, then one pass over ``[ACT][Q_1 .. Q_K]``
+(``prefill``, ``frame_step``, ``plan_step``; the ONNX graphs of pwm_model/export/graphs.py call these methods).
 ``rollout_token_by_token`` decodes the same number of tokens one per pass: the speed baseline only.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import torch
 from torch import nn
 
 from pwm_model.config import PwmConfig
+from pwm_model.data.contract import EGO_DIM
 from pwm_model.world_model.focal_loss import dynamic_focal_loss
 from pwm_model.world_model.mask import (
     TYPE_EGO,
@@ -36,9 +39,8 @@ from pwm_model.world_model.mask import (
     sequence_layout,
     step_mask,
 )
-from pwm_model.world_model.transformer import Transformer
+from pwm_model.world_model.transformer import KVCache, Transformer, cache_batch, cache_positions
 
-EGO_DIM = 5  # [speed_mps, accel_mps2, one_hot(command, 3)] (pwm_model.runtime.types.EgoInput.as_vector)
 EGO_SCALE = (10.0, 2.0, 1.0, 1.0, 1.0)  # divides the ego vector: typical speed 10 m/s, acceleration 2 m/s^2
 # The head predicts waypoint k in units that grow with its time t_k = k * waypoint_dt_s: metres per second for x and y
 # (10 m/s), radians per second for yaw (0.25 rad/s), so every query's target is of order one whatever its horizon.
@@ -140,9 +142,9 @@ class PolicyWorldModel(nn.Module):
 
     def _plan_ids(self, batch: int, device: torch.device) -> torch.Tensor:
         """[ACT][QUERY x K] -> (B, 1 + K)."""
-        ids = torch.full((batch, 1 + self.num_waypoints), self.query_id, dtype=torch.long, device=device)
-        ids[:, 0] = self.act_id
-        return ids
+        act = torch.full((batch, 1), self.act_id, dtype=torch.long, device=device)
+        return torch.cat([act, torch.full((batch, self.num_waypoints), self.query_id, dtype=torch.long, device=device)],
+                         dim=1)
 
     def waypoints_from_hidden(self, h_queries: torch.Tensor, ego: torch.Tensor | None = None,
                               ego_valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,34 +216,56 @@ class PolicyWorldModel(nn.Module):
         return out
 
     # ------------------------------------------------------------------------------------------------
-    # inference with the KV cache (prefill -> frame steps -> plan step; every cache a plain tensor)
+    # inference with the KV cache (prefill -> frame steps -> plan step)
 
     def prefill(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor | None = None,
-                ego_valid: torch.Tensor | None = None, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """[EGO][ctx t][dyn t-H+1 .. t] -> (logits of frame t+1 (B, Ld, C), kv (layers, 2, B, h, P, hd)).
+                ego_valid: torch.Tensor | None = None, *, last_rows: int | None = None,
+                matmul_attention: bool = False, stack_cache: bool = True) -> tuple[torch.Tensor, KVCache]:
+        """[EGO][ctx t][dyn t-H+1 .. t] -> (logits of the last ``last_rows`` positions (B, rows, C), kv (layers, 2, B,
+        h, P, hd), or per layer without ``stack_cache``).
 
-        ``last_only``: the logits of the last position only (B, 1, C), for token-level decoding.
+        ``last_rows`` defaults to Ld: frame t's dyn slots, whose logits are frame t+1's; 1 for token-level decoding,
+        0 for the cache only. The last layer computes only those rows. ``matmul_attention``: the export form of the
+        attention (``Transformer.forward``).
         """
         ids = self._prefix_ids(ctx_tokens, dyn_history)
         layout = self._layout("prefix")
-        hidden, kv = self.transformer(self.embed(ids, layout, ego, ego_valid), layout.mask(), use_cache=True)
-        return self.frame_head(hidden[:, -1:] if last_only else hidden[:, -self.dyn_tokens:]), kv
+        rows = self.dyn_tokens if last_rows is None else last_rows
+        hidden, kv = self.transformer(self.embed(ids, layout, ego, ego_valid), layout.mask(), use_cache=True,
+                                      last_rows=rows, matmul_attention=matmul_attention, stack_cache=stack_cache)
+        return self.frame_head(hidden), kv
 
-    def frame_step(self, frame_tokens: torch.Tensor, frame_index: int, kv: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feed one dyn frame (B, Ld) at ``frame_index`` (H = frame t+1) -> (logits of the next frame, kv)."""
-        layout = self._layout("frame", frame_index)
+    def frame_step(self, frame_tokens: torch.Tensor, frame_index: int | torch.Tensor, kv: KVCache, *,
+                   matmul_attention: bool = False) -> tuple[torch.Tensor, KVCache]:
+        """Feed one dyn frame (B, Ld) at ``frame_index`` (H = frame t+1; an int, or a (1,) int64 tensor that the
+        frame embedding broadcasts over the slots) after the cache -> (logits of the next frame (B, Ld, C),
+        kv (layers, 2, B, h, P + Ld, hd), or per layer as given).
+
+        The frame is one block: it sees the whole cache and all of itself, so the pass needs no mask.
+        """
+        if isinstance(frame_index, torch.Tensor):
+            layout = replace(self._layout("frame", self.history_frames), frames=frame_index)
+        else:
+            layout = self._layout("frame", frame_index)
         x = self.embed(frame_tokens.long() + self.codebook_size, layout)
-        hidden, kv = self.transformer(x, step_mask(kv.shape[4], layout.blocks), kv, use_cache=True)
-        return self.frame_head(hidden), kv  # (B, Ld, C), (layers, 2, B, h, P + Ld, hd)
+        hidden, kv = self.transformer(x, None, kv, use_cache=True, matmul_attention=matmul_attention,
+                                      stack_cache=isinstance(kv, torch.Tensor))
+        return self.frame_head(hidden), kv
 
-    def plan_step(self, kv: torch.Tensor, ego: torch.Tensor | None = None,
-                  ego_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def plan_step(self, kv: KVCache, ego: torch.Tensor | None = None, ego_valid: torch.Tensor | None = None,
+                  *, matmul_attention: bool = False) -> torch.Tensor:
         """Feed [ACT][Q_1 .. Q_K] after the cached history + forecast -> waypoints (B, K, 3)."""
         layout = self._layout("plan")
-        ids = self._plan_ids(kv.shape[2], kv.device)
-        hidden, _ = self.transformer(self.embed(ids, layout), step_mask(kv.shape[4], layout.blocks), kv)
+        ids = self._plan_ids(cache_batch(kv), self.tok_emb.weight.device)
+        hidden, _ = self.transformer(self.embed(ids, layout), step_mask(cache_positions(kv), layout.blocks), kv,
+                                     matmul_attention=matmul_attention)
         return self.waypoints_from_hidden(hidden[:, 1:], ego, ego_valid)
+
+    @staticmethod
+    def next_tokens(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None
+                    ) -> torch.Tensor:
+        """The next frame's codes (B, n) int64 from its logits (B, n, C): greedy (temperature 0) or sampled."""
+        return _pick(logits, temperature, generator)
 
     def _check_rollout(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, forecast_frames: int) -> None:
         h = self.history_frames
@@ -251,22 +275,24 @@ class PolicyWorldModel(nn.Module):
         if not 0 <= forecast_frames <= self.frame_emb.num_embeddings - h + 1:
             raise ValueError(f"forecast_frames must be in [0, {self.frame_emb.num_embeddings - h + 1}]")
 
-    def decode_frames(self, logits: torch.Tensor, kv: torch.Tensor, forecast_frames: int, temperature: float = 0.0,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Parallel next-frame generation after ``prefill``: F frames, one KV-cached pass per frame.
+    def decode_frames(self, logits: torch.Tensor, kv: KVCache, forecast_frames: int, temperature: float = 0.0,
+                      generator: torch.Generator | None = None, *, matmul_attention: bool = False
+                      ) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
+        """Parallel next-frame generation after ``prefill``: F frames, one ``frame_step`` per fed-back frame.
 
         logits (B, Ld, C) of frame t+1 from the prefill. Returns (forecast (B, F, Ld), kv with frames t+1 .. t+F-1
         appended (the last forecast frame is not fed back), logits (B, F, Ld, C) each frame was chosen from).
         """
         frames, all_logits = [], []
         for k in range(forecast_frames):
-            frames.append(_pick(logits, temperature, generator))  # (B, Ld) frame t+k+1
+            frames.append(self.next_tokens(logits, temperature, generator))  # (B, Ld) frame t+k+1
             all_logits.append(logits)
             if k < forecast_frames - 1:
-                logits, kv = self.frame_step(frames[-1], self.history_frames + k, kv)
+                logits, kv = self.frame_step(frames[-1], self.history_frames + k, kv,
+                                             matmul_attention=matmul_attention)
         if not frames:
-            b = kv.shape[2]
-            return (torch.zeros(b, 0, self.dyn_tokens, dtype=torch.long, device=kv.device), kv,
+            b = logits.shape[0]
+            return (torch.zeros(b, 0, self.dyn_tokens, dtype=torch.long, device=logits.device), kv,
                     logits.new_zeros(b, 0, self.dyn_tokens, self.codebook_size))
         return torch.stack(frames, 1), kv, torch.stack(all_logits, 1)
 
@@ -312,18 +338,39 @@ class PolicyWorldModel(nn.Module):
     def rollout(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor | None = None,
                 forecast_frames: int | None = None, *, ego_valid: torch.Tensor | None = None,
                 temperature: float | None = None, generator: torch.Generator | None = None,
-                return_logits: bool = False):
-        """Forecast F frames (one pass each, all slots at once), then plan.
+                return_logits: bool = False, matmul_attention: bool = False):
+        """Forecast F frames (one pass each, all slots at once), then plan: ``prefill``, ``decode_frames``
+        (F-1 ``frame_step``), ``plan_step``.
 
         ctx_tokens (B, Lc), dyn_history (B, H, Ld) codes of frames t-H+1 .. t, ego (B, 5) or None.
         Returns (forecast_tokens (B, F, Ld) int64 codes in [0, C), waypoints (B, K, 3)); with ``return_logits``
         also the logits (B, F, Ld, C) each frame was chosen from. Greedy unless ``temperature`` > 0.
+        ``matmul_attention``: the export form of the attention (``Transformer.forward``).
         """
         f, temp = self._rollout_args(ctx_tokens, dyn_history, forecast_frames, temperature)
-        logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid)
-        forecast, kv, all_logits = self.decode_frames(logits, kv, f, temp, generator)
-        waypoints = self.plan_step(kv, ego, ego_valid)
+        logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid, last_rows=self.dyn_tokens if f > 0 else 0,
+                                  matmul_attention=matmul_attention, stack_cache=False)  # the cache stays here
+        forecast, kv, all_logits = self.decode_frames(logits, kv, f, temp, generator,
+                                                      matmul_attention=matmul_attention)
+        waypoints = self.plan_step(kv, ego, ego_valid, matmul_attention=matmul_attention)
         return (forecast, waypoints, all_logits) if return_logits else (forecast, waypoints)
+
+    @torch.no_grad()
+    def plan_with_future(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, future: torch.Tensor,
+                         ego: torch.Tensor | None = None, *, ego_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Plan after the history and the given future frames instead of the model's own forecast.
+
+        ``future`` (B, N, Ld) codes of frames t+1 .. t+N fed as the forecast (N <= F - 1, the frames the queries
+        read; N = 0 plans from the history alone). The forecast-reliance probes feed true, random or copied frames.
+        Returns waypoints (B, K, 3).
+        """
+        if future.shape[1] > max(self.forecast_frames - 1, 0) or future.shape[2:] != (self.dyn_tokens,):
+            raise ValueError(f"future must be (B, <= {max(self.forecast_frames - 1, 0)}, {self.dyn_tokens}), got "
+                             f"{tuple(future.shape)}")
+        _, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid, last_rows=0, stack_cache=False)
+        for k in range(future.shape[1]):
+            _, kv = self.frame_step(future[:, k], self.history_frames + k, kv)
+        return self.plan_step(kv, ego, ego_valid)
 
     @torch.no_grad()
     def rollout_token_by_token(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor,
@@ -332,7 +379,7 @@ class PolicyWorldModel(nn.Module):
                                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``rollout`` with ``decode_tokens`` instead of ``decode_frames``: the speed baseline only."""
         f, temp = self._rollout_args(ctx_tokens, dyn_history, forecast_frames, temperature)
-        logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid, last_only=True)
+        logits, kv = self.prefill(ctx_tokens, dyn_history, ego, ego_valid, last_rows=1)
         forecast, kv = self.decode_tokens(logits[:, -1], kv, f, temp, generator)
         return forecast, self.plan_step(kv, ego, ego_valid)
 

@@ -23,7 +23,7 @@ from pwm_model.data.synthetic.agents import VehicleView
 from pwm_model.data.synthetic.appearance import Appearance
 from pwm_model.data.synthetic.road import Road
 from pwm_model.data.synthetic.scenery import KIND_PATCH, Scenery, empty_scenery
-from pwm_model.geometry import PinholeCamera, box_corners, clip_polygon_near
+from pwm_model.geometry import PinholeCamera, box_corners, clip_polygon_near, clip_polygon_near_fast
 
 NEAR_M = 0.3  # near clipping plane (optical z)
 _SHIFT = 4  # sub-pixel bits for OpenCV polygon fills
@@ -45,24 +45,6 @@ _AMBER = (255.0, 165.0, 20.0)
 _HEAD = (255.0, 250.0, 225.0)
 _DRL = (225.0, 228.0, 235.0)
 _PLATE = (225.0, 225.0, 215.0)
-
-
-def clip_polygon_near_fast(points_cam: np.ndarray, near_m: float) -> np.ndarray:
-    """Vectorised Sutherland-Hodgman clip of a polygon (M, 3) in the optical frame against z >= near_m.
-
-    Same result as ``geometry.clip_polygon_near`` (tested), fast for long polygons such as road strips.
-    """
-    p = np.asarray(points_cam, float)
-    q = np.roll(p, -1, axis=0)
-    a_in, b_in = p[:, 2] >= near_m, q[:, 2] >= near_m
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (near_m - p[:, 2]) / (q[:, 2] - p[:, 2])
-        inter = p + t[:, None] * (q - p)  # NaN rows only where the edge does not cross (dropped below)
-    out = np.empty((2 * len(p), 3))
-    out[0::2], out[1::2] = p, inter
-    keep = np.empty(2 * len(p), bool)
-    keep[0::2], keep[1::2] = a_in, a_in != b_in
-    return out[keep]
 
 
 def _mix(c: Sequence[float], fog: Sequence[float], f: float) -> tuple[float, float, float]:

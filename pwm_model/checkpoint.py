@@ -12,7 +12,6 @@ module the config builds and raises ``ModelError`` with one sentence for a missi
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import nn
 
 from pwm_model.config import PwmConfig, dump_yaml, load_yaml, save_yaml
 from pwm_model.errors import ConfigError, ModelError
-from pwm_model.io_utils import atomic_path, write_json_atomic
+from pwm_model.io_utils import atomic_path, read_json_document, write_json_atomic
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -68,13 +67,7 @@ def load_metrics(directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(directory) / METRICS_FILE
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"checkpoint metrics file {path} is corrupt ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"checkpoint metrics file {path} does not hold a JSON object")
-    return data
+    return read_json_document(path, what="checkpoint metrics file", error=ModelError)
 
 
 def load_config(directory: str | os.PathLike[str]) -> PwmConfig:

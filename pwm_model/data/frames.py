@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from pwm_model.config import PwmConfig
+from pwm_model.data.contract import EgoInput, resize_rgb
 from pwm_model.errors import DataError
-from pwm_model.runtime.types import EgoInput
 
 SYNTHETIC_SEED = 0  # held-out evaluation drive (seeds < 1000; pwm_model/data/synthetic)
 
@@ -25,13 +25,10 @@ SYNTHETIC_SEED = 0  # held-out evaluation drive (seeds < 1000; pwm_model/data/sy
 def camera_frames(source: str | os.PathLike[str] | None, cfg: PwmConfig, max_frames: int,
                   camera_size: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, int, EgoInput]]:
     """Up to ``max_frames`` (rgb uint8, t_ns, EgoInput) in stamp order; ``camera_size`` (cols, rows) resizes them."""
-    import cv2
-
     frames = _frames(source, cfg, max_frames)
     for rgb, t_ns, ego in frames:
-        if camera_size is not None and rgb.shape[1::-1] != tuple(camera_size):
-            interp = cv2.INTER_AREA if camera_size[0] <= rgb.shape[1] else cv2.INTER_LINEAR
-            rgb = cv2.resize(rgb, tuple(camera_size), interpolation=interp)
+        if camera_size is not None:
+            rgb = resize_rgb(rgb, camera_size[1], camera_size[0])
         yield np.ascontiguousarray(rgb), t_ns, ego
 
 

@@ -1,7 +1,8 @@
 """The PyTorch modules behind every exported graph, with their input/output names, meanings and example inputs.
 
-It lives outside ``pwm_model.runtime`` because it imports torch: ``export/export_onnx.py`` exports these modules and
-the runtime's torch backend imports them lazily, so the reference backend and the ONNX graphs compute the same thing.
+It lives outside ``pwm_model.runtime`` because it imports torch: ``onnx.py`` exports these modules and
+the torch backend (``torch_backend.py``) runs them, so the reference backend and the ONNX graphs compute the
+same thing.
 
 Graphs (static shapes, batch 1; token codes in ``[0, C)``):
 
@@ -15,32 +16,22 @@ Graphs (static shapes, batch 1; token codes in ``[0, C)``):
 (the runner resizes on the CPU). The stepwise rollout replaces ``rollout`` by ``wm_prefill`` / ``wm_step`` /
 ``wm_plan`` with the KV cache ``(layers, 2, 1, heads, P, head_dim)`` as an input and output.
 
-The world-model graphs re-state ``PolicyWorldModel.rollout`` (prefill, F-1 cached frame passes, plan pass) with the
-model's own weights and layout (``world_model/mask.py``) in an export-friendly form: additive float masks instead of
-boolean ``scaled_dot_product_attention`` masks, per-layer key/value tensors instead of a re-stacked cache, and a
-last prefill layer that computes only the rows the frame head reads. ``test/test_export.py`` checks it against
-``PolicyWorldModel.rollout``.
+The world-model graphs are thin adapters over ``PolicyWorldModel``'s own ``rollout`` / ``prefill`` / ``frame_step`` /
+``plan_step``, greedy and with the export form of the attention (explicit matmul with an additive float mask,
+``Transformer.forward``); ``test/test_export.py`` checks them against ``PolicyWorldModel.rollout``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from pwm_model.config import PwmConfig
-from pwm_model.runtime.preprocess import integer_factor, resize_chain, resize_interpolation, resize_matrix
-from pwm_model.tokenizer import export as tok_export
+from pwm_model.data.contract import EGO_DIM, integer_factor, resize_chain, resize_interpolation, resize_matrix
 from pwm_model.tokenizer.model import Tokenizer
-from pwm_model.world_model.mask import (
-    block_causal_mask,
-    dyn_frame_layout,
-    plan_layout,
-    prefix_layout,
-    step_mask,
-)
+from pwm_model.world_model.mask import prefix_layout
 from pwm_model.world_model.model import PolicyWorldModel
 
 ROLLOUT_MODES = ("unrolled", "stepwise")
@@ -63,7 +54,7 @@ class GraphModule:
 # image input
 
 class Resize(nn.Module):
-    """(1, 3, H, W) -> (1, 3, h, w) as cv2.resize (pwm_model/runtime/preprocess.py): a box average for whole shrink
+    """(1, 3, H, W) -> (1, 3, h, w) as cv2.resize (pwm_model/data/contract.py): a box average for whole shrink
     factors, else two matrix products with OpenCV's own weights."""
 
     def __init__(self, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> None:
@@ -105,12 +96,80 @@ def to_model_range(steps: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
+# ----------------------------------------------------------------------------------------------------
+# tokenizer
+
+def guide_names(tok: Tokenizer) -> tuple[list[str], list[str]]:
+    """Graph tensor names of the guide maps: (ctx encoder maps ``guide_enc_*``, ctx decoder maps ``guide_dec_*``)."""
+    return ([f"guide_enc_{i}" for i in range(len(tok.guide_enc_specs()))],
+            [f"guide_dec_{i}" for i in range(len(tok.guide_dec_specs()))])
+
+
+def guide_examples(tok: Tokenizer) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Zero guide maps (1, channels, rows, cols) of the static graph shapes: (encoder maps, decoder maps)."""
+    return (tuple(torch.zeros(1, s.channels, s.height, s.width) for s in tok.guide_enc_specs()),
+            tuple(torch.zeros(1, s.channels, s.height, s.width) for s in tok.guide_dec_specs()))
+
+
+class CtxEncoder(nn.Module):
+    """img_ctx (1, 3, Hc, Wc) in [-1, 1] -> (ctx_tokens (1, Lc) int64, *guide_enc)."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, img_ctx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        tokens, guide = self.tok.encode_ctx(img_ctx)
+        return (tokens, *guide)
+
+
+class DynEncoder(nn.Module):
+    """img_dyn (1, 3, Hd, Wd) in [-1, 1], guide_enc -> dyn_tokens (1, Ld) int64. Without guidance the guide inputs
+    stay in the graph (unused), so every variant has the same inputs."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, img_dyn: torch.Tensor, *guide_enc: torch.Tensor) -> torch.Tensor:
+        tokens = self.tok.encode_dyn(img_dyn, list(guide_enc))
+        if not self.tok.guidance:
+            tokens = tokens + sum((g.flatten()[:1] * 0).to(torch.int64) for g in guide_enc)
+        return tokens
+
+
+class CtxGuideDecoder(nn.Module):
+    """ctx_tokens (1, Lc) int64 -> guide_dec (the ctx decoder maps that guide the dyn decoder)."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, ctx_tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.tok.ctx_guide_dec(ctx_tokens))
+
+
+class DynDecoder(nn.Module):
+    """dyn_tokens (1, Ld) int64, guide_dec -> img_dyn (1, 3, Hd, Wd) in [-1, 1]; unused guide inputs kept as in
+    ``DynEncoder``."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, dyn_tokens: torch.Tensor, *guide_dec: torch.Tensor) -> torch.Tensor:
+        img = self.tok.decode_dyn(dyn_tokens, list(guide_dec))
+        if not self.tok.guidance:
+            img = img + sum(g.flatten()[:1] * 0 for g in guide_dec)
+        return img
+
+
 class CtxEncoderGraph(nn.Module):
     def __init__(self, tok: Tokenizer, in_hw: tuple[int, int]) -> None:
         super().__init__()
         c = tok.cfg
         self.prep = ImageInput(in_hw, [(c.ctx_height_px, c.ctx_width_px)])
-        self.enc = tok_export.CtxEncoder(tok)
+        self.enc = CtxEncoder(tok)
 
     def forward(self, image_rgb: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.enc(self.prep(image_rgb))  # ctx_tokens (1, Lc), guide_enc_*
@@ -121,7 +180,7 @@ class DynEncoderGraph(nn.Module):
         super().__init__()
         c = tok.cfg
         self.prep = ImageInput(in_hw, [(c.ctx_height_px, c.ctx_width_px), (c.dyn_height_px, c.dyn_width_px)])
-        self.enc = tok_export.DynEncoder(tok)
+        self.enc = DynEncoder(tok)
 
     def forward(self, image_rgb: torch.Tensor, *guide_enc: torch.Tensor) -> torch.Tensor:
         return self.enc(self.prep(image_rgb), *guide_enc)  # (1, Ld)
@@ -133,7 +192,7 @@ class DynDecoderGraph(nn.Module):
 
     def __init__(self, tok: Tokenizer) -> None:
         super().__init__()
-        self.dec = tok_export.DynDecoder(tok)
+        self.dec = DynDecoder(tok)
 
     def forward(self, dyn_tokens: torch.Tensor, *guide_dec: torch.Tensor) -> torch.Tensor:
         img = self.dec(dyn_tokens, *guide_dec)  # (1, 3, Hd, Wd) in [-1, 1]
@@ -144,149 +203,46 @@ class DynDecoderGraph(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # world model
 
-def _additive(mask: torch.Tensor) -> torch.Tensor:
-    """Boolean attention mask (True = attend) -> additive float mask (0 / -inf)."""
-    return torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
-
-
 class WorldModelGraph(nn.Module):
-    """Shared pieces of the rollout graphs: embeddings, the layer loop with a KV cache, heads."""
+    """Base of the world-model graphs: the model and the sizes of its KV cache."""
 
     def __init__(self, wm: PolicyWorldModel) -> None:
         super().__init__()
         self.wm = wm
         self.h, self.f, self.ld = wm.history_frames, wm.forecast_frames, wm.dyn_tokens
-        self.c, self.k = wm.codebook_size, wm.num_waypoints
-        tr = wm.transformer
-        self.heads, self.head_dim = tr.heads, tr.head_dim
-        self.scale = 1.0 / math.sqrt(tr.head_dim)
-        pre = prefix_layout(wm.slots, self.h)
-        plan = plan_layout(wm.slots, self.h)
-        frame = dyn_frame_layout(wm.slots, self.h)
-        for name, lay in (("pre", pre), ("plan", plan), ("frame", frame)):
-            self.register_buffer(f"{name}_types", lay.types, persistent=False)
-            self.register_buffer(f"{name}_frames", lay.frames, persistent=False)
-            self.register_buffer(f"{name}_slots", lay.slots, persistent=False)
-        self.register_buffer("pre_mask", _additive(block_causal_mask(pre.blocks)), persistent=False)  # (S0, S0)
-        self.prefix_len = len(pre)
+        self.prefix_len = len(prefix_layout(wm.slots, self.h))  # positions the prefill caches
         self.plan_past = self.prefix_len + max(self.f - 1, 0) * self.ld  # cached positions the plan pass sees
-        self.register_buffer("plan_mask", _additive(step_mask(self.plan_past, plan.blocks)), persistent=False)
-        self.register_buffer("plan_ids", torch.tensor([[wm.act_id] + [wm.query_id] * self.k]), persistent=False)
-
-    def _pos(self, types: torch.Tensor, frames: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        wm = self.wm
-        return wm.type_emb(types) + wm.frame_emb(frames) + wm.slot_emb(slots)  # (S, D)
-
-    def prefix_embed(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
-        """[EGO][ctx t][dyn t-H+1 .. t] -> (1, S0, D); the EGO position carries the ego MLP (PolicyWorldModel.embed)."""
-        wm = self.wm
-        ids = torch.cat([ctx_tokens.long(), dyn_history.long().flatten(1) + self.c], dim=1)  # (1, S0 - 1)
-        e = wm.ego_mlp(ego.float() / wm.ego_scale)  # (1, D)
-        tok = torch.cat([e[:, None, :], wm.tok_emb(ids)], dim=1)  # (1, S0, D)
-        return tok + self._pos(self.pre_types, self.pre_frames, self.pre_slots)[None]
-
-    def frame_embed(self, frame_tokens: torch.Tensor, frame_index: torch.Tensor) -> torch.Tensor:
-        """One dyn frame (1, Ld) at frame index ``frame_index`` ((1,) int64; H = frame t+1) -> (1, Ld, D)."""
-        wm = self.wm
-        pos = wm.type_emb(self.frame_types) + wm.frame_emb(frame_index) + wm.slot_emb(self.frame_slots)  # (Ld, D)
-        return wm.tok_emb(frame_tokens.long() + self.c) + pos[None]
-
-    def plan_embed(self) -> torch.Tensor:
-        return self.wm.tok_emb(self.plan_ids) + self._pos(self.plan_types, self.plan_frames, self.plan_slots)[None]
-
-    def layers(self, x: torch.Tensor, mask: torch.Tensor | None, past: list[tuple[torch.Tensor, torch.Tensor]] | None,
-               last_rows: int | None = None) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """x (1, n, D) through every block; ``past`` per-layer keys/values (1, h, P, hd). ``last_rows``: the last
-        block computes its attention output and MLP for the last rows only (0: none). Returns (ln_f(x), kv)."""
-        blocks = self.wm.transformer.blocks
-        kv = []
-        for i, blk in enumerate(blocks):
-            rows = last_rows if i == len(blocks) - 1 else None
-            x, k, v = self._block(blk, x, mask, None if past is None else past[i], rows)
-            kv.append((k, v))
-        return self.wm.transformer.ln_f(x), kv
-
-    def _block(self, blk: nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
-               past: tuple[torch.Tensor, torch.Tensor] | None, rows: int | None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n, d = x.shape[1], x.shape[2]
-        qkv = blk.attn.qkv(blk.ln1(x)).view(1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3,1,h,n,hd)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)  # (1, h, P + n, hd)
-            v = torch.cat([past[1], v], dim=2)
-        if rows is not None:
-            if rows == 0:
-                return x, k, v
-            q, x = q[:, :, -rows:], x[:, -rows:]
-            mask = None if mask is None else mask[-rows:]
-        att = torch.matmul(q * self.scale, k.transpose(-1, -2))  # (1, h, nq, P + n)
-        if mask is not None:
-            att = att + mask
-        y = torch.matmul(torch.softmax(att, dim=-1), v).transpose(1, 2).reshape(1, -1, d)  # (1, nq, D)
-        x = x + blk.attn.proj(y)
-        x = x + blk.mlp(blk.ln2(x))
-        return x, k, v
-
-    def next_frame(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Hidden states of a dyn frame (1, Ld, D) -> the next frame's codes (1, Ld) (greedy)."""
-        return self.wm.frame_head(hidden).argmax(-1)
-
-    def prefill(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor
-                ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """The prefix pass: hidden states of frame t's dyn slots (none when F = 0) and the KV cache."""
-        x = self.prefix_embed(ctx_tokens, dyn_history, ego)
-        return self.layers(x, self.pre_mask, None, last_rows=self.ld if self.f > 0 else 0)
-
-    def plan(self, kv: list[tuple[torch.Tensor, torch.Tensor]], ego: torch.Tensor) -> torch.Tensor:
-        hidden, _ = self.layers(self.plan_embed(), self.plan_mask, kv)
-        return self.wm.waypoints_from_hidden(hidden[:, 1:], ego)  # (1, K, 3)
 
 
 class RolloutGraph(WorldModelGraph):
-    """The whole rollout in one graph: prefill, F-1 cached frame passes, the plan pass (greedy)."""
+    """The whole rollout in one graph (``PolicyWorldModel.rollout``, greedy): prefill, F-1 cached frame passes, the
+    plan pass."""
 
     def forward(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        hidden, kv = self.prefill(ctx_tokens, dyn_history, ego)
-        if self.f == 0:
-            return (self.plan(kv, ego),)
-        frames = [self.next_frame(hidden)]  # frame t+1 (1, Ld)
-        for k in range(self.f - 1):
-            idx = torch.full((1,), self.h + k, dtype=torch.long)
-            hidden, kv = self.layers(self.frame_embed(frames[-1], idx), None, kv)
-            frames.append(self.next_frame(hidden))
-        return torch.stack(frames, dim=1), self.plan(kv, ego)  # (1, F, Ld), (1, K, 3)
-
-
-def _stack_kv(kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    return torch.stack([torch.stack(pair) for pair in kv])  # (layers, 2, 1, h, P, hd)
-
-
-def _unstack_kv(kv: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(kv[i, 0], kv[i, 1]) for i in range(kv.shape[0])]
+        forecast, waypoints = self.wm.rollout(ctx_tokens, dyn_history, ego, temperature=0.0, matmul_attention=True)
+        return (forecast, waypoints) if self.f > 0 else (waypoints,)  # (1, F, Ld), (1, K, 3)
 
 
 class PrefillGraph(WorldModelGraph):
     def forward(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        hidden, kv = self.prefill(ctx_tokens, dyn_history, ego)
-        if self.f == 0:
-            return (_stack_kv(kv),)
-        return self.next_frame(hidden), _stack_kv(kv)
+        if self.f == 0:  # the cache only
+            return (self.wm.prefill(ctx_tokens, dyn_history, ego, last_rows=0, matmul_attention=True)[1],)
+        logits, kv = self.wm.prefill(ctx_tokens, dyn_history, ego, matmul_attention=True)  # frame t+1's logits
+        return self.wm.next_tokens(logits), kv
 
 
 class StepGraph(WorldModelGraph):
     def forward(self, frame_tokens: torch.Tensor, frame_offset: torch.Tensor, kv: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.frame_embed(frame_tokens, frame_offset + self.h)
-        hidden, new = self.layers(x, None, _unstack_kv(kv))
-        return self.next_frame(hidden), _stack_kv(new)
+        logits, kv = self.wm.frame_step(frame_tokens, frame_offset + self.h, kv, matmul_attention=True)
+        return self.wm.next_tokens(logits), kv
 
 
 class PlanGraph(WorldModelGraph):
     def forward(self, kv: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
-        return self.plan(_unstack_kv(kv), ego)
+        return self.wm.plan_step(kv, ego, matmul_attention=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -303,15 +259,13 @@ def build_graphs(tok: Tokenizer, wm: PolicyWorldModel, cfg: PwmConfig, image_hw:
     tok, wm = tok.eval(), wm.eval()
     tk, h = cfg.tokenizer, cfg.data.history_frames
     f, lc, ld = cfg.world_model.forecast_frames, tk.ctx_tokens, tk.dyn_tokens
-    names = tok_export.io_names(tok)
-    enc, dec = names["dyn_encoder"][0][1:], names["dyn_decoder"][0][1:]
-    enc_x = tok_export.example_inputs(tok)["dyn_encoder"][1:]
-    dec_x = tok_export.example_inputs(tok)["dyn_decoder"][1:]
+    enc, dec = guide_names(tok)
+    enc_x, dec_x = guide_examples(tok)
     image = torch.zeros(*image_hw, 3, dtype=torch.uint8)
     ctx = torch.zeros(1, lc, dtype=torch.long)
     dyn = torch.zeros(1, ld, dtype=torch.long)
     hist = torch.zeros(1, h, ld, dtype=torch.long)
-    ego = torch.zeros(1, 5)
+    ego = torch.zeros(1, EGO_DIM)
     guide_enc = {n: "ctx encoder feature map of the frame one model frame earlier (guidance)" for n in enc}
     out: dict[str, GraphModule] = {
         "ctx_encoder": GraphModule(
@@ -360,7 +314,7 @@ def build_graphs(tok: Tokenizer, wm: PolicyWorldModel, cfg: PwmConfig, image_hw:
             role="world model: [ACT][Q_1 .. Q_K] after history + forecast -> waypoints")
     if preview:
         out["ctx_guide_decoder"] = GraphModule(
-            tok_export.CtxGuideDecoder(tok).eval(), ["ctx_tokens"], list(dec), (ctx,),
+            CtxGuideDecoder(tok).eval(), ["ctx_tokens"], list(dec), (ctx,),
             {"ctx_tokens": "ctx codes of frame t", **{n: "ctx decoder feature map (guides the dyn decoder)"
                                                      for n in dec}},
             role="preview: ctx decoder guide maps of frame t")

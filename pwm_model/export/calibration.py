@@ -29,8 +29,8 @@ def collect_inputs(model_dir: str | os.PathLike[str], source: str | os.PathLike[
     """Every input each graph received while the fp32 ONNX Runtime runner planned on ``max_frames`` frames of
     ``source`` (a clip store, a rosbag2 drive, or None for a synthetic drive); previews decode the last plan."""
     from pwm_model.config import RuntimeConfig
+    from pwm_model.data.frames import camera_frames
     from pwm_model.runtime.backends import RecordingEngine, open_engines
-    from pwm_model.runtime.frames import camera_frames
     from pwm_model.runtime.manifest import load_manifest
     from pwm_model.runtime.runner import PolicyRunner
 

@@ -1,4 +1,4 @@
-"""World-model checkpoint directories (through ``checkpoint.py``): weights, config, tokenizer copy, provenance.
+"""What a world-model checkpoint directory carries besides its weights: the tokenizer copy and its provenance.
 
 A world-model checkpoint directory holds ``config.yaml``, ``world_model.safetensors``, a copy of the
 ``tokenizer.safetensors`` its tokens came from (so evaluation can decode forecasts), ``metrics.json``,
@@ -12,32 +12,11 @@ import shlex
 import shutil
 from pathlib import Path
 
-import torch
-
-from pwm_model.config import PwmConfig
+from pwm_model.checkpoint import module_file
 from pwm_model.errors import ModelError
 from pwm_model.io_utils import atomic_path, write_text_atomic
-from pwm_model.train.checkpoint import check_state_dict, load_config, load_state_dict, module_file, save_checkpoint
-from pwm_model.world_model.model import PolicyWorldModel
 
 COMMANDS_FILE = "COMMANDS.md"
-
-
-def load_world_model(directory: str | os.PathLike[str], cfg: PwmConfig | None = None, *,
-                     device: str | torch.device = "cpu") -> tuple[PolicyWorldModel, PwmConfig]:
-    """The world model of a checkpoint (its config, or ``cfg`` with the same tensor shapes), in eval mode."""
-    cfg = cfg if cfg is not None else load_config(directory)
-    model = PolicyWorldModel(cfg)
-    init_from(model, directory)
-    return model.to(device).eval(), cfg
-
-
-def init_from(model: PolicyWorldModel, directory: str | os.PathLike[str]) -> None:
-    """Load ``world_model.safetensors`` of ``directory`` into ``model`` (names and shapes must match)."""
-    state = load_state_dict(directory, "world_model")
-    check_state_dict(state, model, f"checkpoint file {module_file(directory, 'world_model')}")
-    own = model.state_dict()
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
 def copy_tokenizer(tokenizer_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> None:
@@ -50,11 +29,6 @@ def copy_tokenizer(tokenizer_dir: str | os.PathLike[str], out_dir: str | os.Path
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-
-
-def save_world_model(directory: str | os.PathLike[str], cfg: PwmConfig, model: PolicyWorldModel,
-                     metrics: dict | None = None, dtype: torch.dtype | None = None) -> None:
-    save_checkpoint(directory, cfg, {"world_model": model}, metrics, dtype=dtype)
 
 
 def append_command(out_dir: str | os.PathLike[str], init_dir: str | os.PathLike[str] | None, title: str,

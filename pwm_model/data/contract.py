@@ -1,0 +1,93 @@
+"""The train/serve contract: what training, evaluation and the runtime all feed the model, defined once (no torch).
+
+- **The resize.** Camera frames reach the tokenizer through ``cv2.resize``: area averaging to shrink, bilinear to
+  enlarge (per image: when either axis grows the whole resize is bilinear). The clip store writes camera frames at
+  the ctx resolution with it, the datasets make dyn-resolution frames with it, and the runtime, the bag evaluator and
+  the exported graphs resize the live camera with it. Both kernels are linear and separable, so a resize is two
+  matrix products ``Ry @ img @ Rx.T`` whose matrices are read off OpenCV itself (resizing an identity image); an
+  exported graph carries them as constants and matches ``cv2.resize`` on float images exactly and on uint8 images
+  within one grey level (OpenCV's uint8 kernels use fixed-point weights). Integer shrink factors become a plain box
+  average.
+- **The ego vector.** ``[speed_mps, accel_mps2, one_hot(command, 3)]`` (``EGO_DIM`` = 5), float32.
+- **Frame pairing.** Consecutive model frames (training pairs, the runtime's history and guide frames) may sit
+  ``FRAME_PAIR_TOLERANCE`` of ``model_dt_s`` away from their ideal spacing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pwm_model.data.schema import COMMAND_STRAIGHT
+
+EGO_DIM = 5
+COMMANDS = 3  # left, straight, right (pwm_model.data.schema)
+FRAME_PAIR_TOLERANCE = 0.25  # share of model_dt_s a consecutive model frame may deviate from its ideal stamp
+
+
+def ego_vectors(speed_mps: np.ndarray, accel_mps2: np.ndarray, command: np.ndarray) -> np.ndarray:
+    """The model's ego input for n clips: (n,) speed, acceleration, command -> (n, EGO_DIM) float32.
+
+    Commands outside 0..2 are clipped to the nearest valid one.
+    """
+    speed = np.asarray(speed_mps, np.float32).reshape(-1)
+    out = np.zeros((len(speed), EGO_DIM), np.float32)
+    out[:, 0] = speed
+    out[:, 1] = np.asarray(accel_mps2, np.float32).reshape(-1)
+    cmd = np.clip(np.asarray(command).astype(np.int64).reshape(-1), 0, COMMANDS - 1)
+    out[np.arange(len(speed)), 2 + cmd] = 1.0
+    return out
+
+
+@dataclass
+class EgoInput:
+    """Ego state at the camera stamp (from odometry when available) and the route command."""
+
+    speed_mps: float = 0.0
+    accel_mps2: float = 0.0
+    command: int = COMMAND_STRAIGHT  # 0 left, 1 straight, 2 right
+
+    def as_vector(self) -> np.ndarray:
+        """The world model's ego input (``ego_vectors``): float32 (EGO_DIM,)."""
+        return ego_vectors(np.array([self.speed_mps]), np.array([self.accel_mps2]), np.array([self.command]))[0]
+
+
+def resize_interpolation(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
+    """The OpenCV interpolation the training pipeline uses: area to shrink, bilinear to enlarge."""
+    shrink = out_hw[0] <= in_hw[0] and out_hw[1] <= in_hw[1]
+    return cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+
+
+def resize_rgb(img: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
+    """The one resize of a camera frame (H, W, 3) uint8 to (height_px, width_px): area to shrink, else bilinear."""
+    if img.shape[:2] == (height_px, width_px):
+        return img
+    interp = resize_interpolation(img.shape[:2], (height_px, width_px))
+    return cv2.resize(img, (width_px, height_px), interpolation=interp)
+
+
+def resize_matrix(in_len: int, out_len: int, interpolation: int) -> np.ndarray:
+    """(out_len, in_len) float32 weights of a 1-D OpenCV resize: ``out = R @ in`` along one image axis."""
+    eye = np.eye(in_len, dtype=np.float32)  # row i: an impulse at column i
+    return np.ascontiguousarray(cv2.resize(eye, (out_len, in_len), interpolation=interpolation).T)
+
+
+def integer_factor(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> int | None:
+    """The shrink factor when both axes shrink by the same whole number (a box average), else None."""
+    if in_hw[0] % out_hw[0] or in_hw[1] % out_hw[1]:
+        return None
+    fy, fx = in_hw[0] // out_hw[0], in_hw[1] // out_hw[1]
+    return fy if fy == fx else None
+
+
+def resize_chain(in_hw: tuple[int, int], stages: list[tuple[int, int]]
+                 ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(from, to) pairs of the resizes from ``in_hw`` through each stage size, skipping identities."""
+    pairs, cur = [], tuple(in_hw)
+    for hw in stages:
+        if tuple(hw) != cur:
+            pairs.append((cur, tuple(hw)))
+            cur = tuple(hw)
+    return pairs

@@ -1,0 +1,37 @@
+"""The world model in a checkpoint directory (``world_model.safetensors`` beside ``config.yaml``).
+
+Mirrors ``pwm_model.tokenizer.model.load_tokenizer``: the format itself is ``pwm_model/checkpoint.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from pwm_model.checkpoint import check_state_dict, load_config, load_state_dict, module_file, save_checkpoint
+from pwm_model.config import PwmConfig
+from pwm_model.world_model.model import PolicyWorldModel
+
+
+def load_world_model(directory: str | os.PathLike[str], cfg: PwmConfig | None = None, *,
+                     device: str | torch.device = "cpu") -> tuple[PolicyWorldModel, PwmConfig]:
+    """The world model of a checkpoint (its config, or ``cfg`` with the same tensor shapes), in eval mode."""
+    cfg = cfg if cfg is not None else load_config(directory)
+    model = PolicyWorldModel(cfg)
+    init_from(model, directory)
+    return model.to(device).eval(), cfg
+
+
+def init_from(model: PolicyWorldModel, directory: str | os.PathLike[str]) -> None:
+    """Load ``world_model.safetensors`` of ``directory`` into ``model`` (names and shapes must match)."""
+    state = load_state_dict(directory, "world_model")
+    check_state_dict(state, model, f"checkpoint file {module_file(directory, 'world_model')}")
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def save_world_model(directory: str | os.PathLike[str], cfg: PwmConfig, model: PolicyWorldModel,
+                     metrics: dict | None = None, dtype: torch.dtype | None = None) -> None:
+    """Write the world model's weights, ``config.yaml`` and ``metrics`` into ``directory``."""
+    save_checkpoint(directory, cfg, {"world_model": model}, metrics, dtype=dtype)
