@@ -86,6 +86,36 @@ def test_collision_swept_box_by_hand() -> None:
     assert M.collision_metrics_with_hits(fast, fast, None, boxes, valid, DT)[1].tolist() == [False]
 
 
+def test_collision_kinds_and_the_whole_plan_horizon() -> None:
+    k = 8
+    boxes = np.zeros((1, k, 1, 7))
+    valid = np.zeros((1, k, 1), bool)
+    boxes[0, :, 0] = [12.0, 0.0, 0.75, 4.5, 1.9, 1.5, 0.0]  # parked in the ego's lane, 12 m ahead
+    valid[0, :, 0] = True
+    fast = _straight(4.0)
+    kinds = M.sweep_collision_kinds(fast, boxes, valid)[0]
+    assert set(kinds[3:].tolist()) == {M.HIT_LONGITUDINAL} and not kinds[:3].any()
+    out = M.collision_metrics(fast, _straight(0.5), None, boxes, valid, DT)
+    assert out["collision_longitudinal_rate"] == 1.0 and out["collision_lateral_rate"] == 0.0
+    # drifting left into a car driving beside the ego in the next lane: a lateral hit
+    beside = np.zeros((1, k, 1, 7))
+    beside[0, :, 0] = [0.0, 3.5, 0.75, 4.5, 1.9, 1.5, 0.0]
+    beside[0, :, 0, 0] = 1.4 + np.arange(1, k + 1) * DT * 8.0  # keeps pace with the ego at 8 m/s
+    drift = _straight(8.0)
+    drift[0, :, 1] = np.linspace(0.4, 3.2, k)
+    kinds = M.sweep_collision_kinds(drift, beside, valid)[0]
+    assert kinds.any() and kinds[np.argmax(kinds != M.NO_HIT)] == M.HIT_LATERAL  # once in its lane: from behind
+    out = M.collision_metrics(drift, _straight(8.0), None, beside, valid, DT)
+    assert out["collision_lateral_rate"] == 1.0 and out["collision_longitudinal_rate"] == 0.0
+    # a hit at the last waypoint only (4 s) counts over the whole plan, not up to 3 s
+    late = np.zeros((1, k, 1, 7))
+    late_valid = np.zeros((1, k, 1), bool)
+    late[0, -1, 0] = [8.0 * k * DT + 1.4, 0.0, 0.75, 4.5, 1.9, 1.5, 0.0]  # where the ego's box is at 4 s
+    late_valid[0, -1, 0] = True
+    out = M.collision_metrics(_straight(8.0), _straight(0.5), None, late, late_valid, DT)
+    assert out["collision_rate"] == 1.0 and out["collision_rate_3s"] == 0.0
+
+
 def test_collision_rate_interval_and_paired_test_by_hand() -> None:
     lo, hi = M.wilson_interval(55, 1000)  # the Wilson score interval, worked out by hand: 4.25 % .. 7.09 %
     assert lo == pytest.approx(0.042497, abs=1e-5) and hi == pytest.approx(0.070908, abs=1e-5)

@@ -115,7 +115,9 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
     for probe in ("oracle", "random", "copy_last", "none"):
         key = f"reliance_{probe}_l2_3s"
         assert summary[f"{key}_ci95_lo"] <= summary[key] <= summary[f"{key}_ci95_hi"], key
-    assert "Forecast reliance" in table and "true future tokens" in table
+    assert "Forecast reliance" in table and "true future tokens" in table and "By scenario family" in table
+    assert summary["collision_lateral_rate"] + summary["collision_longitudinal_rate"] == pytest.approx(
+        summary["collision_rate"], abs=1e-3)
     saved = json.loads((fine / "metrics.json").read_text())
     assert saved[f"eval_{Path(ev).name}"]["clips"] == summary["clips"]
     # resume continues the run from its train_state.pt

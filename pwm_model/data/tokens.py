@@ -30,7 +30,8 @@ from pwm_model.io_utils import atomic_path, file_sha256, write_json_atomic
 
 CACHE_FORMAT = "pwm-token-cache"
 CACHE_VERSION = 1
-LABELS = ("ego", "command", "waypoints_xyyaw", "waypoints_valid", "boxes", "boxes_valid", "t_ns", "drive")
+LABELS = ("ego", "command", "waypoints_xyyaw", "waypoints_valid", "boxes", "boxes_valid", "t_ns", "drive",
+          "scenario")
 
 
 def cache_dir(store: str | os.PathLike[str], tokenizer_sha: str) -> Path:

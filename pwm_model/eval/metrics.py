@@ -11,9 +11,11 @@ Conventions (shared with the offline rosbag evaluator):
   from waypoint k-1 to waypoint k (waypoint 0 is the ego at the origin) against the ground-truth boxes at the time of
   waypoint k, in bird's-eye view. Waypoints where the *ground-truth* trajectory itself overlaps a box are left out
   (label noise, as in ST-P3). Per horizon the rate follows the same two protocols; ``collision_rate`` is the share
-  of clips whose plan hits a box at any valid waypoint up to the last horizon, with its 95 % Wilson interval
-  (``wilson_interval``); two planners on the same clips compare by their discordant clips (``paired_collisions``:
-  McNemar's exact test), since a few clips in a thousand are within chance.
+  of clips whose plan hits a box at any valid waypoint of the whole plan (``collision_rate_3s``: up to the last
+  horizon), split by the kind of the first hit into ``collision_longitudinal_rate`` (the box is in the ego's path:
+  rear-end) and ``collision_lateral_rate`` (beside it: into the next lane, across the divider), with its 95 %
+  Wilson interval (``wilson_interval``); two planners on the same clips compare by their discordant clips
+  (``paired_collisions``: McNemar's exact test), since a few clips in a thousand are within chance.
 - Images: PSNR in dB and SSIM (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03; mean over channels) on uint8
   images or floats with an explicit ``data_range``.
 """
@@ -117,6 +119,21 @@ def sweep_collisions(traj: np.ndarray, boxes: np.ndarray, boxes_valid: np.ndarra
     traj (N, K, 3) base_link poses (x, y, yaw) in the ego frame at t; boxes (N, K, M, 7) (geometry BOX_FIELDS)
     at each waypoint time in the same frame; boxes_valid (N, K, M). Returns (N, K) bool.
     """
+    return sweep_collision_kinds(traj, boxes, boxes_valid, sweep_steps, length_m, width_m, center_x_m) != NO_HIT
+
+
+NO_HIT, HIT_LONGITUDINAL, HIT_LATERAL = 0, 1, 2
+
+
+def sweep_collision_kinds(traj: np.ndarray, boxes: np.ndarray, boxes_valid: np.ndarray, sweep_steps: int = 4,
+                          length_m: float = EGO_LENGTH_M, width_m: float = EGO_WIDTH_M,
+                          center_x_m: float = EGO_CENTER_X_M) -> np.ndarray:
+    """``sweep_collisions`` with the kind of each hit: (N, K) int8 ``NO_HIT``, ``HIT_LONGITUDINAL`` or ``HIT_LATERAL``.
+
+    A hit is longitudinal (rear-end, or driving into something in the ego's own path) when the other box's centre
+    lies within the ego's width, seen from the swept ego pose that touches it; otherwise lateral (drifting into the
+    next lane's traffic, across the divider, into the kerb-side). A waypoint with both kinds counts as longitudinal.
+    """
     traj = np.asarray(traj, np.float64)
     n, k, _ = traj.shape
     start = np.concatenate([np.zeros((n, 1, 3)), traj[:, :-1]], axis=1)  # (N, K, 3) waypoint k-1 (origin first)
@@ -127,7 +144,7 @@ def sweep_collisions(traj: np.ndarray, boxes: np.ndarray, boxes_valid: np.ndarra
     ego = ego_footprints(sub, length_m, width_m, center_x_m)  # (N, K, S, 4, 2)
     bx = np.asarray(boxes, np.float64)
     if bx.shape[2] == 0:
-        return np.zeros((n, k), bool)
+        return np.zeros((n, k), np.int8)
     other = box_footprint(bx)  # (N, K, M, 4, 2)
     # cheap reject: centre distance beyond the sum of the circumscribed radii
     r_ego = 0.5 * math.hypot(length_m, width_m)
@@ -135,20 +152,29 @@ def sweep_collisions(traj: np.ndarray, boxes: np.ndarray, boxes_valid: np.ndarra
     ego_c = ego.mean(-2)  # (N, K, S, 2)
     d = np.linalg.norm(ego_c[:, :, :, None, :] - bx[:, :, None, :, :2], axis=-1)  # (N, K, S, M)
     near = (d <= r_ego + r_box[:, :, None, :]) & np.asarray(boxes_valid, bool)[:, :, None, :]
-    hit = np.zeros(near.shape, bool)
+    kinds = np.zeros((n, k), np.int8)
     idx = np.nonzero(near)
     if idx[0].size:
         i, j, s, m = idx
-        hit[idx] = _rects_overlap(ego[i, j, s], other[i, j, m])
-    return hit.any(axis=(2, 3))
+        hit = _rects_overlap(ego[i, j, s], other[i, j, m])
+        i, j, s, m = i[hit], j[hit], s[hit], m[hit]
+        pose = sub[i, j, s]  # (H, 3) the swept ego pose that touches the box
+        rel = bx[i, j, m, :2] - pose[:, :2]
+        lateral_m = -np.sin(pose[:, 2]) * rel[:, 0] + np.cos(pose[:, 2]) * rel[:, 1]
+        kind = np.where(np.abs(lateral_m) <= 0.5 * width_m, HIT_LONGITUDINAL, HIT_LATERAL).astype(np.int8)
+        kinds[i[kind == HIT_LATERAL], j[kind == HIT_LATERAL]] = HIT_LATERAL
+        kinds[i[kind == HIT_LONGITUDINAL], j[kind == HIT_LONGITUDINAL]] = HIT_LONGITUDINAL  # wins over lateral
+    return kinds
 
 
 def collision_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, boxes: np.ndarray,
                       boxes_valid: np.ndarray, waypoint_dt_s: float, horizons_s: tuple[float, ...] = HORIZONS_S,
                       prefix: str = "collision", **ego_box: float) -> dict[str, float]:
     """Collision rates of a plan: ``{prefix}_{T}s_pct`` (vad: mean over waypoints up to T), ``..._uniad_{T}s_pct``
-    (at T), ``{prefix}_rate`` (share of clips with a hit up to the last horizon, 0..1) with its 95 % Wilson interval
-    ``{prefix}_rate_ci95_lo`` / ``_hi``, and ``{prefix}_gt_excluded``.
+    (at T), ``{prefix}_rate`` (share of clips with a hit anywhere in the plan, 0..1) with its 95 % Wilson interval
+    ``{prefix}_rate_ci95_lo`` / ``_hi``, ``{prefix}_rate_{T}s`` (a hit up to the last horizon T),
+    ``{prefix}_longitudinal_rate`` / ``{prefix}_lateral_rate`` (by the kind of each clip's first hit:
+    ``sweep_collision_kinds``) and ``{prefix}_gt_excluded``.
 
     pred (N, K, 3) (a 2-column plan gets its yaw from the path direction), gt (N, K, 3), valid (N, K) or None,
     boxes (N, K, M, 7), boxes_valid (N, K, M). ``ego_box``: length_m, width_m, center_x_m.
@@ -166,7 +192,8 @@ def collision_metrics_with_hits(pred: np.ndarray, gt: np.ndarray, valid: np.ndar
     gt = with_path_yaw(gt)
     n, k, _ = pred.shape
     v = np.ones((n, k), bool) if valid is None else np.asarray(valid, bool)
-    hit_pred = sweep_collisions(pred, boxes, boxes_valid, **ego_box)
+    kind_pred = sweep_collision_kinds(pred, boxes, boxes_valid, **ego_box)
+    hit_pred = kind_pred != NO_HIT
     hit_gt = sweep_collisions(gt, boxes, boxes_valid, **ego_box)
     use = v & ~hit_gt  # (N, K)
     out: dict[str, float] = {}
@@ -183,9 +210,15 @@ def collision_metrics_with_hits(pred: np.ndarray, gt: np.ndarray, valid: np.ndar
         at = use[:, kh - 1]
         out[f"{prefix}_uniad_{name}_pct"] = 100.0 * float(hit_pred[:, kh - 1][at].mean()) if at.any() else math.nan
     last = last or k
-    any_hit = (hit_pred[:, :last] & use[:, :last]).any(1)
+    hits = hit_pred & use
+    out[f"{prefix}_rate_{waypoint_dt_s * last:g}s"] = float(hits[:, :last].any(1).mean()) if n else math.nan
+    any_hit = hits.any(1)  # over the whole plan
     out[f"{prefix}_rate"] = float(any_hit.mean()) if n else math.nan
     out[f"{prefix}_rate_ci95_lo"], out[f"{prefix}_rate_ci95_hi"] = wilson_interval(int(any_hit.sum()), n)
+    first = np.where(any_hit, np.argmax(hits, axis=1), 0)  # the first hit waypoint of each clip
+    first_kind = np.where(any_hit, kind_pred[np.arange(n), first], NO_HIT)
+    out[f"{prefix}_longitudinal_rate"] = float((first_kind == HIT_LONGITUDINAL).mean()) if n else math.nan
+    out[f"{prefix}_lateral_rate"] = float((first_kind == HIT_LATERAL).mean()) if n else math.nan
     out[f"{prefix}_gt_excluded"] = float((v & hit_gt).sum())
     return out, any_hit
 

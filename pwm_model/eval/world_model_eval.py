@@ -44,6 +44,7 @@ class EvalReport:
     paired: dict[str, dict[str, float]] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # (mean, lo, hi), by drive
     reliance: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # probe -> l2_3s minus own
+    families: dict[str, dict[str, float]] = field(default_factory=dict)  # scenario family -> clips, l2_3s, rates
 
 
 def _progress(text: str) -> None:
@@ -87,6 +88,22 @@ def _l2_intervals(pwm: np.ndarray, ctra: np.ndarray, labels: dict[str, np.ndarra
     a, b = M.per_clip_l2(pwm, gt, valid, dt), M.per_clip_l2(ctra, gt, valid, dt)
     return {"PWM l2_3s": cluster_bootstrap(a, drives), "CTRA l2_3s": cluster_bootstrap(b, drives),
             "PWM - CTRA l2_3s": paired_difference(a, b, drives)}
+
+
+def _families(plans: dict[str, np.ndarray], labels: dict[str, np.ndarray], cfg: PwmConfig, names: list[str]
+              ) -> dict[str, dict[str, float]]:
+    """Per scenario family (the label at the clip's current frame): clips, and each planner's l2_3s and collision
+    rate over the whole plan."""
+    out: dict[str, dict[str, float]] = {}
+    for sid in np.unique(labels["scenario"]):
+        rows = labels["scenario"] == sid
+        sub = {key: v[rows] for key, v in labels.items()}
+        row: dict[str, float] = {"clips": int(rows.sum())}
+        for name, plan in plans.items():
+            metrics, _ = _planning(plan[rows], sub, cfg)
+            row[f"{name} l2_3s"], row[f"{name} collision_rate"] = metrics["l2_3s"], metrics["collision_rate"]
+        out[names[int(sid)] if 0 <= int(sid) < len(names) else str(int(sid))] = row
+    return out
 
 
 def _image_rows(n: int, image_clips: int) -> np.ndarray:
@@ -152,6 +169,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
         report.planning[name], hits_k = _planning(plan, labels, cfg)
         report.paired[name] = M.paired_collisions(pwm_hits, hits_k)
     report.intervals = _l2_intervals(wp, kinematic_plans["CTRA"], labels, cfg)
+    report.families = _families({"PWM": wp, "CTRA": kinematic_plans["CTRA"]}, labels, cfg, clip_store.meta.scenarios)
     if progress:
         _progress("eval: forecast-reliance probes (true, random, copy-last and no future frames) ...")
     probes = probe_plans(model, cache.ctx, cache.dyn, ego, batch_size=batch_size, device=device, seed=cfg.train.seed)
@@ -210,7 +228,9 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
              "cv_l2_3s": report.planning["constant velocity"]["l2_3s"],
              "cv_collision_rate": report.planning["constant velocity"]["collision_rate"],
              "ctra_l2_3s": report.planning["CTRA"]["l2_3s"],
-             "ctra_collision_rate": report.planning["CTRA"]["collision_rate"]}
+             "ctra_collision_rate": report.planning["CTRA"]["collision_rate"],
+             "collision_lateral_rate": pwm["collision_lateral_rate"],
+             "collision_longitudinal_rate": pwm["collision_longitudinal_rate"]}
     lo_hi = report.intervals["PWM - CTRA l2_3s"]
     final.update(pwm_minus_ctra_l2_3s=lo_hi[0], pwm_minus_ctra_l2_3s_ci95_lo=lo_hi[1],
                  pwm_minus_ctra_l2_3s_ci95_hi=lo_hi[2], drives=int(len(np.unique(labels["drive"]))))
@@ -252,6 +272,14 @@ def format_report(report: EvalReport) -> str:
                      "drives (clips of a drive overlap; differences paired by clip):")
         for name, (mean, lo, hi) in report.intervals.items():
             lines.append(f"  {name:<20}{_f(mean):>8}  [{_f(lo)}, {_f(hi)}]")
+    if report.families:
+        lines.append("By scenario family (the label at the clip's current frame): l2_3s in m, clips hit over the "
+                     "whole plan")
+        lines.append(f"  {'family':<18}{'clips':>6}{'PWM':>8}{'CTRA':>8}{'PWM hit':>9}{'CTRA hit':>9}")
+        for family, row in report.families.items():
+            lines.append(f"  {family:<18}{row['clips']:>6}{_f(row['PWM l2_3s']):>8}{_f(row['CTRA l2_3s']):>8}"
+                         f"{_f(100 * row['PWM collision_rate'], 1) + '%':>9}"
+                         f"{_f(100 * row['CTRA collision_rate'], 1) + '%':>9}")
     if report.reliance:
         own = report.reliance["own"]
         lines.append(f"Forecast reliance: PWM's plan fed other futures, l2_3s minus its own-forecast plan's "
