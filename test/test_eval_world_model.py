@@ -115,6 +115,7 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
     for probe in ("oracle", "random", "copy_last", "none"):
         key = f"reliance_{probe}_l2_3s"
         assert summary[f"{key}_ci95_lo"] <= summary[key] <= summary[f"{key}_ci95_hi"], key
+    assert "command_flip_lateral_3s_m" in summary and summary["command_clips"] >= 0
     assert "Forecast reliance" in table and "true future tokens" in table and "By scenario family" in table
     assert summary["collision_lateral_rate"] + summary["collision_longitudinal_rate"] == pytest.approx(
         summary["collision_rate"], abs=1e-3)

@@ -90,3 +90,24 @@ def test_the_table_pairs_each_probe_with_the_own_plan():
     assert table["own"] == (0.0, 0.0, 0.0)
     assert table["oracle"] == (0.0, 0.0, 0.0)
     assert table["random"] == pytest.approx((0.5, 0.5, 0.5))
+
+
+def test_the_command_flip_swaps_left_and_right_and_scores_turn_clips_only():
+    from pwm_model.eval.reliance import command_response, flip_command
+
+    ego = np.array([[5.0, 0.1, 1, 0, 0], [5.0, 0.1, 0, 1, 0], [5.0, 0.1, 0, 0, 1]], np.float32)
+    np.testing.assert_array_equal(flip_command(ego)[:, 2:], [[0, 0, 1], [0, 1, 0], [1, 0, 0]])
+    model = _model(5)
+    ctx, dyn, ego6 = _clips(model)
+    k = model.num_waypoints
+    gt = np.zeros((6, k, 3), np.float32)
+    labels = {"command": np.array([0, 1, 2, 1, 0, 1]), "waypoints_xyyaw": gt,
+              "waypoints_valid": np.ones((6, k), bool)}
+    own = model.rollout(torch.from_numpy(ctx), torch.from_numpy(dyn[:, :model.history_frames]),
+                        torch.from_numpy(ego6))[1].numpy()
+    out = command_response(model, ctx, dyn, ego6, own, labels, 0.5)
+    assert out["command_clips"] == 3 and np.isfinite(out["command_flip_shift_3s_m"])
+    assert out["command_flip_shift_3s_m"] >= 0 and np.isfinite(out["command_flip_lateral_3s_m"])
+    labels["command"] = np.ones(6, np.int64)
+    none = command_response(model, ctx, dyn, ego6, own, labels, 0.5)
+    assert none["command_clips"] == 0 and np.isnan(none["command_flip_shift_3s_m"])

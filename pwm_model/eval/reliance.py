@@ -61,3 +61,40 @@ def reliance_table(own: np.ndarray, probes: dict[str, np.ndarray], labels: dict[
     for name, plan in probes.items():
         table[name] = paired_difference(M.per_clip_l2(plan, gt, valid, waypoint_dt_s), base, drives)
     return table
+
+
+def flip_command(ego: np.ndarray) -> np.ndarray:
+    """Ego vectors (N, 5) with left and right swapped in the command one-hot (straight stays straight)."""
+    out = np.array(ego, np.float32, copy=True)
+    out[:, 2], out[:, 4] = ego[:, 4], ego[:, 2]
+    return out
+
+
+@torch.no_grad()
+def command_response(model: torch.nn.Module, ctx: np.ndarray, dyn: np.ndarray, ego: np.ndarray, own: np.ndarray,
+                     labels: dict[str, np.ndarray], waypoint_dt_s: float, *, batch_size: int = 64,
+                     device: str = "cpu") -> dict[str, float]:
+    """Does the plan follow the route command? On the clips whose command is left or right, the own plan against
+    the plan with the command flipped, at 3 s: ``command_flip_shift_3s_m`` (mean |y_own - y_flipped|, how far the
+    flip moves the plan sideways) and ``command_flip_lateral_3s_m`` (mean lateral error of the flipped plan minus the
+    own plan's: how much the true command helps; above zero when the plan follows it). ``command_clips``: how many.
+    """
+    k3 = int(round(3.0 / waypoint_dt_s)) - 1
+    turn = np.isin(labels["command"], (0, 2)) & labels["waypoints_valid"][:, k3]
+    rows = np.nonzero(turn)[0]
+    out = {"command_clips": int(len(rows)), "command_flip_shift_3s_m": float("nan"),
+           "command_flip_lateral_3s_m": float("nan")}
+    if len(rows) == 0:
+        return out
+    h, flipped = model.history_frames, []
+    for s in range(0, len(rows), batch_size):
+        r = rows[s:s + batch_size]
+        _, w = model.rollout(torch.from_numpy(ctx[r].astype(np.int64)).to(device),
+                             torch.from_numpy(dyn[r, :h].astype(np.int64)).to(device),
+                             torch.from_numpy(flip_command(ego[r])).to(device))
+        flipped.append(w.cpu().numpy())
+    y_flip = np.concatenate(flipped)[:, k3, 1]
+    y_own, y_true = own[rows, k3, 1], labels["waypoints_xyyaw"][rows, k3, 1]
+    out["command_flip_shift_3s_m"] = float(np.abs(y_own - y_flip).mean())
+    out["command_flip_lateral_3s_m"] = float((np.abs(y_flip - y_true) - np.abs(y_own - y_true)).mean())
+    return out

@@ -26,7 +26,7 @@ from pwm_model.errors import DataError
 from pwm_model.eval import metrics as M
 from pwm_model.eval.baselines import constant_velocity, copy_last_frame, kinematic
 from pwm_model.eval.ego_mlp import EgoMLP
-from pwm_model.eval.reliance import probe_plans, reliance_table
+from pwm_model.eval.reliance import command_response, probe_plans, reliance_table
 
 
 @dataclass
@@ -45,6 +45,7 @@ class EvalReport:
     intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # (mean, lo, hi), by drive
     reliance: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # probe -> l2_3s minus own
     families: dict[str, dict[str, float]] = field(default_factory=dict)  # scenario family -> clips, l2_3s, rates
+    command: dict[str, float] = field(default_factory=dict)  # command_response: the plan with the command flipped
 
 
 def _progress(text: str) -> None:
@@ -174,6 +175,8 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
         _progress("eval: forecast-reliance probes (true, random, copy-last and no future frames) ...")
     probes = probe_plans(model, cache.ctx, cache.dyn, ego, batch_size=batch_size, device=device, seed=cfg.train.seed)
     report.reliance = reliance_table(wp, probes, labels, cfg.data.waypoint_dt_s)
+    report.command = command_response(model, cache.ctx, cache.dyn, ego, wp, labels, cfg.data.waypoint_dt_s,
+                                      batch_size=batch_size, device=device)
     if train_store is not None:
         tl = load_labels(train_store)
         train_ego = ego_vectors(tl["ego"][:, 0], tl["ego"][:, 1], tl["command"])
@@ -234,6 +237,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     lo_hi = report.intervals["PWM - CTRA l2_3s"]
     final.update(pwm_minus_ctra_l2_3s=lo_hi[0], pwm_minus_ctra_l2_3s_ci95_lo=lo_hi[1],
                  pwm_minus_ctra_l2_3s_ci95_hi=lo_hi[2], drives=int(len(np.unique(labels["drive"]))))
+    final.update(report.command)
     for probe, (mean, lo, hi) in report.reliance.items():
         if probe != "own":
             final.update({f"reliance_{probe}_l2_3s": mean, f"reliance_{probe}_l2_3s_ci95_lo": lo,
@@ -289,6 +293,11 @@ def format_report(report: EvalReport) -> str:
         for probe, (mean, lo, hi) in report.reliance.items():
             if probe != "own":
                 lines.append(f"  {labels.get(probe, probe):<20}{_f(mean):>8}  [{_f(lo)}, {_f(hi)}]")
+    if report.command.get("command_clips"):
+        c = report.command
+        lines.append(f"Route command: on {c['command_clips']} left/right clips, flipping the command moves the plan "
+                     f"{_f(c['command_flip_shift_3s_m'])} m sideways at 3 s; the true command's plan is "
+                     f"{_f(c['command_flip_lateral_3s_m'])} m closer laterally to where the car went")
     if report.paired:
         lines.append("clips hit by only one of PWM and another planner, and McNemar's exact p-value (below 0.05 "
                      "the difference is unlikely to be chance):")
