@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pwm_model.errors import ModelError
-from pwm_model.io_utils import atomic_path
+from pwm_model.io_utils import atomic_path, file_sha256
 
 KEY_FORMAT = 1  # bump when the meaning of a key field changes
 BUILD_HINT = "rebuild with `python export/build_engine.py --model MODEL_DIR`"
@@ -184,18 +184,10 @@ def engine_file_problem(stored: StoredEngine) -> str | None:
     size = stored.path.stat().st_size
     if size != stored.sidecar.get("bytes"):
         return f"{stored.path.name} has {size} bytes, its sidecar says {stored.sidecar.get('bytes')} (truncated?)"
-    digest = _sha256(stored.path)
+    digest = file_sha256(stored.path)
     if digest != stored.sidecar.get("sha256"):
         return f"{stored.path.name} does not match the sha256 in its sidecar (corrupt?)"
     return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_engine(engine_dir: str | os.PathLike[str], key: EngineKey, data: bytes,
