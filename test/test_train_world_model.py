@@ -122,3 +122,28 @@ def test_optimiser_groups_and_schedule() -> None:
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert cosine_factor(0, 10, 100) == pytest.approx(0.1) and cosine_factor(9, 10, 100) == pytest.approx(1.0)
     assert cosine_factor(55, 10, 100) == pytest.approx(0.5) and cosine_factor(100, 10, 100) == pytest.approx(0.0)
+
+
+def test_bf16_autocast_on_the_cpu_gives_the_fp32_losses_within_two_percent():
+    """The loss-parity check behind bench/train_step.py: same weights, same batch, one forward each way."""
+    from pwm_model.config import apply_overrides, preset
+    from pwm_model.world_model.model import PolicyWorldModel
+    from test.export_helpers import SMALL_OVERRIDES
+
+    cfg = apply_overrides(preset("tiny"), list(SMALL_OVERRIDES))
+    torch.manual_seed(0)
+    model = PolicyWorldModel(cfg).train()
+    g = torch.Generator().manual_seed(0)
+    tk, h, f, k = cfg.tokenizer, cfg.data.history_frames, cfg.data.future_frames, cfg.data.num_waypoints
+    batch = {"ctx_tokens": torch.randint(0, tk.codebook_size, (8, tk.ctx_tokens), generator=g),
+             "dyn_tokens": torch.randint(0, tk.codebook_size, (8, h + f, tk.dyn_tokens), generator=g),
+             "ego": torch.tensor([[8.0, 0.3, 0.0, 1.0, 0.0]]).repeat(8, 1),
+             "ego_valid": torch.ones(8, dtype=torch.bool),
+             "waypoints": torch.randn(8, k, 3, generator=g), "waypoints_valid": torch.ones(8, k, dtype=torch.bool)}
+    model.eval()  # no dropout: both passes see the same network
+    with torch.no_grad():
+        ref = model(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(batch)
+    for key in ("video_loss", "traj_loss"):
+        assert abs(float(low[key]) - float(ref[key])) <= 0.02 * abs(float(ref[key])), key
