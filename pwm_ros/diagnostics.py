@@ -7,6 +7,7 @@ Plain Python (no rclpy): the node feeds events in from its callbacks and worker 
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -27,6 +28,15 @@ def percentile(values: list[float] | deque[float], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+WARN_KINDS_MAX = 64  # distinct fault kinds the node warns about once each; later kinds are only counted
+
+
+def fault_kind(exc: BaseException) -> str:
+    """What kind of fault an exception reports: its type and its message with every number replaced, so that
+    frames differing only in sizes or byte counts are one kind (``_warn_once`` keys on it)."""
+    return f"{type(exc).__name__}: {re.sub(r'[0-9]+(?:[.][0-9]+)?', '#', str(exc))}"
 
 
 class RateMeter:

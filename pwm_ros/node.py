@@ -35,7 +35,7 @@ from visualization_msgs.msg import MarkerArray
 from pwm_model.errors import ConfigError, PwmError
 from pwm_model.runtime.types import EgoInput, Plan
 from pwm_ros import conversions, params
-from pwm_ros.diagnostics import NodeStats, Thresholds
+from pwm_ros.diagnostics import WARN_KINDS_MAX, NodeStats, Thresholds, fault_kind
 from pwm_ros.overlay import draw_path
 from pwm_ros.worker import LatestFrameWorker
 
@@ -73,6 +73,7 @@ class PwmNode(LifecycleNode):
         self.declare_parameter("autostart", False, ParameterDescriptor(
             description="configure and activate at start-up (for `ros2 run`; the launch file drives the "
                         "transitions itself)", read_only=True))
+        self._keep_float_types()
         self._cfg, self._rt = params.split(self._values())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -83,6 +84,23 @@ class PwmNode(LifecycleNode):
             post_callback=self._on_clock_jump)
 
     # --- parameters ---------------------------------------------------------------------------------
+    def _keep_float_types(self) -> None:
+        """A float parameter given as an integer (``planning_rate_hz:=5``) stays a float: converted where it was
+        declared from an override, and before every later set where rclpy lets a callback change values (Iron and
+        later; on Humble the integer is accepted and the configs convert it)."""
+        floats = {name for name, default in params.defaults().items() if isinstance(default, float)}
+        given = [rclpy.parameter.Parameter(n, value=float(self.get_parameter(n).value)) for n in floats
+                 if type(self.get_parameter(n).value) is int]
+        if given:
+            self.set_parameters(given)
+
+        def as_floats(changed: list[rclpy.parameter.Parameter]) -> list[rclpy.parameter.Parameter]:
+            return [rclpy.parameter.Parameter(p.name, value=float(p.value)) if p.name in floats
+                    and type(p.value) is int else p for p in changed]
+
+        if hasattr(self, "add_pre_set_parameters_callback"):
+            self.add_pre_set_parameters_callback(as_floats)
+
     def _values(self) -> dict[str, Any]:
         return {name: self.get_parameter(name).value for name in params.SPECS}
 
@@ -276,7 +294,7 @@ class PwmNode(LifecycleNode):
     def _on_command(self, msg: UInt8) -> None:
         if int(msg.data) > 2:
             self._stats.count("bad_commands")
-            self._warn_once(f"command {msg.data}", f"route command {msg.data} on {self._cfg.command_topic} is "
+            self._warn_once("bad command", f"route command {msg.data} on {self._cfg.command_topic} is "
                                                    "not 0 (left), 1 (straight) or 2 (right): ignored")
             return
         with self._lock:
@@ -337,7 +355,7 @@ class PwmNode(LifecycleNode):
                 conversions.image_to_rgb(msg)
         except PwmError as exc:
             self._stats.fault("bad_frames", f"bad frame: {exc}", time.monotonic())
-            self._warn_once(str(exc), f"bad camera frame skipped: {exc}")
+            self._warn_once(fault_kind(exc), f"bad camera frame skipped: {exc}")
             return
         ego, odom_age_ms = self._ego(stamp_ns)
         t_run = time.monotonic()
@@ -401,10 +419,11 @@ class PwmNode(LifecycleNode):
         self._stats.fault("engine_errors", f"planning cycle failed: {type(exc).__name__}: {exc}", time.monotonic())
         self.get_logger().error(f"planning cycle failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.get_logger().warning(message + " (said once; counted in /diagnostics)")
+    def _warn_once(self, kind: str, message: str) -> None:
+        """Log ``message`` the first time a fault of this ``kind`` occurs (at most ``WARN_KINDS_MAX`` kinds)."""
+        if kind not in self._warned and len(self._warned) < WARN_KINDS_MAX:
+            self._warned.add(kind)
+            self.get_logger().warning(message + " (said once for faults of this kind; counted in /diagnostics)")
 
     # --- diagnostics --------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

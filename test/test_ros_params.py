@@ -125,6 +125,8 @@ def test_live_node_declares_described_parameters_and_validates_changes() -> None
         result = probe.set_parameter("/pwm_node", "planning_rate_hz", 4)  # an integer is fine for a float
         assert result.successful, result.reason
         assert node.get_parameter("planning_rate_hz").value == 4
+        if hasattr(node, "add_pre_set_parameters_callback"):  # Iron and later: the parameter stays a float
+            assert isinstance(node.get_parameter("planning_rate_hz").value, float)
         assert node._rt.planning_rate_hz == 4.0  # noqa: SLF001 - applies now
         result = probe.set_parameter("/pwm_node", "camera_depth", 3)
         assert result.successful
@@ -142,3 +144,14 @@ def test_bad_params_file_exits_with_one_sentence(tmp_path) -> None:  # noqa: ANN
     proc = subprocess.run([sys.executable, "-m", "pwm_ros.node", "--ros-args", "--params-file", str(bad)],
                           capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert proc.returncode == 2 and "planning_rate_hz" in proc.stderr, proc.stderr
+
+
+def test_faults_differing_only_in_numbers_are_one_kind_for_the_warn_once_guard():
+    from pwm_model.errors import DataError
+    from pwm_ros.diagnostics import fault_kind
+
+    a = DataError("rgb8 image of 640x480 px needs 921600 bytes, the message holds 12 (step 1920)")
+    b = DataError("rgb8 image of 1280x720 px needs 2764800 bytes, the message holds 7 (step 3840)")
+    assert fault_kind(a) == fault_kind(b)
+    assert fault_kind(a) != fault_kind(DataError("image encoding 'yuv9' is not supported"))
+    assert fault_kind(a) != fault_kind(ValueError(str(a)))
