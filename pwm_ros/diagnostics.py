@@ -16,7 +16,8 @@ from dataclasses import dataclass
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 COUNTERS = ("frames_received", "frames_planned", "dropped_frames", "stale_frames", "duplicate_frames", "bad_frames",
-            "engine_errors", "nan_plans", "time_jumps", "bad_commands", "qos_incompatible", "previews_published")
+            "engine_errors", "nan_plans", "time_jumps", "bad_commands", "bad_odometry", "qos_incompatible",
+            "previews_published")
 
 
 def percentile(values: list[float] | deque[float], q: float) -> float:
@@ -190,6 +191,9 @@ class NodeStats:
                 if new["stale_frames"]:
                     problems.append((WARN, f"{new['stale_frames']} frames older than max_frame_age_ms skipped "
                                            "(slow inference, clock offset, or use_sim_time mismatch)"))
+                if new["bad_odometry"]:
+                    problems.append((ERROR, f"{new['bad_odometry']} odometry messages with an impossible speed "
+                                            "(not finite, or beyond a car's) ignored: check the odometry source"))
                 if new["time_jumps"]:
                     problems.append((WARN, "camera time jumped backwards: history reset"))
                 if self.warming_up:

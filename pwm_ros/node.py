@@ -32,6 +32,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32, UInt8
 from visualization_msgs.msg import MarkerArray
 
+from pwm_model.data.contract import MAX_PLAUSIBLE_SPEED_MPS
 from pwm_model.errors import ConfigError, PwmError
 from pwm_model.runtime.types import EgoInput, Plan
 from pwm_ros import conversions, params
@@ -85,21 +86,15 @@ class PwmNode(LifecycleNode):
 
     # --- parameters ---------------------------------------------------------------------------------
     def _keep_float_types(self) -> None:
-        """A float parameter given as an integer (``planning_rate_hz:=5``) stays a float: converted where it was
-        declared from an override, and before every later set where rclpy lets a callback change values (Iron and
-        later; on Humble the integer is accepted and the configs convert it)."""
-        floats = {name for name, default in params.defaults().items() if isinstance(default, float)}
-        given = [rclpy.parameter.Parameter(n, value=float(self.get_parameter(n).value)) for n in floats
-                 if type(self.get_parameter(n).value) is int]
-        if given:
-            self.set_parameters(given)
-
-        def as_floats(changed: list[rclpy.parameter.Parameter]) -> list[rclpy.parameter.Parameter]:
-            return [rclpy.parameter.Parameter(p.name, value=float(p.value)) if p.name in floats
-                    and type(p.value) is int else p for p in changed]
-
+        """A float parameter given as an integer (``planning_rate_hz:=5``) stays a float: converted where declared
+        from an override, and before every later set where rclpy allows it (Iron and later)."""
+        fixed = [rclpy.parameter.Parameter(n, value=params.keep_float(n, self.get_parameter(n).value))
+                 for n in params.SPECS if type(self.get_parameter(n).value) is int]
+        if any(isinstance(p.value, float) for p in fixed):
+            self.set_parameters([p for p in fixed if isinstance(p.value, float)])
         if hasattr(self, "add_pre_set_parameters_callback"):
-            self.add_pre_set_parameters_callback(as_floats)
+            self.add_pre_set_parameters_callback(lambda changed: [
+                rclpy.parameter.Parameter(p.name, value=params.keep_float(p.name, p.value)) for p in changed])
 
     def _values(self) -> dict[str, Any]:
         return {name: self.get_parameter(name).value for name in params.SPECS}
@@ -284,7 +279,10 @@ class PwmNode(LifecycleNode):
 
     def _on_odom(self, msg: Odometry) -> None:
         t_ns, speed = conversions.odometry_speed(msg)
-        if not math.isfinite(speed):
+        if not (math.isfinite(speed) and abs(speed) <= MAX_PLAUSIBLE_SPEED_MPS):
+            self._stats.count("bad_odometry")
+            self._warn_once("bad odometry", f"odometry speed {speed!r} m/s on {self._cfg.odom_topic} is not a "
+                                            f"finite speed within {MAX_PLAUSIBLE_SPEED_MPS:g} m/s: ignored")
             return
         with self._lock:
             if self._odom and t_ns < self._odom[-1][0]:

@@ -115,6 +115,11 @@ def _check_topic(name: str, value: str) -> str | None:
     return None
 
 
+def keep_float(name: str, value: Any) -> Any:
+    """An integer given for a float parameter, as a float; every other value as it is."""
+    return float(value) if isinstance(defaults().get(name), float) and type(value) is int else value
+
+
 def check_value(name: str, value: Any) -> str | None:
     """``None`` if ``value`` is valid for parameter ``name``, else one sentence saying why not."""
     spec = SPECS.get(name)

@@ -176,6 +176,7 @@ def test_odometry_and_command_reach_the_runner(model_dir: Path) -> None:
     frames = _frames(3, runner.config.camera.height_px, runner.config.camera.width_px, seed=2)
     with spinning(_node(model_dir, odom_topic="/odom"), Probe) as (_, (node, probe)):
         paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        diags = probe.listen(DiagnosticArray, "/diagnostics")
         odom_pub = probe.create_publisher(Odometry, "/odom", DRIVER_QOS)
         command_pub = probe.create_publisher(UInt8, "/route/command", DRIVER_QOS)
         camera = Camera(probe)
@@ -194,6 +195,15 @@ def test_odometry_and_command_reach_the_runner(model_dir: Path) -> None:
             time.sleep(0.1)
             got.append(_send_and_wait(camera, paths, _image(rgb, t0 + k * DT_NS)))
         assert wait_for(lambda: node._stats.counts["bad_commands"] == 1, 5.0)  # noqa: SLF001
+        for speed in (10_000.0, float("nan"), 1e30):  # implausible odometry: counted and ignored, never planned on
+            odom = Odometry()
+            odom.header.stamp = conversions.ns_to_stamp(t0 + len(frames) * DT_NS)
+            odom.twist.twist.linear.x = speed
+            odom_pub.publish(odom)
+        assert wait_for(lambda: node._stats.counts["bad_odometry"] == 3, 5.0)  # noqa: SLF001
+        assert all(abs(v) <= 6.0 for _, v in node._odom)  # noqa: SLF001
+        _diag_after(diags, lambda lvl, m, v: int(v["bad_odometry"]) == 3)
+        assert any(a.status[0].level[0] == 2 and "impossible speed" in a.status[0].message for a in list(diags))
     try:
         assert all(p is not None for p in got)
         other = runner_module.PolicyRunner.from_model_dir(model_dir, _runtime())

@@ -25,6 +25,7 @@ from pwm_model.data.schema import COMMAND_STRAIGHT
 EGO_DIM = 5
 COMMANDS = 3  # left, straight, right (pwm_model.data.schema)
 FRAME_PAIR_TOLERANCE = 0.25  # share of model_dt_s a consecutive model frame may deviate from its ideal stamp
+MAX_PLAUSIBLE_SPEED_MPS = 70.0  # an ego speed beyond this (252 km/h) is a sensor fault, not a state to plan from
 
 
 def ego_vectors(speed_mps: np.ndarray, accel_mps2: np.ndarray, command: np.ndarray) -> np.ndarray:
