@@ -37,6 +37,9 @@ def bf16_flags() -> list[str]:
     return []
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "pwm-tiny"
+
+
 def make_trainer(preset_name: str, batch: int, overrides: list[str]):  # noqa: ANN201 - Trainer
     import torch
 
@@ -48,6 +51,10 @@ def make_trainer(preset_name: str, batch: int, overrides: list[str]):  # noqa: A
     cfg = apply_overrides(preset(preset_name), [f"train.batch_size={batch}", "train.grad_accum=1", *overrides])
     torch.manual_seed(0)
     model = PolicyWorldModel(cfg)
+    if preset_name == "tiny" and not overrides and (SHIPPED / "world_model.safetensors").is_file():
+        from pwm_model.world_model.checkpoint import init_from
+
+        init_from(model, SHIPPED)  # trained weights: the loss parity is then that of a real model
     n, tk, h, f, k = 4 * batch, cfg.tokenizer, cfg.data.history_frames, cfg.data.future_frames, cfg.data.num_waypoints
     g = torch.Generator().manual_seed(0)
     data = WorldModelData(
@@ -73,11 +80,20 @@ def time_steps(trainer, dtype, threads: int, warmup: int, steps: int) -> float: 
 
 
 def loss_parity(preset_name: str, batch: int, overrides: list[str]) -> float:
-    """|loss_bf16 - loss_fp32| / loss_fp32 on one batch, same weights."""
+    """|loss_bf16 - loss_fp32| / loss_fp32 on one batch, same weights (the shipped ones for the tiny preset), on
+    real token clips of the shipped model's held-out store when ``out/wm/store_eval`` exists."""
     import torch
 
     trainer = make_trainer(preset_name, batch, overrides)
     b = trainer.data.batch(trainer.batch_indices(0, 0))
+    store = Path(__file__).resolve().parents[1] / "out" / "wm" / "store_eval"
+    if trainer.model.cfg.preset == "tiny" and (store / "index.json").is_file():
+        from pwm_model.data.tokens import load_labels, token_cache
+        from pwm_model.train.wm_data import WorldModelData
+
+        data = WorldModelData.from_arrays(token_cache(store, SHIPPED, trainer.model.cfg, progress=False),
+                                          load_labels(store))
+        b = data.batch(torch.arange(0, len(data), max(1, len(data) // batch))[:batch])
     trainer.model.train()
     torch.manual_seed(1)
     with torch.no_grad():
