@@ -86,8 +86,7 @@ class PwmNode(LifecycleNode):
 
     # --- parameters ---------------------------------------------------------------------------------
     def _keep_float_types(self) -> None:
-        """A float parameter given as an integer (``planning_rate_hz:=5``) stays a float: converted where declared
-        from an override, and before every later set where rclpy allows it (Iron and later)."""
+        """A float parameter given as an integer (``planning_rate_hz:=5``) stays a float (later sets: Iron+)."""
         fixed = [rclpy.parameter.Parameter(n, value=params.keep_float(n, self.get_parameter(n).value))
                  for n in params.SPECS if type(self.get_parameter(n).value) is int]
         if any(isinstance(p.value, float) for p in fixed):
@@ -329,6 +328,16 @@ class PwmNode(LifecycleNode):
             return
         t0 = time.monotonic()
         stamp_ns = conversions.stamp_to_ns(msg.header.stamp)
+        age_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        if abs(age_ms) > self._rt.max_frame_age_ms:  # checked first: one bad stamp must not reset the history
+            self._stats.count("stale_frames" if age_ms > 0 else "future_frames")
+            limit = f"(max_frame_age_ms {self._rt.max_frame_age_ms:g})"
+            if age_ms > 0:  # two call sites: each kind is throttled on its own
+                self.get_logger().warning(f"frame {age_ms:.0f} ms old skipped {limit}", throttle_duration_sec=5.0)
+            else:
+                self.get_logger().warning(f"frame stamped {-age_ms:.0f} ms in the future skipped {limit}: is the "
+                                          "camera clock ahead of this node's?", throttle_duration_sec=5.0)
+            return
         with self._lock:
             reset, self._reset_requested = self._reset_requested, False
         if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
@@ -341,12 +350,6 @@ class PwmNode(LifecycleNode):
             self._last_stamp_ns = None
         if self._last_stamp_ns is not None and stamp_ns == self._last_stamp_ns:
             self._stats.count("duplicate_frames")
-            return
-        age_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
-        if age_ms > self._rt.max_frame_age_ms:
-            self._stats.count("stale_frames")
-            self.get_logger().warning(f"frame {age_ms:.0f} ms old skipped (max_frame_age_ms "
-                                      f"{self._rt.max_frame_age_ms:g})", throttle_duration_sec=5.0)
             return
         try:
             rgb = conversions.compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else \

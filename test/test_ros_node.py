@@ -403,7 +403,10 @@ def test_bad_inputs_warn_count_and_the_node_lives_on(model_dir: Path, capfd: pyt
         bad(_image(rgb, now), "time_jumps", "went back", level=None, plans=True)  # stamps going backwards
         stale = _image(rgb, clock.now().nanoseconds - 120_000_000_000)
         probe.set_parameter(NODE, "max_frame_age_ms", 1000.0)
+        jumps = node._stats.counts["time_jumps"]  # noqa: SLF001
         bad(stale, "stale_frames", "old skipped", level=1)
+        bad(_image(rgb, clock.now().nanoseconds + 86_400_000_000_000), "future_frames", "in the future", level=1)
+        assert node._stats.counts["time_jumps"] == jumps  # noqa: SLF001 - neither reset the history
         # corrupt JPEG on the compressed input (takes effect on the next activate)
         assert probe.set_parameter(NODE, "use_compressed", True).successful
         assert probe.transition(NODE, "deactivate") and probe.transition(NODE, "activate")
