@@ -257,3 +257,29 @@ def test_tensorrt_backend_without_tensorrt_says_what_to_install():
         pytest.skip("TensorRT is installed here")
     with pytest.raises(ModelError, match="TensorRT is not installed: install TensorRT 10"):
         _runner(backend="tensorrt", device="cuda")
+
+
+def test_warm_up_runs_at_the_exported_camera_size_and_keeps_the_resize_warning_for_real_frames(tmp_path: Path,
+                                                                                               caplog):
+    """A model exported for a 320x160 camera (the config's camera is 256x128) warms up without resizing; the first
+    real frame of another size is what warns."""
+    import logging
+
+    from pwm_model.export.onnx import export_model
+    from pwm_model.runtime.runner import PolicyRunner
+    from test.export_helpers import checkpoint
+
+    export_model(checkpoint(), tmp_path / "m320", camera_size=(320, 160), preview=False, verify_frames=2,
+                 echo=lambda *a, **k: None)
+    runner = PolicyRunner.from_model_dir(tmp_path / "m320", RuntimeConfig())
+    try:
+        assert runner.manifest.image_hw == (160, 320)
+        with caplog.at_level(logging.WARNING, logger="pwm.runtime"):
+            runner.warm_up()
+            assert not [r for r in caplog.records if "resizing on the CPU" in r.getMessage()]
+            runner.step(np.zeros((128, 256, 3), np.uint8), 1, EgoInput())
+            runner.step(np.zeros((128, 256, 3), np.uint8), 2, EgoInput())
+        warned = [r for r in caplog.records if "resizing on the CPU" in r.getMessage()]
+        assert len(warned) == 1 and "256x128" in warned[0].getMessage()
+    finally:
+        runner.close()

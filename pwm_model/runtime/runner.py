@@ -177,9 +177,10 @@ class PolicyRunner:
 
     # -- life cycle ------------------------------------------------------------------------------------
     def warm_up(self, cycles: int = WARM_UP_CYCLES) -> None:
-        """A few cycles (and one preview) on a blank frame of the camera's size; then the history is cleared."""
+        """A few cycles (and one preview) on a blank frame of the size the graphs take (the export's
+        ``--camera-size``, else the ctx size: no CPU resize, no warning about it); then the history is cleared."""
         cam = self.manifest.config.camera
-        frame = np.full((cam.height_px, cam.width_px, 3), WARM_UP_GREY, np.uint8)
+        frame = np.full((*self.manifest.image_hw, 3), WARM_UP_GREY, np.uint8)
         period_ns = int(round(1e9 / cam.frame_rate_hz))
         plan = None
         for i in range(cycles):
