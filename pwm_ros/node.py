@@ -23,7 +23,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -36,6 +36,7 @@ from pwm_model.data.contract import MAX_PLAUSIBLE_SPEED_MPS
 from pwm_model.errors import ConfigError, PwmError
 from pwm_model.runtime.types import EgoInput, Plan
 from pwm_ros import conversions, params
+from pwm_ros.descriptors import descriptor
 from pwm_ros.diagnostics import WARN_KINDS_MAX, NodeStats, Thresholds, fault_kind
 from pwm_ros.overlay import draw_path
 from pwm_ros.worker import LatestFrameWorker
@@ -70,7 +71,7 @@ class PwmNode(LifecycleNode):
         self._camera_topic = ""
         super().__init__(params.NODE_NAME, **kwargs)
         for name, default in params.defaults().items():
-            self.declare_parameter(name, default, _descriptor(name, default))
+            self.declare_parameter(name, default, descriptor(name, default))
         self.declare_parameter("autostart", False, ParameterDescriptor(
             description="configure and activate at start-up (for `ros2 run`; the launch file drives the "
                         "transitions itself)", read_only=True))
@@ -117,8 +118,8 @@ class PwmNode(LifecycleNode):
                                    f"{' / '.join(sorted({params.SPECS[n].applies for n in later}))}")
         period_changed = node.diagnostics_period_s != self._cfg.diagnostics_period_s
         # Values that apply now are read from these copies by the worker; the rest are re-read on transitions.
-        self._cfg = _merge_now(self._cfg, node)
-        self._rt = _merge_now(self._rt, runtime)
+        self._cfg = params.merge_now(self._cfg, node)
+        self._rt = params.merge_now(self._rt, runtime)
         if period_changed:
             self._diag_timer.cancel()
             self.destroy_timer(self._diag_timer)
@@ -440,32 +441,6 @@ class PwmNode(LifecycleNode):
         self._diag_pub.publish(conversions.diagnostic_array(self.get_clock().now().nanoseconds, name,
                                                             f"{self._rt.backend}/{self._rt.device}",
                                                             level, message, values))
-
-
-def _descriptor(name: str, default: Any) -> ParameterDescriptor:
-    spec = params.SPECS[name]
-    constraints = [f"applies: {spec.applies}"]
-    if spec.choices:
-        constraints.append("one of " + ", ".join(spec.choices))
-    d = ParameterDescriptor(description=spec.description)
-    if spec.range is not None and isinstance(default, float):
-        d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]),
-                                                     step=0.0)]
-    elif spec.range is not None and isinstance(default, int) and not isinstance(default, bool):
-        d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
-    if isinstance(default, float):
-        d.dynamic_typing = True  # accept `10` for `10.0` from YAML / the command line; checked in params.py
-    d.additional_constraints = "; ".join(constraints)
-    return d
-
-
-def _merge_now(old: Any, new: Any) -> Any:
-    """``old`` with the fields whose changes apply now taken from ``new`` (the rest wait for a transition)."""
-    out = type(old)(**vars(old))
-    for key, value in vars(new).items():
-        if params.SPECS.get(key) is not None and params.SPECS[key].applies == params.NOW:
-            setattr(out, key, value)
-    return out
 
 
 def main(args: list[str] | None = None) -> int:

@@ -214,6 +214,15 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def merge_now(old: Any, new: Any) -> Any:
+    """``old`` with the fields whose changes apply now taken from ``new`` (the rest wait for a transition)."""
+    out = type(old)(**vars(old))
+    for key, value in vars(new).items():
+        if SPECS.get(key) is not None and SPECS[key].applies == NOW:
+            setattr(out, key, value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pwm_ros.params", description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
