@@ -17,7 +17,7 @@ OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 COUNTERS = ("frames_received", "frames_planned", "dropped_frames", "stale_frames", "future_frames", "duplicate_frames",
             "bad_frames", "engine_errors", "nan_plans", "time_jumps", "bad_commands", "bad_odometry",
-            "qos_incompatible", "previews_published")
+            "qos_incompatible", "camera_type_mismatch", "previews_published")
 
 
 def percentile(values: list[float] | deque[float], q: float) -> float:
@@ -194,6 +194,9 @@ class NodeStats:
                 if new["bad_odometry"]:
                     problems.append((ERROR, f"{new['bad_odometry']} odometry messages with an impossible speed "
                                             "(not finite, or beyond a car's) ignored: check the odometry source"))
+                if new["camera_type_mismatch"]:
+                    problems.append((WARN, f"another message type is published on {camera_topic or 'the camera topic'}"
+                                           " (see the log for the remedy)"))
                 if new["future_frames"]:
                     problems.append((WARN, f"{new['future_frames']} frames stamped in the future skipped (the camera "
                                            "clock is ahead of this node's: check time sync and use_sim_time)"))

@@ -428,7 +428,21 @@ class PwmNode(LifecycleNode):
             self.get_logger().warning(message + " (said once for faults of this kind; counted in /diagnostics)")
 
     # --- diagnostics --------------------------------------------------------------------------------
+    def _check_camera_types(self) -> None:
+        """Publishers of another message type on the camera topic deliver nothing: count them and say the remedy."""
+        if self._worker is None or not self._camera_topic:
+            return
+        want = "sensor_msgs/msg/CompressedImage" if self._cfg.use_compressed else "sensor_msgs/msg/Image"
+        full = self.resolve_topic_name(self._camera_topic)
+        others = sorted({t for name, types in self.get_topic_names_and_types() if name == full for t in types} - {want})
+        if others:
+            self._stats.count("camera_type_mismatch")
+            self._warn_once(f"camera type {others}", f"{full} carries {', '.join(others)}, but pwm_node subscribes "
+                            f"to {want} there: point camera_topic at the camera's image topic (or set "
+                            "use_compressed for sensor_msgs/CompressedImage)")
+
     def _publish_diagnostics(self) -> None:
+        self._check_camera_types()
         n = self._cfg
         th = Thresholds(planning_rate_hz=self._rt.planning_rate_hz, camera_timeout_s=n.camera_timeout_s,
                         surprise_warn=self._rt.surprise_warn, odom_expected=bool(n.odom_topic),

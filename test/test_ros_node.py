@@ -528,3 +528,31 @@ def _console_script_autostarts(model_dir: Path) -> None:
     assert proc.returncode == 0, out[-2000:]
     assert "active:" in out
 
+
+
+def test_a_publisher_of_another_type_on_the_camera_topic_is_named_with_the_remedy(
+        model_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    import rclpy
+    from std_msgs.msg import String
+
+    with spinning(_node(model_dir), Probe) as (_, (node, probe)):
+        diags = probe.listen(DiagnosticArray, "/diagnostics")
+        logs = LogWatch(capfd)
+        assert probe.transition(NODE, "configure") and probe.transition(NODE, "activate")
+        other = rclpy.Context()  # a participant of its own: one participant cannot hold both types on a topic
+        rclpy.init(context=other, domain_id=int(os.environ["ROS_DOMAIN_ID"]))
+        try:
+            wrong_node = rclpy.create_node("wrong_camera", context=other)
+            wrong = wrong_node.create_publisher(String, CAMERA, 10)
+            wrong.publish(String(data="not an image"))
+            values = _diag_after(diags, lambda lvl, m, v: int(v.get("camera_type_mismatch", 0)) >= 1)
+            assert int(values["camera_type_mismatch"]) >= 1, values
+            assert wait_for(lambda: logs.has("std_msgs/msg/String"), 5.0)
+            assert logs.has("point camera_topic at the camera's image topic")
+            assert any(a.status[0].level[0] == 1 and "another message type" in a.status[0].message
+                       for a in list(diags))
+            wrong_node.destroy_node()
+        finally:
+            rclpy.shutdown(context=other)
