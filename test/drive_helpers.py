@@ -146,3 +146,15 @@ def write_raw_bag(path: Path, messages: list[tuple[str, str, int, Any]], storage
                 conns[topic] = w.add_connection(topic, msgtype, typestore=ts)
             w.write(conns[topic], t_ns, ts.serialize_cdr(msg, msgtype))
     return path
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR declaring ``width`` x ``height`` px, with a tiny IDAT."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))

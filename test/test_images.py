@@ -177,3 +177,20 @@ def test_corrupt_compressed_image_is_one_sentence(fmt: str) -> None:
 def test_unsupported_compressed_format() -> None:
     with pytest.raises(DataError, match="tiff"):
         decode_compressed(b"abc", "tiff")
+
+
+def test_compressed_headers_are_read_without_decoding_and_huge_ones_refused():
+    from pwm_model.data import images
+    from pwm_model.data.images import MAX_IMAGE_PIXELS, compressed_size
+    from test.drive_helpers import huge_png_header
+
+    rgb = np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)
+    for fmt in ("jpeg", "png"):
+        data = images.encode_compressed(rgb, fmt)
+        assert compressed_size(np.frombuffer(data, np.uint8)) == (53, 37)
+        np.testing.assert_array_equal(images.decode_compressed(data, fmt).shape, (37, 53, 3))
+    huge = huge_png_header(30000, 30000)
+    assert 30000 * 30000 > MAX_IMAGE_PIXELS and len(huge) < 200
+    with pytest.raises(DataError, match="declares 30000x30000 px.*refused before decoding"):
+        images.decode_compressed(huge, "png")
+    assert compressed_size(np.frombuffer(b"not an image at all", np.uint8)) is None

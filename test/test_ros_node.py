@@ -37,6 +37,7 @@ from pwm_ros.node import PwmNode  # noqa: E402
 from pwm_ros.overlay import draw_path  # noqa: E402
 
 from .conftest import BIN_DIR  # noqa: E402
+from .drive_helpers import huge_png_header  # noqa: E402
 from .model_utils import nan_model_dir, tiny_model_dir  # noqa: E402
 from .ros_utils import DRIVER_QOS, Probe, own_domain, spinning, wait_for  # noqa: E402
 
@@ -422,6 +423,9 @@ def test_bad_inputs_warn_count_and_the_node_lives_on(model_dir: Path, capfd: pyt
         corrupt = conversions.rgb_to_compressed(rgb, clock.now().nanoseconds, "camera_front")
         corrupt.data = corrupt.data[:40] + corrupt.data[40:200][::-1]
         bad(corrupt, "bad_frames", "compressed")
+        huge = conversions.rgb_to_compressed(rgb, clock.now().nanoseconds, "camera_front", "png")
+        huge.data = huge_png_header(30000, 30000)  # 30000 x 30000 declared in a few bytes: refused unread
+        bad(huge, "bad_frames", "refused before decoding")
         assert probe.state(NODE) == "active"
 
 

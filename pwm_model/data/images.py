@@ -173,15 +173,40 @@ def compressed_format_string(fmt: str, source_encoding: str = "rgb8") -> str:
     return f"{source_encoding}; {_compressed_kind(fmt)} compressed bgr8"
 
 
+MAX_IMAGE_PIXELS = 50_000_000  # larger than any automotive camera (8K is 33 Mpx): a bigger header is refused unread
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def compressed_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG header declares, read without decoding; None when it cannot be found."""
+    b = buf.tobytes()[:1 << 16]  # JPEG frame headers sit early; PNG's IHDR at byte 16
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24:
+        return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+    i = 2 if b[:2] == b"\xff\xd8" else len(b)
+    while i + 9 <= len(b):
+        if b[i] != 0xFF:
+            return None
+        marker, length = b[i + 1], int.from_bytes(b[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF:
+            return int.from_bytes(b[i + 7:i + 9], "big"), int.from_bytes(b[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
+
+
 def decode_compressed(data: bytes | bytearray | memoryview | np.ndarray, fmt: str = "") -> np.ndarray:
     """Decode a JPEG or PNG ``sensor_msgs/CompressedImage`` payload to ``(H, W, 3) uint8`` RGB.
 
-    ``fmt`` is the message's ``format`` field; an empty one lets OpenCV detect the codec.
+    ``fmt`` is the message's ``format`` field; an empty one lets OpenCV detect the codec. A header declaring more
+    than ``MAX_IMAGE_PIXELS`` is refused before anything is decoded (a small file can declare gigabytes).
     """
     kind = _compressed_kind(fmt) if str(fmt).strip() else "image"
     buf = _as_uint8_buffer(data)
     if buf.size == 0:
         raise DataError(f"compressed {kind} image is empty")
+    size = compressed_size(buf)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise DataError(f"compressed {kind} image of {buf.size} bytes declares {size[0]}x{size[1]} px, more than "
+                        f"{MAX_IMAGE_PIXELS / 1e6:g} Mpx: refused before decoding")
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise DataError(f"compressed {kind} image of {buf.size} bytes is corrupt and could not be decoded")
