@@ -103,3 +103,23 @@ def test_cli_offline_writes_every_required_metric(arc: Path, tmp_path: Path) -> 
     assert all(m.get(k) is not None for k in REQUIRED), {k: m.get(k) for k in REQUIRED}
     assert m["plans"] == FRAMES // 2 and m["backend"] == "onnxruntime" and m["planning_rate_hz"] == 5.0
     assert (out / "report.html").stat().st_size > 10_000 and (out / "overlay.mp4").is_file()
+
+
+def test_sigterm_during_eval_bag_leaves_no_partial_files(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    long_drive = write_arc(tmp_path / "long", 300)  # 30 s: the overlay video is being written when the signal comes
+    out = tmp_path / "eval"
+    proc = subprocess.Popen([sys.executable, "-m", "pwm_model.cli", "eval-bag", str(long_drive), "--model",
+                             str(tiny_model_dir()), "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(out.glob(".*partial*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "eval-bag finished before the test could signal it"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "terminated" in err, err[-2000:]
+    assert not list(out.glob(".*")), sorted(p.name for p in out.iterdir())  # no hidden partial video
+    assert not (out / "metrics.json").exists() and not (out / "report.html").exists()
