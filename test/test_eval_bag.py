@@ -197,6 +197,27 @@ def _truncated(tmp_path: Path) -> Path:
     return bag
 
 
+def _garbled(tmp_path: Path) -> Path:
+    bag = write_arc(tmp_path / "garbled")
+    file = next(bag.glob("*.mcap"))
+    data = bytearray(file.read_bytes())
+    data[8:264] = b"\xa5" * 256  # the records after the magic bytes
+    file.write_bytes(bytes(data))
+    return bag
+
+
+def test_a_cut_off_recording_is_scored_up_to_the_cut_and_says_so(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    bag = _truncated(tmp_path)
+    pred = write_predictions(tmp_path / "pred", STAMPS[::7], lambda t: truth_plan())
+    out = tmp_path / "eval"
+    r = _pwm_here(capsys, "eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "cut off" in r.stdout  # the note under the table (and a logged warning)
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 < m["plans"] < len(STAMPS[::7]) and any("cut off" in n for b in m["bags"] for n in b["notes"])
+
+
 def _no_camera(tmp_path: Path) -> Path:
     ts = typestore()
     return write_raw_bag(tmp_path / "no_camera", [
@@ -205,12 +226,12 @@ def _no_camera(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case, expect", [
-    ("truncated", "corrupt or truncated"), ("no_camera", "has no camera topic /camera/front/image_raw"),
+    ("garbled", "corrupt or truncated"), ("no_camera", "has no camera topic /camera/front/image_raw"),
     ("missing", "does not exist"), ("other_drive", "matches a camera frame"), ("not_predictions", "no planned"),
     ("wrong_dt", "waypoints 0.25 s apart")])
 def test_bad_inputs_give_one_sentence_exit_2_and_write_nothing(tmp_path: Path, case: str, expect: str,
                                                                capsys: pytest.CaptureFixture) -> None:
-    bag = {"truncated": _truncated, "no_camera": _no_camera}.get(case, lambda p: write_arc(p / "arc"))(tmp_path)
+    bag = {"garbled": _garbled, "no_camera": _no_camera}.get(case, lambda p: write_arc(p / "arc"))(tmp_path)
     pred = write_predictions(tmp_path / "pred", STAMPS[::7], lambda t: truth_plan(),
                              dt_s=0.25 if case == "wrong_dt" else 0.5)
     if case == "missing":

@@ -15,7 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import struct
+import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,10 @@ log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------
 # Reading
+
+class UnreadableBagError(DataError):
+    """The bag's storage cannot be read (corrupt or cut off), as opposed to a readable bag with unusable content."""
+
 
 def is_bag_path(path: Path) -> bool:
     """A rosbag2 directory (with metadata.yaml) or a single .mcap / .db3 file."""
@@ -146,8 +153,34 @@ class DriveReader:
         self.topics = topics or TopicsConfig()
         self._bag = resolve_bag(self.path)
         self._fallback_store = typestore()
-        with self._open("opening the bag") as reader:
-            self._load(reader, require_camera)
+        self.cut_off_note = ""  # set when a cut-off .mcap recording was read up to its cut
+        try:
+            with self._open("opening the bag") as reader:
+                self._load(reader, require_camera)
+        except UnreadableBagError:
+            if not self._read_up_to_the_cut():
+                raise
+            with self._open("opening the bag read up to its cut") as reader:
+                self._load(reader, require_camera)
+
+    def _read_up_to_the_cut(self) -> bool:
+        """Point the reader at a repaired copy of a cut-off single-file .mcap recording (True if there is one)."""
+        from pwm_model.data.bag_recover import recover_mcap, storage_files
+
+        files = storage_files(self._bag)
+        if len(files) != 1:
+            return False
+        tmp = tempfile.mkdtemp(prefix="pwm-recovered-")
+        weakref.finalize(self, shutil.rmtree, tmp, True)
+        try:
+            got = recover_mcap(files[0], Path(tmp) / files[0].name)
+        except (ValueError, OSError):
+            return False
+        self._bag = got.path
+        self.cut_off_note = (f"{files[0]} is cut off (no summary or footer): read {got.messages} whole messages up to "
+                             "the cut, the rest of the recording is lost")
+        log.warning(self.cut_off_note)
+        return True
 
     # -- plumbing ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -161,9 +194,8 @@ class DriveReader:
         except PwmError:
             raise
         except Exception as exc:
-            raise DataError(f"bag {self.path} is corrupt or truncated ({_first_line(exc)}) while {what}"
-                            + ("; `mcap recover` can often repair a truncated .mcap recording"
-                               if "magic" in str(exc).lower() else "")) from exc
+            raise UnreadableBagError(f"bag {self.path} is corrupt or truncated ({_first_line(exc)}) while {what}") \
+                from exc
 
     def _check_types(self, topic_types: dict[str, str]) -> None:
         for name, accepted in ACCEPTED_TYPES.items():

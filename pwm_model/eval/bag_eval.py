@@ -213,7 +213,7 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     camera_period_ns = round(1e9 / cfg.camera.frame_rate_hz)
     max_age = box_max_age_ns(reader, camera_period_ns)
     camera = bag_camera(reader, camera)
-    notes: list[str] = []
+    notes: list[str] = [reader.cut_off_note] if reader.cut_off_note else []
     if not has_odom:
         notes.append(f"This bag has no odometry on {reader.topics.odometry}: plans cannot be scored (no ground-truth "
                      "future), so this evaluation holds forecast metrics only; the model planned with speed 0.")
