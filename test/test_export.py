@@ -186,3 +186,28 @@ def test_resize_in_the_graph_plans_like_one_cv2_resize_on_the_cpu():
             PolicyRunner.from_model_dir(model_dir(), RuntimeConfig()) as b:
         rep = compare_runners(a, b, camera_frames(None, m.config, 6))
     assert rep.token_agreement == 1.0 and rep.waypoint_max_abs_m == 0.0
+
+
+def test_verification_on_ones_own_bag_names_its_camera_topic(tmp_path: Path):
+    """--frames BAG with the camera on another topic: refused in one sentence without --frames-topic, verified
+    on the bag's own frames with it."""
+    import dataclasses
+
+    from pwm_model.config import preset
+    from pwm_model.data.bag_writer import write_drive
+    from pwm_model.data.synthetic import simulate_drive
+    from pwm_model.errors import PwmError
+    from pwm_model.export.onnx import export_model
+
+    cfg = preset("tiny")
+    topics = dataclasses.replace(cfg.data.topics, image="/cam_left/image_raw")
+    bag = write_drive(tmp_path / "own", list(simulate_drive(seed=5, seconds=2.0, camera=cfg.camera)), cfg.camera,
+                      topics)
+    with pytest.raises(PwmError, match="camera topic"):
+        export_model(checkpoint(), tmp_path / "m1", frames=str(bag), preview=False, verify_frames=4,
+                     echo=lambda *a, **k: None)
+    assert not (tmp_path / "m1").exists()
+    manifest = export_model(checkpoint(), tmp_path / "m2", frames=str(bag), frames_topic="/cam_left/image_raw",
+                            preview=False, verify_frames=4, echo=lambda *a, **k: None)
+    assert manifest["verification"]["status"] == "passed" and manifest["verification"]["frames"] == 4
+    assert str(bag) in manifest["verification"]["source"]

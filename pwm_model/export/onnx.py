@@ -221,8 +221,13 @@ def failures(graph: str, stats: dict[str, float]) -> list[str]:
 
 
 def verify(model_dir: Path, mods: dict[str, Any], frames_source: str | None, n_frames: int,
-           camera_size: tuple[int, int] | None) -> dict[str, Any]:
-    """Run the PyTorch graphs over real frames, replay every call's inputs through ONNX Runtime and compare."""
+           camera_size: tuple[int, int] | None, frames_topic: str | None = None) -> dict[str, Any]:
+    """Run the PyTorch graphs over real frames, replay every call's inputs through ONNX Runtime and compare.
+
+    ``frames_topic``: the camera topic of a ``frames_source`` bag recorded with other names than the config's
+    (a sensor_msgs/Image topic, or a CompressedImage one ending in /compressed)."""
+    import dataclasses
+
     from pwm_model.config import RuntimeConfig
     from pwm_model.data.frames import camera_frames
     from pwm_model.export.torch_backend import TorchEngine
@@ -235,7 +240,12 @@ def verify(model_dir: Path, mods: dict[str, Any], frames_source: str | None, n_f
     torch_engines = {n: RecordingEngine(TorchEngine(n, g.module, g.inputs, g.outputs, "cpu")) for n, g in mods.items()}
     runner = PolicyRunner(m, RuntimeConfig(backend="torch"), torch_engines)
     plans, steps = [], []
-    for rgb, t_ns, ego in camera_frames(frames_source, m.config, n_frames, camera_size):
+    cfg = m.config
+    if frames_topic:
+        key = "compressed_image" if frames_topic.rstrip("/").endswith("/compressed") else "image"
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, topics=dataclasses.replace(
+            cfg.data.topics, **{key: frames_topic})))
+    for rgb, t_ns, ego in camera_frames(frames_source, cfg, n_frames, camera_size):
         plans.append(runner.step(rgb, t_ns, ego))
         steps.append((rgb, t_ns, ego))
     if not plans:
@@ -289,8 +299,8 @@ def source_info(checkpoint: Path) -> dict[str, Any]:
 
 def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[int, int] | None = None,
                  rollout: str = "unrolled", preview: bool = True, frames: str | None = None,
-                 verify_frames: int = VERIFY_FRAMES, opset: int = DEFAULT_OPSET, threads: int = 2,
-                 echo: Any = print) -> dict[str, Any]:
+                 frames_topic: str | None = None, verify_frames: int = VERIFY_FRAMES, opset: int = DEFAULT_OPSET,
+                 threads: int = 2, echo: Any = print) -> dict[str, Any]:
     """Export, check and verify; returns the manifest written to ``out/manifest.json``."""
     import torch
 
@@ -364,7 +374,7 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
         if problems:
             raise ModelError(f"graph {problems[0]} (TensorRT compatibility check; {len(problems)} problem(s))")
         echo(f"  onnx.checker and the TensorRT {support_matrix()['tensorrt_version']} operator check pass")
-        report = verify(tmp, mods, frames, verify_frames, camera_size)
+        report = verify(tmp, mods, frames, verify_frames, camera_size, frames_topic)
         manifest["verification"] = {"status": "passed", **report,
                                     "tolerances": {"token_agreement": TOKEN_AGREEMENT, "waypoint_m": WAYPOINT_TOL_M,
                                                    "float_atol": FLOAT_ATOL, "float_rtol": FLOAT_RTOL}}
@@ -392,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-preview", action="store_true", help="skip the preview decoder graphs")
     parser.add_argument("--frames", metavar="SOURCE",
                         help="rosbag2 drive or clip store to verify on (default: a held-out synthetic drive)")
+    parser.add_argument("--frames-topic", metavar="TOPIC",
+                        help="camera topic in the --frames bag when it is not the config's (an Image topic, or a "
+                             "CompressedImage one ending in /compressed)")
     parser.add_argument("--verify-frames", type=int, default=VERIFY_FRAMES,
                         help=f"camera frames to verify on (default: {VERIFY_FRAMES})")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
@@ -401,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         export_model(args.checkpoint, args.out, camera_size=parse_camera_size(args.camera_size),
                      rollout=args.rollout, preview=not args.no_preview, frames=args.frames,
+                     frames_topic=args.frames_topic,
                      verify_frames=args.verify_frames, opset=args.opset, threads=args.threads)
     except PwmError as exc:
         print(f"error: {exc}", file=sys.stderr)
