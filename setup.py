@@ -30,6 +30,7 @@ setup(
         "rosbags>=0.10",
         "onnx>=1.15",
         "onnxruntime>=1.17",
+        "mcap",
     ],
     extras_require={
         "train": ["torch==2.13.0", "safetensors", "matplotlib", "tensorboard", "tqdm"],

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pwm_model.io_utils import cpu_name
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages of this checkout, as the other benches
+
+from pwm_model.io_utils import cpu_name  # noqa: E402
 
 TARGETS = {"plan_rate_hz": (">=", 8.0), "latency_p99_over_p50": ("<=", 2.0), "rss_growth_mb": ("<=", 20.0),
            "overhead_frac": ("<=", 0.10)}

@@ -4,8 +4,8 @@ Each configuration builds the preset's world model and the real ``Trainer`` (the
 the model's own rollout as the shipped recipe does), trains ``--warmup`` steps untimed, then times ``--steps``
 steps. Token data are random codes of the preset's shapes (a step's cost does not depend on their values). bf16
 runs the training forward under ``torch.autocast("cpu", torch.bfloat16)``; the loss-parity column is the relative
-difference of the first batch's loss from fp32's, same weights, same batch. Configurations alternate in one run, so
-the machine's other load falls on all of them alike (the table shows the load).
+difference of one batch's loss from fp32's, same weights, same batch, printed under the table. The configurations
+run one after another in one process; the table shows the machine's load beside each.
 
     .venv/bin/python bench/train_step.py                 # tiny preset, batch 16
     .venv/bin/python bench/train_step.py --steps 10 --batch 32

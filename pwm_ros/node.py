@@ -6,8 +6,9 @@
 Transitions: configure loads and validates the model directory, builds the ``PolicyRunner`` and warms it up;
 activate subscribes (camera, odometry, command) and starts the worker; deactivate stops both; cleanup frees the
 engines. Each camera frame replaces the one waiting (latest frame only, drops counted); the worker plans at most
-``planning_rate_hz`` times a second, skips frames older than ``max_frame_age_ms`` and never lets a bad frame, an
-engine exception or a NaN plan kill the node: it logs, counts, reports ERROR and recovers on the next good frame.
+``planning_rate_hz`` times a second, skips frames older than ``max_frame_age_ms`` (or stamped that far ahead) and
+never lets a bad frame, an engine exception or a NaN plan kill the node: it logs, counts, reports ERROR and recovers
+on the next good frame.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class PwmNode(LifecycleNode):
             self.set_parameters([p for p in fixed if isinstance(p.value, float)])
         if hasattr(self, "add_pre_set_parameters_callback"):
             self.add_pre_set_parameters_callback(lambda changed: [
+                p if params.keep_float(p.name, p.value) is p.value else
                 rclpy.parameter.Parameter(p.name, value=params.keep_float(p.name, p.value)) for p in changed])
 
     def _values(self) -> dict[str, Any]:
@@ -423,8 +425,11 @@ class PwmNode(LifecycleNode):
 
     def _warn_once(self, kind: str, message: str) -> None:
         """Log ``message`` the first time a fault of this ``kind`` occurs (at most ``WARN_KINDS_MAX`` kinds)."""
-        if kind not in self._warned and len(self._warned) < WARN_KINDS_MAX:
-            self._warned.add(kind)
+        with self._lock:  # callbacks, the worker and the timer all warn
+            new = kind not in self._warned and len(self._warned) < WARN_KINDS_MAX
+            if new:
+                self._warned.add(kind)
+        if new:
             self.get_logger().warning(message + " (said once for faults of this kind; counted in /diagnostics)")
 
     # --- diagnostics --------------------------------------------------------------------------------
@@ -434,7 +439,7 @@ class PwmNode(LifecycleNode):
             return
         want = "sensor_msgs/msg/CompressedImage" if self._cfg.use_compressed else "sensor_msgs/msg/Image"
         full = self.resolve_topic_name(self._camera_topic)
-        others = sorted({t for name, types in self.get_topic_names_and_types() if name == full for t in types} - {want})
+        others = sorted({info.topic_type for info in self.get_publishers_info_by_topic(full)} - {want})
         if others:
             self._stats.count("camera_type_mismatch")
             self._warn_once(f"camera type {others}", f"{full} carries {', '.join(others)}, but pwm_node subscribes "

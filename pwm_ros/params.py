@@ -84,7 +84,8 @@ SPECS: dict[str, Spec] = {
     "precision": Spec("TensorRT engine precision", ON_CONFIGURE, choices=RUNTIME_CHOICES["precision"]),
     "planning_rate_hz": Spec("at most this many plans per second (latest frame only)",
                              range=RUNTIME_RANGES["planning_rate_hz"]),
-    "max_frame_age_ms": Spec("frames older than this when inference would start are skipped",
+    "max_frame_age_ms": Spec("frames older than this when inference would start, or stamped this far in the future, "
+                             "are skipped",
                              range=RUNTIME_RANGES["max_frame_age_ms"]),
     "preview_rate_hz": Spec("forecast / overlay images per second at most (only while subscribed)",
                             range=RUNTIME_RANGES["preview_rate_hz"]),

@@ -33,6 +33,9 @@ def test_ctra_closed_form_while_accelerating_and_stopping_without_reversing():
     braking = kinematic("ca", np.array([4.0]), np.array([-2.0]), np.array([0.5]), K, DT)[0]
     assert braking[-1, 0] == pytest.approx(4.0, abs=1e-3)  # v^2 / (2 |a|) = 4 m, then it stands still
     assert np.all(np.diff(braking[:, 0]) >= -1e-6) and np.all(braking[:, 1] == 0)
+    turning_stop = kinematic("ctra", np.array([4.0]), np.array([-2.0]), np.array([0.5]), K, DT)[0]
+    assert turning_stop[-1, 2] == pytest.approx(0.5 * 2.0, abs=0.02)  # turns only during the 2 s it moves
+    assert turning_stop[-1, 2] == turning_stop[-3, 2] and np.allclose(turning_stop[-3:, :2], turning_stop[-1, :2])
 
 
 def test_cv_matches_constant_velocity():

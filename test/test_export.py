@@ -65,7 +65,8 @@ def test_export_writes_static_named_graphs_and_manifest():
 
 
 def test_export_graphs_match_the_model_rollout_and_training_preprocessing():
-    from pwm_model.data.datasets import resize_rgb, to_tensor
+    from pwm_model.data.contract import resize_rgb
+    from pwm_model.data.datasets import to_tensor
     from pwm_model.export.graphs import build_graphs
 
     cfg, tok, wm = _cfg_model()

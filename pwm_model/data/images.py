@@ -179,14 +179,16 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 def compressed_size(buf: np.ndarray) -> tuple[int, int] | None:
     """(width, height) a PNG or JPEG header declares, read without decoding; None when it cannot be found."""
-    b = buf.tobytes()[:1 << 16]  # JPEG frame headers sit early; PNG's IHDR at byte 16
-    if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24:
+    b = memoryview(buf).cast("B")  # no copy: JPEG segments are walked by their lengths
+    if bytes(b[:8]) == b"\x89PNG\r\n\x1a\n" and len(b) >= 24:
         return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
-    i = 2 if b[:2] == b"\xff\xd8" else len(b)
+    i = 2 if bytes(b[:2]) == b"\xff\xd8" else len(b)
     while i + 9 <= len(b):
         if b[i] != 0xFF:
             return None
         marker, length = b[i + 1], int.from_bytes(b[i + 2:i + 4], "big")
+        if marker == 0xDA:  # start of scan: the frame header always comes before it
+            return None
         if marker in _JPEG_SOF:
             return int.from_bytes(b[i + 7:i + 9], "big"), int.from_bytes(b[i + 5:i + 7], "big")
         i += 2 + length

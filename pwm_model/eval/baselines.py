@@ -5,7 +5,8 @@ This module needs only numpy (the torch-free replay evaluation imports it).
 - ``constant_velocity``: drive straight on at the current speed (NAVSIM's "constant velocity").
 - ``kinematic``: extrapolate the ego state (speed, acceleration, yaw rate) with one of the classic motion models:
   ``cv`` (constant velocity), ``ca`` (constant acceleration), ``ctrv`` (constant turn rate and velocity) and
-  ``ctra`` (constant turn rate and acceleration). Speeds stop at zero: a braking car halts, it does not reverse.
+  ``ctra`` (constant turn rate and acceleration). Speeds stop at zero: a braking car halts, it does not reverse,
+  and a halted car keeps its heading.
 - ``EgoMLP`` (``pwm_model.eval.ego_mlp``, needs torch): an MLP from the ego status the world model also sees
   (speed, acceleration, command one-hot) to the K waypoints (NAVSIM's "Ego-MLP": no camera at all).
 - ``copy_last_frame``: every future frame equals the current frame (images or tokens).
@@ -47,8 +48,9 @@ def kinematic(model: str, speed_mps: np.ndarray, accel_mps2: np.ndarray, yaw_rat
     dt = waypoint_dt_s / _SUBSTEPS
     t_mid = (np.arange(num_waypoints * _SUBSTEPS) + 0.5) * dt  # (S,) midpoints of the substeps
     speed = np.maximum(v0[:, None] + a[:, None] * t_mid[None], 0.0)  # (N, S)
-    yaw = w[:, None] * t_mid[None]
+    turning = w[:, None] * (speed > 0) * dt  # a stopped car does not turn on the spot
+    yaw_end = np.cumsum(turning, axis=1)  # (N, S) heading at the end of each substep
+    yaw = yaw_end - 0.5 * turning  # at its midpoint
     x = np.cumsum(speed * np.cos(yaw) * dt, axis=1)[:, _SUBSTEPS - 1::_SUBSTEPS]  # (N, K)
     y = np.cumsum(speed * np.sin(yaw) * dt, axis=1)[:, _SUBSTEPS - 1::_SUBSTEPS]
-    t_k = np.arange(1, num_waypoints + 1) * waypoint_dt_s
-    return np.stack([x, y, w[:, None] * t_k[None]], axis=-1).astype(np.float32)
+    return np.stack([x, y, yaw_end[:, _SUBSTEPS - 1::_SUBSTEPS]], axis=-1).astype(np.float32)

@@ -87,8 +87,14 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
                                                   if v is not None})
         runner = PolicyRunner.from_model_dir(model, rt)
         cfg, camera = runner.config, runner.camera
-        runner.warm_up()
-    if topics:
+        try:
+            runner.warm_up()
+            if topics:
+                cfg.data.topics = parse_topics(topics, cfg.data.topics)
+        except BaseException:
+            runner.close()
+            raise
+    if topics and runner is None:
         cfg.data.topics = parse_topics(topics, cfg.data.topics)
     rate = planning_rate_hz if planning_rate_hz is not None else cfg.runtime.planning_rate_hz
     opts = EvalOptions(forecast_every=forecast_every, video=video, video_codec=video_codec, progress=bool(progress),

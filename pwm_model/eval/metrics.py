@@ -36,7 +36,7 @@ HORIZONS_S = (1.0, 2.0, 3.0)
 PSNR_CAP_DB = 100.0  # PSNR of identical images (instead of +inf, so that means stay finite)
 
 
-def _horizon_index(horizon_s: float, waypoint_dt_s: float, num_waypoints: int) -> int | None:
+def horizon_index(horizon_s: float, waypoint_dt_s: float, num_waypoints: int) -> int | None:
     """Number of waypoints up to ``horizon_s`` when it falls on a waypoint time, else None."""
     k = horizon_s / waypoint_dt_s
     if abs(k - round(k)) > 1e-6 or round(k) < 1 or round(k) > num_waypoints:
@@ -54,7 +54,7 @@ def per_clip_l2(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, wayp
     """Each clip's L2 up to ``horizon_s`` (vad protocol: its mean over the valid waypoints up to T): (N,) metres,
     NaN for a clip with no valid waypoint there (or a horizon off the waypoint grid)."""
     err = displacement_errors(pred, gt)  # (N, K)
-    kh = _horizon_index(horizon_s, waypoint_dt_s, err.shape[1])
+    kh = horizon_index(horizon_s, waypoint_dt_s, err.shape[1])
     if kh is None:
         return np.full(err.shape[0], math.nan)
     v = np.ones_like(err, bool) if valid is None else np.asarray(valid, bool)
@@ -76,7 +76,7 @@ def l2_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, waypo
     vad = []
     for h in horizons_s:
         name = f"{h:g}s"
-        kh = _horizon_index(h, waypoint_dt_s, k)
+        kh = horizon_index(h, waypoint_dt_s, k)
         if kh is None:
             out[f"{prefix}_{name}"] = out[f"{prefix}_uniad_{name}"] = math.nan
             vad.append(math.nan)
@@ -200,7 +200,7 @@ def collision_metrics_with_hits(pred: np.ndarray, gt: np.ndarray, valid: np.ndar
     last = 0
     for h in horizons_s:
         name = f"{h:g}s"
-        kh = _horizon_index(h, waypoint_dt_s, k)
+        kh = horizon_index(h, waypoint_dt_s, k)
         if kh is None:
             out[f"{prefix}_{name}_pct"] = out[f"{prefix}_uniad_{name}_pct"] = math.nan
             continue

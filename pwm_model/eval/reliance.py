@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from pwm_model.eval import metrics as M
+from pwm_model.eval.baselines import copy_last_frame
 from pwm_model.eval.intervals import cluster_bootstrap, paired_difference
 
 PROBES = ("oracle", "random", "copy_last", "none")
@@ -26,7 +27,7 @@ def probe_future(name: str, dyn: np.ndarray, history_frames: int, fed_frames: in
     if name == "random":
         return rng.integers(0, codebook_size, (n, fed_frames, ld), dtype=np.int64)
     if name == "copy_last":
-        return np.repeat(dyn[:, h - 1:h].astype(np.int64), fed_frames, axis=1)  # frame t, again and again
+        return copy_last_frame(dyn[:, h - 1].astype(np.int64), fed_frames)  # frame t, again and again
     if name == "none":
         return np.zeros((n, 0, ld), np.int64)
     raise ValueError(f"unknown reliance probe {name!r}: choose one of {', '.join(PROBES)}")
@@ -79,11 +80,13 @@ def command_response(model: torch.nn.Module, ctx: np.ndarray, dyn: np.ndarray, e
     flip moves the plan sideways) and ``command_flip_lateral_3s_m`` (mean lateral error of the flipped plan minus the
     own plan's: how much the true command helps; above zero when the plan follows it). ``command_clips``: how many.
     """
-    k3 = int(round(3.0 / waypoint_dt_s)) - 1
-    turn = np.isin(labels["command"], (0, 2)) & labels["waypoints_valid"][:, k3]
-    rows = np.nonzero(turn)[0]
-    out = {"command_clips": int(len(rows)), "command_flip_shift_3s_m": float("nan"),
-           "command_flip_lateral_3s_m": float("nan")}
+    out = {"command_clips": 0, "command_flip_shift_3s_m": float("nan"), "command_flip_lateral_3s_m": float("nan")}
+    k3 = M.horizon_index(3.0, waypoint_dt_s, own.shape[1])
+    if k3 is None:
+        return out  # the plan does not reach 3 s on its waypoint grid
+    k3 -= 1
+    rows = np.nonzero(np.isin(labels["command"], (0, 2)) & labels["waypoints_valid"][:, k3])[0]
+    out["command_clips"] = int(len(rows))
     if len(rows) == 0:
         return out
     h, flipped = model.history_frames, []
@@ -91,7 +94,7 @@ def command_response(model: torch.nn.Module, ctx: np.ndarray, dyn: np.ndarray, e
         r = rows[s:s + batch_size]
         _, w = model.rollout(torch.from_numpy(ctx[r].astype(np.int64)).to(device),
                              torch.from_numpy(dyn[r, :h].astype(np.int64)).to(device),
-                             torch.from_numpy(flip_command(ego[r])).to(device))
+                             torch.from_numpy(flip_command(ego[r])).to(device), temperature=0.0)
         flipped.append(w.cpu().numpy())
     y_flip = np.concatenate(flipped)[:, k3, 1]
     y_own, y_true = own[rows, k3, 1], labels["waypoints_xyyaw"][rows, k3, 1]

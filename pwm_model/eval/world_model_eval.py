@@ -1,9 +1,11 @@
 """``pwm eval``: score a world-model checkpoint on a clip store against the baselines, side by side.
 
-Planning: L2 at 1/2/3 s in both protocols and collision (metrics.py) for PWM, every ``--compare`` checkpoint,
-constant velocity and the ego-status MLP. Forecast: token accuracy per horizon over every clip, PSNR / SSIM per
-horizon of the decoded forecast against the true future frames over ``image_clips`` evenly spread clips, next to
-copy-last-frame and the tokenizer's ceiling (the true future tokens decoded the same way).
+Planning: L2 at 1/2/3 s in both protocols and collision over the whole plan, split longitudinal / lateral
+(metrics.py), for PWM, every ``--compare`` checkpoint, constant velocity, CA, CTRV, CTRA and the ego-status MLP;
+l2_3s intervals clustered by drive and PWM - CTRA paired by clip (intervals.py); a per-scenario-family table; the
+forecast-reliance probes and the route-command flip (reliance.py). Forecast: token accuracy per horizon over every
+clip, PSNR / SSIM per horizon of the decoded forecast against the true future frames over ``image_clips`` evenly
+spread clips, next to copy-last-frame and the tokenizer's ceiling (the true future tokens decoded the same way).
 """
 
 from __future__ import annotations
