@@ -256,21 +256,24 @@ def verify(model_dir: Path, mods: dict[str, Any], frames_source: str | None, n_f
     report: dict[str, Any] = {"frames": len(plans), "source": str(frames_source or "synthetic drive (seed 0)"),
                               "graphs": {}}
     problems = []
-    for name, rec in torch_engines.items():
-        stats = compare_graph(rec.calls, ort[name])
-        report["graphs"][name] = stats
-        problems += failures(name, stats)
-    # end to end: the ONNX Runtime runner on the same frames
+    # end to end: the ONNX Runtime runner on the same frames (it owns the engines and frees them, also on errors)
     import numpy as np
 
     ort_runner = PolicyRunner(m, RuntimeConfig(backend="onnxruntime", device="cpu"), ort)
-    agree, n_tok, wp_err = 0, 0, 0.0
-    for (rgb, t_ns, ego), ref in zip(steps, plans):
-        p = ort_runner.step(rgb, t_ns, ego)
-        agree += int((p.forecast_tokens == ref.forecast_tokens).sum())
-        n_tok += ref.forecast_tokens.size
-        wp_err = max(wp_err, float(np.abs(p.waypoints_xyyaw - ref.waypoints_xyyaw).max()))
-    ort_runner.close()
+    try:
+        for name, rec in torch_engines.items():
+            stats = compare_graph(rec.calls, ort[name])
+            report["graphs"][name] = stats
+            problems += failures(name, stats)
+        agree, n_tok, wp_err = 0, 0, 0.0
+        for (rgb, t_ns, ego), ref in zip(steps, plans):
+            p = ort_runner.step(rgb, t_ns, ego)
+            agree += int((p.forecast_tokens == ref.forecast_tokens).sum())
+            n_tok += ref.forecast_tokens.size
+            wp_err = max(wp_err, float(np.abs(p.waypoints_xyyaw - ref.waypoints_xyyaw).max()))
+    finally:
+        ort_runner.close()
+        runner.close()
     report["end_to_end"] = {"forecast_token_agreement": agree / n_tok if n_tok else 1.0,
                             "waypoint_max_abs_m": wp_err}
     if problems:
