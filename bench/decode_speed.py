@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(0)
     ctx = torch.randint(0, c, (b, model.ctx_tokens), generator=g).to(args.device)
     hist = torch.randint(0, c, (b, model.history_frames, model.dyn_tokens), generator=g).to(args.device)
-    ego = torch.tensor([[8.0, 0.0, 0.0, 1.0, 0.0]] * b, device=args.device)
+    ego = torch.tensor([[8.0, 0.0, 0.0, 1.0, 0.0, 0.0]] * b, device=args.device)  # 8 m/s, straight, no yaw rate
 
     def timed(fn) -> list[float]:
         fn()  # warm-up

@@ -74,7 +74,8 @@ def reencode_cycle(runner, images: list[np.ndarray], ego_vec: np.ndarray) -> tup
 def time_rollouts(model_dir: Path, stepwise_dir: Path, threads: int, repeats: int) -> tuple[float, float]:
     """Median ms of the world model: one unrolled graph vs prefill/step/plan graphs (same inputs, ONNX Runtime)."""
     from pwm_model.config import RuntimeConfig
-    from pwm_model.runtime.runner import PolicyRunner
+    from pwm_model.runtime.runner import PolicyRunner, ego_vector
+    from pwm_model.runtime.types import EgoInput
 
     rt = RuntimeConfig(backend="onnxruntime", intra_op_threads=threads)
     out = []
@@ -84,7 +85,7 @@ def time_rollouts(model_dir: Path, stepwise_dir: Path, threads: int, repeats: in
         rng = np.random.default_rng(0)
         ctx = rng.integers(0, cfg.tokenizer.codebook_size, (1, cfg.tokenizer.ctx_tokens))
         hist = rng.integers(0, cfg.tokenizer.codebook_size, (1, cfg.data.history_frames, cfg.tokenizer.dyn_tokens))
-        ego = np.array([[8.0, 0.0, 0.0, 1.0, 0.0]], np.float32)
+        ego = ego_vector(EgoInput(8.0, 0.0, 1), r.manifest.ego_width)[None]
         r._rollout(ctx, hist, ego)
         ts = []
         for _ in range(repeats):
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pwm_model.config import RuntimeConfig
     from pwm_model.data.frames import camera_frames
-    from pwm_model.runtime.runner import PolicyRunner
+    from pwm_model.runtime.runner import PolicyRunner, ego_vector
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             images.append(naive.prepare(rgb))
             window = images[-1 - h * stride::stride]  # the guide frame + H history frames, model_dt apart
             if len(window) == h + 1:
-                enc_ms, total_ms = reencode_cycle(naive, window, ego.as_vector())
+                enc_ms, total_ms = reencode_cycle(naive, window, ego_vector(ego, naive.manifest.ego_width))
                 rows["reencode_encode"].append(enc_ms)
                 rows["reencode"].append(total_ms)
         unrolled_ms, stepwise_ms = time_rollouts(model_dir, stepwise_dir, args.threads, args.repeats)

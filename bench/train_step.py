@@ -60,7 +60,7 @@ def make_trainer(preset_name: str, batch: int, overrides: list[str]):  # noqa: A
     data = WorldModelData(
         ctx_tokens=torch.randint(0, tk.codebook_size, (n, tk.ctx_tokens), generator=g),
         dyn_tokens=torch.randint(0, tk.codebook_size, (n, h + f, tk.dyn_tokens), generator=g),
-        ego=torch.tensor([[8.0, 0.3, 0.0, 1.0, 0.0]]).repeat(n, 1), ego_valid=torch.ones(n, dtype=torch.bool),
+        ego=torch.tensor([[8.0, 0.3, 0.0, 1.0, 0.0, 0.05]]).repeat(n, 1), ego_valid=torch.ones(n, dtype=torch.bool),
         waypoints=torch.randn(n, k, 3, generator=g), waypoints_valid=torch.ones(n, k, dtype=torch.bool))
     return Trainer(cfg, model, data, "finetune", steps=1000, plan_on_rollout=cfg.world_model.plan_on_rollout,
                    log=lambda text: None)

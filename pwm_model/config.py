@@ -1,7 +1,7 @@
 """One dataclass config tree for every part of pwm, with presets, YAML I/O and ``--set`` overrides.
 
-The tree is passed down (each module reads its own section), saved in every checkpoint and in the
-model directory's ``manifest.json``, and rebuilt from there. Every default is written once, here.
+The tree is passed down (each module reads its own section), saved in every checkpoint and in the model
+directory's ``manifest.json``, and rebuilt from there. Every default is written once, here.
 
     cfg = preset("tiny")
     cfg = apply_overrides(cfg, ["world_model.layers=6", "train.lr=1e-4"])
@@ -180,7 +180,7 @@ class WorldModelConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     forecast_frames: int = 10  # F future frames generated before planning; 0 = plan-only ablation
-    ego_hidden: int = 256  # hidden width of the ego-state MLP (speed, accel, command one-hot)
+    ego_hidden: int = 256  # hidden width of the ego-state MLP (speed, accel, command one-hot, yaw rate)
     head_hidden: int = 1024  # hidden width of the waypoint head
     # adaptive dynamic focal loss (see world_model/focal_loss.py for the formula)
     focal: bool = True  # False = plain mean cross-entropy (ablation)
@@ -194,8 +194,9 @@ class WorldModelConfig:
     # share of fine-tuning steps whose planning pass reads the model's own detached greedy forecast instead of the
     # teacher-forced true future frames (exposure bias: inference plans from forecasts); 0 = always teacher-forced
     plan_on_rollout: float = 0.0
-    # the waypoint head predicts the correction to driving straight on at the current speed (ego speed * t_k)
-    cv_prior: bool = False
+    prior: str = "none"  # the head predicts the correction to: none, cv (straight on at the speed) or ctra (physics)
+    traj_loss_per_horizon: bool = False  # each waypoint's error divided by its horizon's scale (all count alike)
+    plan_reads_forecast: bool = True  # false: the plan reads the history only; the video loss stays (an ablation)
 
     def validate(self, prefix: str) -> None:
         _check(self.layers >= 1, prefix, "layers", "must be at least 1")
@@ -207,6 +208,7 @@ class WorldModelConfig:
         _check(self.focal_gamma >= 0, prefix, "focal_gamma", "must not be negative")
         _check(self.temperature >= 0, prefix, "temperature", "must not be negative")
         _check(0.0 <= self.plan_on_rollout <= 1.0, prefix, "plan_on_rollout", "must be in [0, 1]")
+        _check(self.prior in ("none", "cv", "ctra"), prefix, "prior", "must be none, cv or ctra")
 
 
 @dataclass
@@ -223,7 +225,10 @@ class TrainConfig:
     warmup_steps: int = 1000
     grad_clip: float = 4.0
     seed: int = 10086
-    precision: str = "bf16"  # fp32 | bf16 (bf16 autocast on GPU only)
+    precision: str = "bf16"  # fp32 | bf16 (autocast on a GPU, and on a CPU with bf16 instructions; else fp32)
+    trunk_lr_scale: float = 1.0  # fine-tuning: the trunk at lr * this, the heads (ego MLP, plan_ego, waypoints) at lr
+    ema_decay: float = 0.0  # > 0: checkpoints hold an EMA of the weights (train_state.pt the raw ones, for resume)
+    clip_stride: int = 1  # > 1: an epoch takes one clip of every window of this many consecutive (near-copy) clips
     # several processes (torchrun): ddp replicates the model on every rank; fsdp shards parameters, gradients and
     # AdamW state across the ranks (the paper preset: 1.26B parameters would need ~20 GB per replica in fp32)
     strategy: str = "ddp"
@@ -244,11 +249,13 @@ class TrainConfig:
     def validate(self, prefix: str) -> None:
         _check(self.batch_size >= 1, prefix, "batch_size", "must be at least 1")
         _check(self.tokenizer_batch_size >= 1, prefix, "tokenizer_batch_size", "must be at least 1")
-        _check(self.grad_accum >= 1, prefix, "grad_accum", "must be at least 1")
+        _check(self.grad_accum >= 1 and self.clip_stride >= 1, prefix, "grad_accum", "and clip_stride must be >= 1")
         _check(self.lr > 0 and self.tokenizer_lr > 0, prefix, "lr", "must be positive")
         _check(self.weight_decay >= 0, prefix, "weight_decay", "must not be negative")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, prefix, "beta1", "betas must be in [0, 1)")
         _check(self.grad_clip > 0, prefix, "grad_clip", "must be positive")
+        _check(0.0 < self.trunk_lr_scale <= 10.0, prefix, "trunk_lr_scale", "must be in (0, 10]")
+        _check(0.0 <= self.ema_decay < 1.0, prefix, "ema_decay", "must be in [0, 1)")
         _check(self.precision in ("fp32", "bf16"), prefix, "precision", "must be fp32 or bf16")
         _check(self.strategy in ("ddp", "fsdp"), prefix, "strategy", "must be ddp or fsdp")
         _check(self.tokenizer_decoder_lr > 0, prefix, "tokenizer_decoder_lr", "must be positive")
@@ -335,7 +342,6 @@ def preset(name: str) -> PwmConfig:
     return PRESETS[name]().validate()
 
 
-
 # ----------------------------------------------------------------------------------------------------
 # Dict / YAML conversion with type checks.
 
@@ -412,8 +418,17 @@ def from_dict(data: dict[str, Any]) -> PwmConfig:
     base = preset(data.get("preset", "paper")) if isinstance(data.get("preset", "paper"), str) else None
     if base is None:
         raise ConfigError("preset must be a string")
-    merged = _deep_merge(base.to_dict(), data)
+    merged = _deep_merge(base.to_dict(), _migrate(data))
     return _from_dict(PwmConfig, merged, "").validate()
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Configs written by earlier versions: ``world_model.cv_prior`` (bool) became ``world_model.prior``."""
+    wm = data.get("world_model")
+    if not isinstance(wm, dict) or "cv_prior" not in wm:
+        return data
+    return {**data, "world_model": {"prior": "cv" if wm["cv_prior"] else "none",
+                                    **{k: v for k, v in wm.items() if k != "cv_prior"}}}
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

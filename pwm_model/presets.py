@@ -26,8 +26,12 @@ def _tiny() -> PwmConfig:
                                   num_res_blocks=1, dyn_patchify=True, dyn_patch=(1, 2), dyn_mlp_hidden=128,
                                   gan_start_step=400),
         world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
-                                     head_hidden=256, plan_on_rollout=1.0, cv_prior=True),
-        train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="fp32",
+                                     head_hidden=256, plan_on_rollout=1.0, prior="ctra",
+                                     traj_loss_per_horizon=True),
+        # fine-tuning: 16 x 4 = 64 clips a step, one clip of every 1 s of drive an epoch, the pretrained trunk at a
+        # fifth of the heads' rate, EMA weights; bf16 autocast where the CPU has bf16 instructions (fp32 otherwise)
+        train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="bf16",
+                          trunk_lr_scale=0.2, ema_decay=0.99, clip_stride=5,
                           tokenizer_lr=2e-3, tokenizer_ctx_steps=3600, tokenizer_dyn_steps=1200,  # ~40 min, 2 cores
                           tokenizer_decoder_steps=1500, tokenizer_decoder_lr=6e-4,  # ~15 min more
                           pretrain_steps=800, finetune_steps=500, eval_every=500, save_every=500, seed=0),

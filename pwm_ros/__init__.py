@@ -4,5 +4,6 @@ node.py         ``pwm_node``, the lifecycle node: camera -> PolicyRunner -> Path
 params.py       its parameters: defaults from RuntimeConfig + NodeParams, ranges, validation, config/pwm.yaml
 conversions.py  messages <-> numpy (images incl. Bayer and cv_bridge fallback, Path, markers, diagnostics)
 worker.py       latest-frame-only worker thread;  diagnostics.py  counters, rates, latency percentiles, levels
+odometry.py     odometry samples -> the ego input at a camera stamp (speed, acceleration, yaw rate, plausibility)
 overlay.py      the planned path drawn through the camera model;  replay.py  ``pwm_replay``: bag playback + recorder
 """

@@ -146,9 +146,10 @@ def rgb_to_compressed(rgb: np.ndarray, t_ns: int, frame_id: str, fmt: str = "jpe
     return msg
 
 
-def odometry_speed(msg: Odometry) -> tuple[int, float]:
-    """``(t_ns, forward speed m/s)`` of an odometry message (twist in the child frame, REP-105)."""
-    return stamp_to_ns(msg.header.stamp), float(msg.twist.twist.linear.x)
+def odometry_twist(msg: Odometry) -> tuple[int, float, float]:
+    """``(t_ns, forward speed m/s, yaw rate rad/s)`` of an odometry message (twist in the child frame, REP-105:
+    ``linear.x`` and ``angular.z``, positive turning left)."""
+    return stamp_to_ns(msg.header.stamp), float(msg.twist.twist.linear.x), float(msg.twist.twist.angular.z)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -192,8 +192,9 @@ class NodeStats:
                     problems.append((WARN, f"{new['stale_frames']} frames older than max_frame_age_ms skipped "
                                            "(slow inference, clock offset, or use_sim_time mismatch)"))
                 if new["bad_odometry"]:
-                    problems.append((ERROR, f"{new['bad_odometry']} odometry messages with an impossible speed "
-                                            "(not finite, or beyond a car's) ignored: check the odometry source"))
+                    problems.append((ERROR, f"{new['bad_odometry']} odometry messages with an impossible speed or "
+                                            "yaw rate (not finite, or beyond a car's) ignored: check the odometry "
+                                            "source"))
                 if new["camera_type_mismatch"]:
                     problems.append((WARN, f"another message type is published on {camera_topic or 'the camera topic'}"
                                            " (see the log for the remedy)"))

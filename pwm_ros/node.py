@@ -33,10 +33,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32, UInt8
 from visualization_msgs.msg import MarkerArray
 
-from pwm_model.data.contract import MAX_PLAUSIBLE_SPEED_MPS
 from pwm_model.errors import ConfigError, PwmError
 from pwm_model.runtime.types import EgoInput, Plan
-from pwm_ros import conversions, params
+from pwm_ros import conversions, odometry, params
 from pwm_ros.descriptors import descriptor
 from pwm_ros.diagnostics import WARN_KINDS_MAX, NodeStats, Thresholds, fault_kind
 from pwm_ros.overlay import draw_path
@@ -48,7 +47,6 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-ACCEL_BASELINE_S = 0.1  # odometry speed is differenced over at least this long for the acceleration
 OUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 IMAGE_OUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
@@ -63,7 +61,7 @@ class PwmNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._stats = NodeStats()
         self._lock = threading.Lock()  # guards odometry, command and reset requests
-        self._odom: deque[tuple[int, float]] = deque(maxlen=64)  # (t_ns, speed_mps)
+        self._odom: deque[odometry.Sample] = deque(maxlen=64)  # (t_ns, speed_mps, yaw_rate_radps)
         self._command: int | None = None
         self._reset_requested = False
         self._last_stamp_ns: int | None = None
@@ -280,16 +278,16 @@ class PwmNode(LifecycleNode):
         self._stats.frame_received(now_s, worker.submit((msg, now_s)))
 
     def _on_odom(self, msg: Odometry) -> None:
-        t_ns, speed = conversions.odometry_speed(msg)
-        if not (math.isfinite(speed) and abs(speed) <= MAX_PLAUSIBLE_SPEED_MPS):
+        t_ns, speed, yaw_rate = conversions.odometry_twist(msg)
+        fault = odometry.implausible(speed, yaw_rate, self._cfg.odom_topic)
+        if fault is not None:
             self._stats.count("bad_odometry")
-            self._warn_once("bad odometry", f"odometry speed {speed!r} m/s on {self._cfg.odom_topic} is not a "
-                                            f"finite speed within {MAX_PLAUSIBLE_SPEED_MPS:g} m/s: ignored")
+            self._warn_once(*fault)
             return
         with self._lock:
             if self._odom and t_ns < self._odom[-1][0]:
                 self._odom.clear()  # odometry time went backwards
-            self._odom.append((t_ns, speed))
+            self._odom.append((t_ns, speed, yaw_rate))
 
     def _on_command(self, msg: UInt8) -> None:
         if int(msg.data) > 2:
@@ -311,18 +309,7 @@ class PwmNode(LifecycleNode):
         with self._lock:
             command = self._cfg.default_command if self._command is None else self._command
             odom = list(self._odom)
-        if not odom:
-            return EgoInput(0.0, 0.0, command), float("nan")
-        t_ns, speed = odom[-1]
-        age_ms = (stamp_ns - t_ns) / 1e6
-        if abs(age_ms) > 1000.0 * self._cfg.odom_timeout_s:
-            return EgoInput(0.0, 0.0, command), age_ms
-        accel = 0.0
-        for t0_ns, v0 in reversed(odom[:-1]):
-            if t_ns - t0_ns >= ACCEL_BASELINE_S * 1e9:
-                accel = (speed - v0) / ((t_ns - t0_ns) / 1e9)
-                break
-        return EgoInput(speed, accel, command), age_ms
+        return odometry.ego_at(odom, stamp_ns, command, self._cfg.odom_timeout_s)
 
     def _cycle(self, item: tuple[Image | CompressedImage, float]) -> None:
         msg, received_s = item

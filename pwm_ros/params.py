@@ -37,7 +37,7 @@ class NodeParams:
     use_compressed: bool = False  # subscribe to sensor_msgs/CompressedImage (JPEG/PNG) instead of Image
     camera_reliability: str = "best_effort"  # SensorData QoS (REP-2003); reliable only if the driver needs it
     camera_depth: int = 5  # SensorData keep-last depth; the node itself keeps only the latest frame
-    odom_topic: str = TopicsConfig.odometry  # nav_msgs/Odometry for ego speed / acceleration (optional)
+    odom_topic: str = TopicsConfig.odometry  # nav_msgs/Odometry for ego speed / acceleration / yaw rate (optional)
     command_topic: str = TopicsConfig.command  # std_msgs/UInt8 route command: 0 left, 1 straight, 2 right
     default_command: int = COMMAND_STRAIGHT  # route command until one arrives
     base_frame: str = "base_link"  # frame of the planned path (REP-103 ego frame)
@@ -67,7 +67,7 @@ SPECS: dict[str, Spec] = {
     "camera_reliability": Spec("camera subscription reliability; best_effort (SensorData) matches both best-effort "
                                "and reliable publishers", ON_ACTIVATE, choices=RELIABILITIES),
     "camera_depth": Spec("camera subscription keep-last depth", ON_ACTIVATE, range=(1, 100)),
-    "odom_topic": Spec("nav_msgs/Odometry for ego speed and acceleration; empty: no odometry (speed 0)",
+    "odom_topic": Spec("nav_msgs/Odometry for ego speed, acceleration and yaw rate; empty: no odometry (all 0)",
                        ON_ACTIVATE, topic=True),
     "command_topic": Spec("std_msgs/UInt8 route command (0 left, 1 straight, 2 right); empty: default_command only",
                           ON_ACTIVATE, topic=True),

@@ -114,7 +114,10 @@ def test_the_exported_resize_matches_the_contract_within_a_grey_level(camera):
 
 
 def test_the_ego_vector_is_written_once():
-    v = ego_vectors(np.array([3.0, 0.0]), np.array([-1.0, 0.5]), np.array([0, 2]))
-    np.testing.assert_array_equal(v, [[3.0, -1.0, 1, 0, 0], [0.0, 0.5, 0, 0, 1]])
+    v = ego_vectors(np.array([3.0, 0.0]), np.array([-1.0, 0.5]), np.array([0, 2]))  # no yaw rate: 0
+    np.testing.assert_array_equal(v, [[3.0, -1.0, 1, 0, 0, 0], [0.0, 0.5, 0, 0, 1, 0]])
     assert v.shape[1] == EGO_DIM and v.dtype == np.float32
     np.testing.assert_array_equal(EgoInput(3.0, -1.0, 0).as_vector(), v[0])
+    w = ego_vectors(np.array([3.0, 0.0]), np.array([-1.0, 0.5]), np.array([0, 2]), np.array([0.25, -0.5]))
+    np.testing.assert_array_equal(w, [[3.0, -1.0, 1, 0, 0, 0.25], [0.0, 0.5, 0, 0, 1, -0.5]])
+    np.testing.assert_array_equal(EgoInput(0.0, 0.5, 2, -0.5).as_vector(), w[1])

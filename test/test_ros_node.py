@@ -188,28 +188,33 @@ def test_odometry_and_command_reach_the_runner(model_dir: Path) -> None:
         t0 = node.get_clock().now().nanoseconds
         got = []
         for k, rgb in enumerate(frames):
-            for dt_ns in (-200_000_000, 0):  # two odometry samples: 6 m/s, steady
+            for dt_ns in (-200_000_000, 0):  # two odometry samples: 6 m/s, steady, turning left at 0.25 rad/s
                 odom = Odometry()
                 odom.header.stamp = conversions.ns_to_stamp(t0 + k * DT_NS + dt_ns)
                 odom.twist.twist.linear.x = 6.0
+                odom.twist.twist.angular.z = 0.25
                 odom_pub.publish(odom)
             time.sleep(0.1)
             got.append(_send_and_wait(camera, paths, _image(rgb, t0 + k * DT_NS)))
         assert wait_for(lambda: node._stats.counts["bad_commands"] == 1, 5.0)  # noqa: SLF001
-        for speed in (10_000.0, float("nan"), 1e30):  # implausible odometry: counted and ignored, never planned on
+        # implausible odometry (a speed, or a yaw rate at a plausible speed): counted and ignored, never planned on
+        for speed, yaw_rate in ((10_000.0, 0.0), (float("nan"), 0.0), (1e30, 0.0), (6.0, float("nan")),
+                                (6.0, -4.0), (6.0, float("inf"))):
             odom = Odometry()
             odom.header.stamp = conversions.ns_to_stamp(t0 + len(frames) * DT_NS)
-            odom.twist.twist.linear.x = speed
+            odom.twist.twist.linear.x, odom.twist.twist.angular.z = speed, yaw_rate
             odom_pub.publish(odom)
-        assert wait_for(lambda: node._stats.counts["bad_odometry"] == 3, 5.0)  # noqa: SLF001
-        assert all(abs(v) <= 6.0 for _, v in node._odom)  # noqa: SLF001
-        _diag_after(diags, lambda lvl, m, v: int(v["bad_odometry"]) == 3)
+        assert wait_for(lambda: node._stats.counts["bad_odometry"] == 6, 5.0)  # noqa: SLF001
+        assert all(v == 6.0 and w == 0.25 for _, v, w in node._odom)  # noqa: SLF001
+        assert {"bad odometry", "bad odometry yaw rate"} <= node._warned  # noqa: SLF001 - each warned about once
+        _diag_after(diags, lambda lvl, m, v: int(v["bad_odometry"]) == 6)
         assert any(a.status[0].level[0] == 2 and "impossible speed" in a.status[0].message for a in list(diags))
     try:
         assert all(p is not None for p in got)
         other = runner_module.PolicyRunner.from_model_dir(model_dir, _runtime())
         for k, (rgb, path) in enumerate(zip(frames, got)):
-            plan = runner.step(rgb, t0 + k * DT_NS, EgoInput(speed_mps=6.0, accel_mps2=0.0, command=2))
+            plan = runner.step(rgb, t0 + k * DT_NS, EgoInput(speed_mps=6.0, accel_mps2=0.0, command=2,
+                                                             yaw_rate_radps=0.25))
             xyyaw = conversions.path_to_xyyaw(path)[0]
             np.testing.assert_allclose(xyyaw, plan.waypoints_xyyaw, rtol=0, atol=2e-6)  # same inputs, same sums
             without = other.step(rgb, t0 + k * DT_NS, EgoInput()).waypoints_xyyaw

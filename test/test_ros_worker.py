@@ -1,4 +1,4 @@
-"""The latest-frame worker and the diagnostics aggregation (plain Python, no ROS graph needed)."""
+"""The latest-frame worker, the diagnostics aggregation and the odometry -> ego input (plain Python, no ROS graph)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 import pytest
 
 from pwm_ros.diagnostics import ERROR, OK, WARN, NodeStats, RateMeter, Thresholds, percentile
+from pwm_ros.odometry import ego_at, implausible
 from pwm_ros.worker import LatestFrameWorker
 
 
@@ -127,3 +128,21 @@ def test_stats_levels_mean_something() -> None:
     assert "older than" not in msg  # reported per period, counted for ever
     stats.engine_state = "error: configure failed: no manifest.json"
     assert stats.summary(t0 + 11.0, active=False, th=th)[0] == ERROR
+
+
+def test_odometry_gives_speed_acceleration_and_yaw_rate_and_refuses_implausible_ones() -> None:
+    assert implausible(69.0, -2.9, "/odom") is None and implausible(-70.0, 3.0, "/odom") is None
+    for speed in (70.5, float("nan"), float("-inf")):
+        kind, message = implausible(speed, 0.0, "/odom")
+        assert kind == "bad odometry" and "odometry speed" in message and "/odom" in message
+    for yaw_rate in (3.5, -10.0, float("nan"), float("inf")):
+        kind, message = implausible(5.0, yaw_rate, "/odom")
+        assert kind == "bad odometry yaw rate" and "within 3 rad/s: ignored" in message
+    ego, age_ms = ego_at([], 1_000_000_000, 2, 0.5)
+    assert (ego.speed_mps, ego.yaw_rate_radps, ego.command) == (0.0, 0.0, 2) and age_ms != age_ms  # NaN
+    odom = [(0, 5.0, 0.1), (50_000_000, 5.5, 0.2), (200_000_000, 6.0, 0.3)]
+    ego, age_ms = ego_at(odom, 300_000_000, 1, 0.5)
+    assert ego.speed_mps == 6.0 and ego.yaw_rate_radps == 0.3 and age_ms == 100.0
+    assert ego.accel_mps2 == pytest.approx(0.5 / 0.15)  # differenced to the newest sample at least 0.1 s older
+    ego, age_ms = ego_at(odom, 900_000_000, 1, 0.5)  # older than odom_timeout_s: no motion
+    assert (ego.speed_mps, ego.accel_mps2, ego.yaw_rate_radps) == (0.0, 0.0, 0.0) and age_ms == 700.0

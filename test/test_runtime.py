@@ -202,6 +202,8 @@ def test_bad_inputs_give_one_sentence():
             runner.step(rgb, t, EgoInput(3.0, 0.0, 7))
         with pytest.raises(DataError, match="must be finite"):
             runner.step(rgb, t, EgoInput(float("nan"), 0.0, 1))
+        with pytest.raises(DataError, match="yaw rate must be finite"):
+            runner.step(rgb, t, EgoInput(3.0, 0.0, 1, float("inf")))
         assert runner.stats["frames"] == 0
 
 
@@ -234,6 +236,11 @@ def test_broken_model_directories_give_one_sentence(tmp_path: Path):
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ModelError, match="does not match its config: rollout waypoints has shape"):
         PolicyRunner.from_model_dir(d)
+    man["graphs"]["rollout"]["outputs"][1]["shape"] = [1, 8, 3]
+    man["graphs"]["rollout"]["inputs"][2]["shape"] = [1, 7]
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ModelError, match=r"rollout ego has shape \(1, 7\), not \(1, 6\)"):
+        PolicyRunner.from_model_dir(d)
     (d / "manifest.json").write_text("{ not json")
     with pytest.raises(ModelError, match="manifest.json is corrupt"):
         PolicyRunner.from_model_dir(d)
@@ -246,6 +253,49 @@ def test_broken_model_directories_give_one_sentence(tmp_path: Path):
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ModelError, match="dyn_encoder.onnx does not match manifest.json"):
         PolicyRunner.from_model_dir(d)
+
+
+def _without_yaw_rate(d: Path) -> Path:
+    """Turn model directory ``d`` into one exported before the yaw rate: its rollout takes a (1, 5) ego, padded
+    with a zero inside the graph (what an old checkpoint computes: it loads with a zero weight on the yaw rate)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from pwm_model.io_utils import file_sha256
+
+    path = d / "rollout.onnx"
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        node.input[:] = ["ego_padded" if n == "ego" else n for n in node.input]
+    next(i for i in model.graph.input if i.name == "ego").type.tensor_type.shape.dim[1].dim_value = 5
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 0, 1], np.int64), "ego_pads"))
+    model.graph.node.insert(0, helper.make_node("Pad", ["ego", "ego_pads"], ["ego_padded"]))
+    onnx.save(model, str(path))
+    man = json.loads((d / "manifest.json").read_text())
+    man["graphs"]["rollout"]["inputs"][2]["shape"] = [1, 5]
+    man["graphs"]["rollout"]["sha256"] = file_sha256(path)
+    (d / "manifest.json").write_text(json.dumps(man))
+    shutil.rmtree(d / "engines", ignore_errors=True)
+    return d
+
+
+def test_a_model_exported_before_the_yaw_rate_takes_the_first_five_ego_entries(tmp_path: Path):
+    import dataclasses
+
+    from pwm_model.data.contract import EGO_DIM, EGO_DIM_WITHOUT_YAW_RATE
+    from pwm_model.runtime.runner import ego_vector
+
+    ego = EgoInput(4.0, 0.5, 0, 0.7)
+    assert ego_vector(ego).tolist() == pytest.approx([4.0, 0.5, 1.0, 0.0, 0.0, 0.7]) and EGO_DIM == 6
+    assert ego_vector(ego, EGO_DIM_WITHOUT_YAW_RATE).tolist() == pytest.approx([4.0, 0.5, 1.0, 0.0, 0.0])
+    with _runner() as new, _runner(_without_yaw_rate(copy_model_dir(tmp_path / "m"))) as old:
+        assert new.manifest.ego_width == EGO_DIM and old.manifest.ego_width == EGO_DIM_WITHOUT_YAW_RATE
+        for rgb, t, e in _frames(new.config, 6):
+            e = dataclasses.replace(e, yaw_rate_radps=0.7)
+            got = old.step(rgb, t, e)  # the yaw rate is left out, not an error
+            want = new.step(rgb, t, dataclasses.replace(e, yaw_rate_radps=0.0))
+            np.testing.assert_allclose(got.waypoints_xyyaw, want.waypoints_xyyaw, rtol=0, atol=1e-6)
+            np.testing.assert_array_equal(got.forecast_tokens, want.forecast_tokens)
 
 
 def test_tensorrt_backend_without_tensorrt_says_what_to_install():

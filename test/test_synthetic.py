@@ -243,6 +243,43 @@ def test_mixed_drive_has_several_events_and_no_collisions():
     assert len(set(labels) - {"cruise", "curve"}) >= 3
 
 
+@pytest.mark.parametrize("seed", [1005, 1007])
+def test_in_mixed_drives_the_command_comes_a_second_before_the_lateral_move(seed):
+    """What the planner can learn from the command: in the drives the data is made of (lane changes, parked
+    obstacles), every left/right command is on for at least 1 s before the ego leaves its lane centre, and the ego
+    then moves over by about a lane width in the commanded direction (left is +d) while the command holds."""
+    w = World(seed, SMALL, seconds=60.0)
+    road, ego = w.road, w.ego
+    rows = []  # (command, centre offset from the lane the ego started the command in)
+    onsets = 0
+    start_d = None
+    for i in range(600):
+        if i:
+            w.step_frame()
+        if ego.command != COMMAND_STRAIGHT and (not rows or rows[-1][0] == COMMAND_STRAIGHT):
+            onsets += 1
+            start_d = ego.center_d_m
+        rows.append((ego.command, ego.center_d_m - start_d if start_d is not None else 0.0))
+    assert onsets >= 1, "no lane-change command in this drive: pick another seed"
+    i = 0
+    checked = 0
+    while i < len(rows):
+        if rows[i][0] == COMMAND_STRAIGHT:
+            i += 1
+            continue
+        j = i
+        while j < len(rows) and rows[j][0] == rows[i][0]:
+            j += 1
+        held = rows[i:j]
+        assert max(abs(d) for _, d in held[:10]) < 0.2  # the first second: still in its lane
+        if j < len(rows):  # completed within the drive
+            sign = 1.0 if rows[i][0] == COMMAND_LEFT else -1.0
+            assert sign * held[-1][1] > 0.8 * road.lane_width_m
+            checked += 1
+        i = j
+    assert checked >= 1
+
+
 # ----------------------------------------------------------------------------------------------------
 # pwm gen-data
 

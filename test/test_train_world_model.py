@@ -34,7 +34,8 @@ def _data(cfg, n: int = 24) -> WorldModelData:
         prev = frames[-1]
         change = torch.rand(prev.shape, generator=g) < 0.3
         frames.append(torch.where(change, torch.randint(0, c, prev.shape, generator=g), prev))
-    ego = torch.cat([torch.rand(n, 2, generator=g) * 10, torch.nn.functional.one_hot(torch.arange(n) % 3, 3)], 1)
+    ego = torch.cat([torch.rand(n, 2, generator=g) * 10, torch.nn.functional.one_hot(torch.arange(n) % 3, 3),
+                     torch.rand(n, 1, generator=g) - 0.5], 1)
     wp = torch.cumsum(torch.rand(n, d.num_waypoints, 3, generator=g), 1)
     return WorldModelData(torch.randint(0, c, (n, tk.ctx_tokens), generator=g), torch.cat(frames, 1), ego.float(),
                           torch.ones(n, dtype=torch.bool), wp, torch.ones(n, d.num_waypoints, dtype=torch.bool))
@@ -48,12 +49,12 @@ def _run(cfg, stage: str, steps: int, plan_on_rollout: float = 0.0) -> list[floa
 
 
 def test_twenty_cpu_steps_repeat_exactly() -> None:
-    cfg = _cfg("world_model.cv_prior=false")  # random waypoints: a speed prior would start the loss near its floor
+    cfg = _cfg("world_model.prior=none")  # random waypoints: a speed prior would start the loss near its floor
     a = _run(cfg, "finetune", 20, plan_on_rollout=0.5)
     b = _run(cfg, "finetune", 20, plan_on_rollout=0.5)
     assert a == b
     assert a[-1] < a[0]  # and it learns
-    c = _run(_cfg("world_model.cv_prior=false", "train.seed=6"), "finetune", 20, plan_on_rollout=0.5)
+    c = _run(_cfg("world_model.prior=none", "train.seed=6"), "finetune", 20, plan_on_rollout=0.5)
     assert c != a
 
 
@@ -114,14 +115,59 @@ def test_batches_are_a_pure_function_of_the_step_and_cover_the_data() -> None:
 
 def test_optimiser_groups_and_schedule() -> None:
     model = PolicyWorldModel(_cfg())
-    decay, no_decay = param_groups(model, 0.01)
-    ids = {id(p) for p in no_decay["params"]}
-    assert id(model.tok_emb.weight) in ids and id(model.transformer.blocks[0].ln1.weight) in ids
-    assert id(model.transformer.blocks[0].attn.qkv.bias) in ids
-    assert any(p is model.transformer.blocks[0].attn.qkv.weight for p in decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    groups = param_groups(model, 0.01, lr=1e-3, trunk_lr_scale=0.2)
+    ids = {id(p): g for g in groups for p in g["params"]}
+    assert len(ids) == len(list(model.parameters()))  # every parameter in exactly one group
+    for p in (model.tok_emb.weight, model.transformer.blocks[0].ln1.weight, model.transformer.blocks[0].attn.qkv.bias):
+        assert ids[id(p)]["weight_decay"] == 0.0 and ids[id(p)]["lr"] == pytest.approx(2e-4)  # trunk, no decay
+    assert ids[id(model.transformer.blocks[0].attn.qkv.weight)]["weight_decay"] == 0.01
+    for p in (model.waypoint_head[0].weight, model.plan_ego.weight, model.ego_mlp[0].weight):
+        assert ids[id(p)]["lr"] == pytest.approx(1e-3) and ids[id(p)]["weight_decay"] == 0.01  # heads at lr
+    assert ids[id(model.waypoint_head[0].bias)]["weight_decay"] == 0.0
+    ft = Trainer(_cfg("train.trunk_lr_scale=0.2"), model, _data(_cfg()), "finetune", 5)
+    assert sorted({g["initial_lr"] for g in ft.optimizer.param_groups}) == pytest.approx(
+        [ft.cfg.train.lr * 0.2, ft.cfg.train.lr])
+    pre = Trainer(_cfg("train.trunk_lr_scale=0.2"), model, _data(_cfg()), "pretrain", 5)
+    assert {g["initial_lr"] for g in pre.optimizer.param_groups} == {pre.cfg.train.lr}  # pretraining: one rate
     assert cosine_factor(0, 10, 100) == pytest.approx(0.1) and cosine_factor(9, 10, 100) == pytest.approx(1.0)
     assert cosine_factor(55, 10, 100) == pytest.approx(0.5) and cosine_factor(100, 10, 100) == pytest.approx(0.0)
+
+
+def test_strided_epochs_take_one_clip_of_every_window() -> None:
+    cfg = _cfg("train.clip_stride=4", "train.batch_size=5")
+    data = _data(cfg, n=22)  # 6 windows, the last one short
+    t = Trainer(cfg, PolicyWorldModel(cfg), data, "pretrain", 5)
+    epoch = torch.cat([t.batch_indices(0, m) for m in range(cfg.train.grad_accum)] +
+                      [t.batch_indices(1, 0)])[:6].tolist()
+    assert sorted(i // 4 for i in epoch) == list(range(6)) and max(epoch) < 22
+    again = Trainer(cfg, PolicyWorldModel(cfg), data, "pretrain", 5)
+    assert torch.equal(again.batch_indices(2, 0), t.batch_indices(2, 0))
+
+
+def test_ema_weights_are_saved_and_resume_exactly(tmp_path: Path) -> None:
+    cfg = _cfg("train.ema_decay=0.9")
+    torch.manual_seed(cfg.train.seed)
+    straight_model = PolicyWorldModel(cfg)
+    straight = Trainer(cfg, straight_model, _data(cfg), "finetune", 6, log=lambda s: None)
+    want = [straight.train_step()["loss"] for _ in range(6)]
+    torch.manual_seed(cfg.train.seed)
+    model = PolicyWorldModel(cfg)
+    first = Trainer(cfg, model, _data(cfg), "finetune", 6, log=lambda s: None)
+    got = [first.train_step()["loss"] for _ in range(3)]
+    raw = {k: p.detach().clone() for k, p in model.named_parameters()}
+    with first.averaged_weights():
+        w = model.waypoint_head[0].weight.detach().clone()
+        assert not torch.equal(w, raw["waypoint_head.0.weight"])  # the average, not the last step
+        torch.testing.assert_close(w, first.ema["waypoint_head.0.weight"])
+        save_world_model(tmp_path, cfg, model)
+    assert all(torch.equal(p, raw[k]) for k, p in model.named_parameters())  # the raw weights come back
+    first.save_state(tmp_path)
+    model2 = PolicyWorldModel(cfg)
+    init_from(model2, tmp_path)  # the EMA weights ...
+    second = Trainer(cfg, model2, _data(cfg), "finetune", 6, log=lambda s: None)
+    second.load_state(tmp_path)  # ... replaced by the raw ones to go on from
+    got += [second.train_step()["loss"] for _ in range(3)]
+    assert got == pytest.approx(want, rel=1e-6, abs=1e-7)
 
 
 def test_bf16_autocast_on_the_cpu_gives_the_fp32_losses_within_two_percent():
@@ -133,7 +179,7 @@ def test_bf16_autocast_on_the_cpu_gives_the_fp32_losses_within_two_percent():
     tk, h, f, k = cfg.tokenizer, cfg.data.history_frames, cfg.data.future_frames, cfg.data.num_waypoints
     batch = {"ctx_tokens": torch.randint(0, tk.codebook_size, (8, tk.ctx_tokens), generator=g),
              "dyn_tokens": torch.randint(0, tk.codebook_size, (8, h + f, tk.dyn_tokens), generator=g),
-             "ego": torch.tensor([[8.0, 0.3, 0.0, 1.0, 0.0]]).repeat(8, 1),
+             "ego": torch.tensor([[8.0, 0.3, 0.0, 1.0, 0.0, 0.05]]).repeat(8, 1),
              "ego_valid": torch.ones(8, dtype=torch.bool),
              "waypoints": torch.randn(8, k, 3, generator=g), "waypoints_valid": torch.ones(8, k, dtype=torch.bool)}
     with torch.no_grad():  # eval mode (no dropout): both passes see the same network

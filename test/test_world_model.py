@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,7 +28,8 @@ def small_inputs(model: PolicyWorldModel, batch: int = 3, seed: int = 1) -> dict
     g = torch.Generator().manual_seed(seed)
     c, h, ld = model.codebook_size, model.history_frames, model.dyn_tokens
     ego = torch.cat([torch.rand(batch, 2, generator=g) * 10,
-                     torch.nn.functional.one_hot(torch.arange(batch) % 3, 3).float()], 1)
+                     torch.nn.functional.one_hot(torch.arange(batch) % 3, 3).float(),
+                     torch.rand(batch, 1, generator=g) - 0.5], 1)  # yaw rate rad/s
     return {"ctx_tokens": torch.randint(0, c, (batch, model.ctx_tokens), generator=g),
             "dyn_history": torch.randint(0, c, (batch, h, ld), generator=g), "ego": ego}
 
@@ -121,7 +123,7 @@ def test_ego_token_changes_the_plan_and_no_ego_uses_the_learned_embedding() -> N
 
 
 def test_cv_prior_adds_driving_on_at_the_current_speed() -> None:
-    model = small_model("world_model.cv_prior=true")
+    model = small_model("world_model.prior=cv")
     torch.nn.init.zeros_(model.waypoint_head[-1].weight)  # the head itself predicts no correction
     torch.nn.init.zeros_(model.waypoint_head[-1].bias)
     x = small_inputs(model)
@@ -131,9 +133,63 @@ def test_cv_prior_adds_driving_on_at_the_current_speed() -> None:
     assert torch.all(wp[..., 1:] == 0)
     _, wp_invalid = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"], ego_valid=torch.zeros(3, dtype=bool))
     assert torch.all(wp_invalid == 0)  # no ego labels: no speed to extrapolate
-    off = small_model("world_model.cv_prior=false")
+    off = small_model("world_model.prior=none")
     off.load_state_dict(model.state_dict())
     assert torch.all(off.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])[1] == 0)
+
+
+def test_ctra_prior_is_the_ctra_baseline() -> None:
+    from pwm_model.eval.baselines import kinematic
+
+    model = small_model("world_model.prior=ctra")
+    torch.nn.init.zeros_(model.waypoint_head[-1].weight)
+    torch.nn.init.zeros_(model.waypoint_head[-1].bias)
+    x = small_inputs(model)
+    x["ego"][0, 1] = -9.0  # brakes to a stop within the horizon
+    _, wp = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    e = x["ego"].numpy()
+    want = kinematic("ctra", e[:, 0], e[:, 1], e[:, 5], model.num_waypoints, model.cfg.data.waypoint_dt_s)
+    np.testing.assert_allclose(wp.numpy(), want, atol=1e-4)
+
+
+def test_the_head_reads_the_ego_vector_directly() -> None:
+    model = small_model()
+    x = small_inputs(model)
+    _, before = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    torch.nn.init.normal_(model.plan_ego.weight, 0.0, 0.5)  # zero at init: a checkpoint without it plans as before
+    _, after = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    assert not torch.allclose(before, after)
+    flipped = x["ego"].clone()
+    flipped[:, 2:5] = flipped[:, 2:5].flip(1)  # left <-> right
+    _, other = model.rollout(x["ctx_tokens"], x["dyn_history"], flipped)
+    assert not torch.allclose(after[0], other[0])  # the command reaches the head
+
+
+def test_plan_that_does_not_read_the_forecast_keeps_the_video_loss() -> None:
+    model = small_model("world_model.plan_reads_forecast=false")
+    x = small_inputs(model)
+    c = model.codebook_size
+    g = torch.Generator().manual_seed(3)
+    future = torch.randint(0, c, (3, model.forecast_frames - 1, model.dyn_tokens), generator=g)
+    own = model.plan_with_future(x["ctx_tokens"], x["dyn_history"], future, x["ego"])
+    none = model.plan_with_future(x["ctx_tokens"], x["dyn_history"], future[:, :0], x["ego"])
+    torch.testing.assert_close(own, none)  # the forecast does not reach the plan
+    _, rolled = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    torch.testing.assert_close(rolled, none)
+    reads = small_model()
+    reads.load_state_dict(model.state_dict())
+    assert not torch.allclose(reads.plan_with_future(x["ctx_tokens"], x["dyn_history"], future, x["ego"]), none)
+    h = model.history_frames
+    batch = {"ctx_tokens": x["ctx_tokens"],
+             "dyn_tokens": torch.cat([x["dyn_history"], torch.randint(0, c, (3, model.forecast_frames,
+                                                                              model.dyn_tokens), generator=g)], 1),
+             "ego": x["ego"], "ego_valid": torch.ones(3, dtype=torch.bool),
+             "waypoints": torch.zeros(3, model.num_waypoints, 3),
+             "waypoints_valid": torch.ones(3, model.num_waypoints, dtype=torch.bool)}
+    out = model(batch)
+    assert "video_loss" in out and torch.isfinite(out["traj_loss"])
+    torch.testing.assert_close(out["waypoints"], none, atol=1e-5, rtol=1e-4)  # training plans as inference does
+    assert h == model.history_frames
 
 
 def test_plan_only_and_sampling_and_token_by_token() -> None:

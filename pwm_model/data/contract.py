@@ -8,7 +8,8 @@
   exported graph carries them as constants and matches ``cv2.resize`` on float images exactly and on uint8 images
   within one grey level (OpenCV's uint8 kernels use fixed-point weights). Integer shrink factors become a plain box
   average.
-- **The ego vector.** ``[speed_mps, accel_mps2, one_hot(command, 3)]`` (``EGO_DIM`` = 5), float32.
+- **The ego vector.** ``[speed_mps, accel_mps2, one_hot(command, 3), yaw_rate_radps]`` (``EGO_DIM`` = 6), float32.
+  The yaw rate came last (models before it read the first 5 entries; their checkpoints load with a zero weight on it).
 - **Frame pairing.** Consecutive model frames (training pairs, the runtime's history and guide frames) may sit
   ``FRAME_PAIR_TOLERANCE`` of ``model_dt_s`` away from their ideal spacing.
 """
@@ -22,16 +23,19 @@ import numpy as np
 
 from pwm_model.data.schema import COMMAND_STRAIGHT
 
-EGO_DIM = 5
+EGO_DIM = 6
+EGO_DIM_WITHOUT_YAW_RATE = 5  # the ego vector of models trained before the yaw rate joined it
 COMMANDS = 3  # left, straight, right (pwm_model.data.schema)
 FRAME_PAIR_TOLERANCE = 0.25  # share of model_dt_s a consecutive model frame may deviate from its ideal stamp
 MAX_PLAUSIBLE_SPEED_MPS = 70.0  # an ego speed beyond this (252 km/h) is a sensor fault, not a state to plan from
+MAX_PLAUSIBLE_YAW_RATE_RADPS = 3.0  # a road vehicle turns slower (a full circle in 2 s); beyond is a sensor fault
 
 
-def ego_vectors(speed_mps: np.ndarray, accel_mps2: np.ndarray, command: np.ndarray) -> np.ndarray:
-    """The model's ego input for n clips: (n,) speed, acceleration, command -> (n, EGO_DIM) float32.
+def ego_vectors(speed_mps: np.ndarray, accel_mps2: np.ndarray, command: np.ndarray,
+                yaw_rate_radps: np.ndarray | None = None) -> np.ndarray:
+    """The model's ego input for n clips: (n,) speed, acceleration, command, yaw rate -> (n, EGO_DIM) float32.
 
-    Commands outside 0..2 are clipped to the nearest valid one.
+    Commands outside 0..2 are clipped to the nearest valid one; no yaw rate gives zeros.
     """
     speed = np.asarray(speed_mps, np.float32).reshape(-1)
     out = np.zeros((len(speed), EGO_DIM), np.float32)
@@ -39,6 +43,8 @@ def ego_vectors(speed_mps: np.ndarray, accel_mps2: np.ndarray, command: np.ndarr
     out[:, 1] = np.asarray(accel_mps2, np.float32).reshape(-1)
     cmd = np.clip(np.asarray(command).astype(np.int64).reshape(-1), 0, COMMANDS - 1)
     out[np.arange(len(speed)), 2 + cmd] = 1.0
+    if yaw_rate_radps is not None:
+        out[:, 2 + COMMANDS] = np.asarray(yaw_rate_radps, np.float32).reshape(-1)
     return out
 
 
@@ -49,10 +55,12 @@ class EgoInput:
     speed_mps: float = 0.0
     accel_mps2: float = 0.0
     command: int = COMMAND_STRAIGHT  # 0 left, 1 straight, 2 right
+    yaw_rate_radps: float = 0.0  # positive turning left (counter-clockwise seen from above), as REP 103
 
     def as_vector(self) -> np.ndarray:
         """The world model's ego input (``ego_vectors``): float32 (EGO_DIM,)."""
-        return ego_vectors(np.array([self.speed_mps]), np.array([self.accel_mps2]), np.array([self.command]))[0]
+        return ego_vectors(np.array([self.speed_mps]), np.array([self.accel_mps2]), np.array([self.command]),
+                           np.array([self.yaw_rate_radps]))[0]
 
 
 def resize_interpolation(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:

@@ -41,7 +41,7 @@ def _frames(source: str | os.PathLike[str] | None, cfg: PwmConfig, max_frames: i
         for i, s in enumerate(simulate_drive(seed=SYNTHETIC_SEED, seconds=seconds, camera=cfg.camera)):
             if i >= max_frames:
                 return
-            yield s.image_rgb, s.t_ns, EgoInput(s.ego.speed_mps, s.ego.accel_mps2, s.command)
+            yield s.image_rgb, s.t_ns, EgoInput(s.ego.speed_mps, s.ego.accel_mps2, s.command, s.ego.yaw_rate_radps)
         return
     path = Path(source)
     from pwm_model.data.bag import DriveReader, is_bag_path
@@ -50,7 +50,7 @@ def _frames(source: str | os.PathLike[str] | None, cfg: PwmConfig, max_frames: i
         for i, s in enumerate(DriveReader(path, cfg.data.topics).samples()):
             if i >= max_frames:
                 return
-            yield s.image_rgb, s.t_ns, EgoInput(s.ego.speed_mps, s.ego.accel_mps2, s.command)
+            yield s.image_rgb, s.t_ns, EgoInput(s.ego.speed_mps, s.ego.accel_mps2, s.command, s.ego.yaw_rate_radps)
         return
     if (path / "index.json").is_file():
         from pwm_model.data.clips import ClipStore
@@ -65,7 +65,8 @@ def _frames(source: str | os.PathLike[str] | None, cfg: PwmConfig, max_frames: i
                 if last is not None and int(t) <= last:
                     continue  # consecutive clips share frames
                 drive, last = clip.drive_id, int(t)
-                yield np.asarray(rgb), int(t), EgoInput(clip.speed_mps, clip.accel_mps2, clip.command)
+                yield np.asarray(rgb), int(t), EgoInput(clip.speed_mps, clip.accel_mps2, clip.command,
+                                                          clip.yaw_rate_radps)
                 n += 1
                 if n >= max_frames:
                     return

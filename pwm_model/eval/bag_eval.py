@@ -238,7 +238,8 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
             t0_ns = t_ns if t0_ns is None else t0_ns
             state = reader.ego.state_at(t_ns) if has_odom else None
             cmd = reader.commands.at(t_ns)
-            ego = EgoInput(state.speed_mps, state.accel_mps2, cmd) if state else EgoInput(0.0, 0.0, cmd)
+            ego = EgoInput(state.speed_mps, state.accel_mps2, cmd, state.yaw_rate_radps) if state else \
+                EgoInput(0.0, 0.0, cmd)
             rec = source.plan(t_ns, rgb, ego)
             scorer.frame(t_ns, rgb)
             truth_now = None

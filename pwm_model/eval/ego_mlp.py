@@ -7,20 +7,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from pwm_model.data.contract import EGO_DIM
+
 EGO_MLP_HIDDEN = 128  # width of the ego-status MLP's two hidden layers
 EGO_MLP_STEPS = 2000  # Adam steps on the training clips (seconds on a CPU)
 EGO_MLP_LR = 3e-3
 
 
 class EgoMLP(nn.Module):
-    """ego vector (N, 5) = [speed_mps, accel_mps2, one_hot(command, 3)] -> waypoints (N, K, 3)."""
+    """ego vector (N, EGO_DIM) = [speed_mps, accel_mps2, one_hot(command, 3), yaw_rate_radps] -> waypoints (N, K, 3)."""
 
     def __init__(self, num_waypoints: int, hidden: int = EGO_MLP_HIDDEN) -> None:
         super().__init__()
         self.k = num_waypoints
-        self.register_buffer("scale_in", torch.tensor([10.0, 2.0, 1.0, 1.0, 1.0]))
+        self.register_buffer("scale_in", torch.tensor([10.0, 2.0, 1.0, 1.0, 1.0, 0.2]))
         self.register_buffer("scale_out", torch.tensor([10.0, 10.0, 1.0]))
-        self.net = nn.Sequential(nn.Linear(5, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+        self.net = nn.Sequential(nn.Linear(EGO_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                  nn.Linear(hidden, num_waypoints * 3))
 
     def forward(self, ego: torch.Tensor) -> torch.Tensor:
@@ -29,7 +31,7 @@ class EgoMLP(nn.Module):
     @staticmethod
     def fit(ego: np.ndarray, waypoints: np.ndarray, valid: np.ndarray, *, steps: int = EGO_MLP_STEPS,
             batch_size: int = 256, lr: float = EGO_MLP_LR, seed: int = 0) -> EgoMLP:
-        """Train on (N, 5) ego vectors and (N, K, 3) waypoints with an L1 loss over the valid ones."""
+        """Train on (N, EGO_DIM) ego vectors and (N, K, 3) waypoints with an L1 loss over the valid ones."""
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         x = torch.as_tensor(ego, dtype=torch.float32)

@@ -65,7 +65,7 @@ def reliance_table(own: np.ndarray, probes: dict[str, np.ndarray], labels: dict[
 
 
 def flip_command(ego: np.ndarray) -> np.ndarray:
-    """Ego vectors (N, 5) with left and right swapped in the command one-hot (straight stays straight)."""
+    """Ego vectors (N, EGO_DIM) with left and right swapped in the command one-hot (straight stays straight)."""
     out = np.array(ego, np.float32, copy=True)
     out[:, 2], out[:, 4] = ego[:, 4], ego[:, 2]
     return out

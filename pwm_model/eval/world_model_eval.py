@@ -140,7 +140,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     n = len(cache.ctx)
     if n == 0:
         raise DataError(f"clip store {store} holds no clips")
-    ego = ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"])
+    ego = ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"], labels["ego"][:, 2])
     h, f, k = model.history_frames, model.forecast_frames, model.num_waypoints
     model_dt = cfg.model_dt_s
     report = EvalReport(store=str(store), clips=n, image_clips=0,
@@ -181,7 +181,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
                                       batch_size=batch_size, device=device)
     if train_store is not None:
         tl = load_labels(train_store)
-        train_ego = ego_vectors(tl["ego"][:, 0], tl["ego"][:, 1], tl["command"])
+        train_ego = ego_vectors(tl["ego"][:, 0], tl["ego"][:, 1], tl["command"], tl["ego"][:, 2])
         mlp = EgoMLP.fit(train_ego, tl["waypoints_xyyaw"], tl["waypoints_valid"], seed=cfg.train.seed)
         report.planning["ego-status MLP"], hits_mlp = _planning(mlp.predict(ego), labels, cfg)
         report.paired["ego-status MLP"] = M.paired_collisions(pwm_hits, hits_mlp)

@@ -8,7 +8,7 @@ Graphs (static shapes, batch 1; token codes in ``[0, C)``):
 
     ctx_encoder        image_rgb (H, W, 3) uint8                 -> ctx_tokens (1, Lc) int64, guide_enc_*
     dyn_encoder        image_rgb (H, W, 3) uint8, guide_enc_*    -> dyn_tokens (1, Ld) int64
-    rollout            ctx_tokens, dyn_history (1, H, Ld), ego (1, 5) -> forecast_tokens (1, F, Ld), waypoints (1, K, 3)
+    rollout            ctx_tokens, dyn_history (1, H, Ld), ego (1, 6) -> forecast_tokens (1, F, Ld), waypoints (1, K, 3)
     ctx_guide_decoder  ctx_tokens                                 -> guide_dec_*
     dyn_decoder        dyn_tokens (1, Ld), guide_dec_*            -> image_rgb (Hd, Wd, 3) uint8
 
@@ -279,7 +279,7 @@ def build_graphs(tok: Tokenizer, wm: PolicyWorldModel, cfg: PwmConfig, image_hw:
             role="dyn branch: a frame + the guide maps of its predecessor -> dyn tokens"),
     }
     hist_meaning = "dyn codes of model frames t-H+1 .. t (oldest first)"
-    ego_meaning = "[speed_mps, accel_mps2, one_hot(command: left, straight, right)]"
+    ego_meaning = "[speed_mps, accel_mps2, one_hot(command: left, straight, right), yaw_rate_radps]"
     wp_meaning = "K waypoints (x_m, y_m, yaw_rad) in base_link at t, k * waypoint_dt_s ahead"
     kv_meaning = "KV cache (layers, 2 = keys/values, 1, heads, positions, head_dim)"
     if rollout == "unrolled":

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pwm_model.config import RuntimeConfig
+from pwm_model.data.contract import EGO_DIM
 from pwm_model.errors import ModelError
 from pwm_model.runtime.manifest import Manifest
 from pwm_model.runtime.types import Engine
@@ -33,6 +34,9 @@ class TorchEngine:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
+        if "ego" in inputs and inputs["ego"].shape[-1] < EGO_DIM:  # a model exported before the yaw rate: 0 for it
+            ego = inputs["ego"]
+            inputs = {**inputs, "ego": np.pad(ego, [(0, 0)] * (ego.ndim - 1) + [(0, EGO_DIM - ego.shape[-1])])}
         args = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device) for n in self.inputs]
         with torch.inference_mode():
             out = self.module(*args)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pwm_model.config import PwmConfig, from_dict
+from pwm_model.data.contract import EGO_DIM, EGO_DIM_WITHOUT_YAW_RATE
 from pwm_model.errors import ConfigError, ModelError
 from pwm_model.io_utils import file_sha256, read_json_document
 
@@ -26,6 +27,8 @@ EXPORT_HINT = "export it again with `python export/export_onnx.py --checkpoint D
 ENCODER_GRAPHS = ("ctx_encoder", "dyn_encoder")
 PREVIEW_GRAPHS = ("ctx_guide_decoder", "dyn_decoder")
 ROLLOUT_GRAPHS = {"unrolled": ("rollout",), "stepwise": ("wm_prefill", "wm_step", "wm_plan")}
+EGO_GRAPHS = {"unrolled": ("rollout",), "stepwise": ("wm_prefill", "wm_plan")}  # the graphs with an ``ego`` input
+EGO_WIDTHS = (EGO_DIM_WITHOUT_YAW_RATE, EGO_DIM)  # models exported before the yaw rate joined take the first 5
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,11 @@ class Manifest:
         """(rows, cols) of the uint8 image the encoder graphs take."""
         img = self.data["image"]
         return int(img["input_rows"]), int(img["input_cols"])
+
+    @property
+    def ego_width(self) -> int:
+        """Entries of the ego vector the graphs take: ``EGO_DIM``, or 5 for a model exported before the yaw rate."""
+        return int(self.graphs[EGO_GRAPHS[self.rollout_mode][0]].input("ego").shape[1])
 
     @property
     def resize_in_graph(self) -> bool:
@@ -173,7 +181,7 @@ def _check_against_config(m: Manifest) -> None:
     ]
     if m.rollout_mode == "unrolled":
         want += [("rollout", "in", "ctx_tokens", (1, lc)), ("rollout", "in", "dyn_history", (1, h, ld)),
-                 ("rollout", "in", "ego", (1, 5)), ("rollout", "out", "waypoints", (1, k, 3))]
+                 ("rollout", "out", "waypoints", (1, k, 3))]
         if f > 0:
             want.append(("rollout", "out", "forecast_tokens", (1, f, ld)))
     else:
@@ -189,6 +197,22 @@ def _check_against_config(m: Manifest) -> None:
         if tuple(spec.shape) != shape:
             raise ModelError(f"{m.model_dir / MANIFEST_FILE} does not match its config: {graph} {name} has shape "
                              f"{tuple(spec.shape)}, the config implies {shape}; {EXPORT_HINT}")
+    _check_ego(m)
+
+
+def _check_ego(m: Manifest) -> None:
+    """Every graph with an ego input takes the same (1, width), width one of ``EGO_WIDTHS``."""
+    shapes = {}
+    for graph in EGO_GRAPHS[m.rollout_mode]:
+        spec = next((t for t in m.graphs[graph].inputs if t.name == "ego"), None)
+        if spec is None:
+            raise ModelError(f"{m.model_dir / MANIFEST_FILE}: graph {graph} has no input 'ego'; {EXPORT_HINT}")
+        shapes[graph] = tuple(spec.shape)
+    for graph, shape in shapes.items():
+        if shape not in [(1, w) for w in EGO_WIDTHS] or shape != next(iter(shapes.values())):
+            raise ModelError(f"{m.model_dir / MANIFEST_FILE}: graph {graph} ego has shape {shape}, not (1, {EGO_DIM}) "
+                             f"(or (1, {EGO_DIM_WITHOUT_YAW_RATE}) before the yaw rate) like every ego input; "
+                             f"{EXPORT_HINT}")
 
 
 def check_signature(m: Manifest, graph: str, inputs: list[TensorSpec], outputs: list[TensorSpec],

@@ -25,7 +25,7 @@ class RolloutState:
 def rollout_stepwise(prefill: Engine, step: Engine | None, plan: Engine, ctx_tokens: np.ndarray,
                      dyn_history: np.ndarray, ego: np.ndarray, forecast_frames: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """ctx_tokens (1, Lc), dyn_history (1, H, Ld), ego (1, 5) -> forecast tokens (F, Ld), waypoints (K, 3)."""
+    """ctx_tokens (1, Lc), dyn_history (1, H, Ld), ego (1, 6 or 5) -> forecast tokens (F, Ld), waypoints (K, 3)."""
     out = prefill.run({"ctx_tokens": ctx_tokens, "dyn_history": dyn_history, "ego": ego})
     state = RolloutState(out["kv"], (out["next_tokens"],) if forecast_frames > 0 else ())
     for k in range(forecast_frames - 1):

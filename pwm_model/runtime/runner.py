@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pwm_model.config import PwmConfig, RuntimeConfig
-from pwm_model.data.contract import FRAME_PAIR_TOLERANCE, resize_rgb
+from pwm_model.data.contract import EGO_DIM, FRAME_PAIR_TOLERANCE, resize_rgb
 from pwm_model.errors import ConfigError, DataError, ModelError
 from pwm_model.geometry import PinholeCamera
 from pwm_model.runtime.backends import open_engines
@@ -56,6 +56,7 @@ class PolicyRunner:
         self._surprise = SurpriseMonitor(self._dt_ns, self._f, int(FRAME_PAIR_TOLERANCE * self._dt_ns),
                                          cfg.world_model.focal_alpha, cfg.world_model.focal_beta)
         self._guide_names = [n.name for n in manifest.graphs["dyn_encoder"].inputs if n.name != "image_rgb"]
+        self._ego_width = manifest.ego_width  # 5 for a model exported before the yaw rate joined the ego vector
         self._cpu_resize_warned = False
         self.stats = {"frames": 0, "ctx_encodes": 0, "dyn_encodes": 0, "rollouts": 0, "previews": 0}
 
@@ -95,7 +96,7 @@ class PolicyRunner:
         if newest is not None and t_ns <= newest:
             raise DataError(f"frame stamp {t_ns} ns is not newer than the previous frame's ({newest} ns): call "
                             "reset() after a time jump")
-        ego_vec = _ego_vector(ego)
+        ego_vec = ego_vector(ego, self._ego_width)
         image = self.prepare(frame_rgb)
         t1 = time.perf_counter()
         ctx = self.engines["ctx_encoder"].run({"image_rgb": image})
@@ -219,10 +220,11 @@ def _check_frame(frame_rgb: np.ndarray) -> np.ndarray:
     return frame_rgb
 
 
-def _ego_vector(ego: EgoInput) -> np.ndarray:
+def ego_vector(ego: EgoInput, width: int = EGO_DIM) -> np.ndarray:
+    """The checked ego vector, its first ``width`` entries: a model exported before the yaw rate takes 5."""
     if int(ego.command) not in (0, 1, 2):
         raise DataError(f"ego command must be 0 (left), 1 (straight) or 2 (right), got {ego.command!r}")
-    if not (math.isfinite(ego.speed_mps) and math.isfinite(ego.accel_mps2)):
-        raise DataError(f"ego speed and acceleration must be finite, got {ego.speed_mps!r} m/s and "
-                        f"{ego.accel_mps2!r} m/s^2")
-    return ego.as_vector()
+    if not (math.isfinite(ego.speed_mps) and math.isfinite(ego.accel_mps2) and math.isfinite(ego.yaw_rate_radps)):
+        raise DataError(f"ego speed, acceleration and yaw rate must be finite, got {ego.speed_mps!r} m/s, "
+                        f"{ego.accel_mps2!r} m/s^2 and {ego.yaw_rate_radps!r} rad/s")
+    return ego.as_vector()[:width]

@@ -214,8 +214,25 @@ def _fsdp_no_sync(module: Any) -> Iterator[None]:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bfloat16 for ``precision`` bf16 on a CUDA device, None (fp32) otherwise (``train.precision``)."""
-    return torch.bfloat16 if precision == "bf16" and device.type == "cuda" else None
+    """bfloat16 for ``precision`` bf16 on a CUDA device or a CPU with bf16 instructions, None (fp32) otherwise."""
+    if precision != "bf16":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU reports native bf16 matrix instructions (AMX or AVX-512 BF16 in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:

@@ -18,7 +18,7 @@ class WorldModelData:
 
     ctx_tokens: torch.Tensor  # (n, Lc) int64
     dyn_tokens: torch.Tensor  # (n, H + F, Ld) int64
-    ego: torch.Tensor  # (n, 5) float32
+    ego: torch.Tensor  # (n, EGO_DIM) float32
     ego_valid: torch.Tensor  # (n,) bool
     waypoints: torch.Tensor  # (n, K, 3) float32
     waypoints_valid: torch.Tensor  # (n, K) bool
@@ -40,7 +40,8 @@ class WorldModelData:
         return WorldModelData(
             ctx_tokens=torch.from_numpy(cache.ctx.astype(np.int64)),
             dyn_tokens=torch.from_numpy(cache.dyn.astype(np.int64)),
-            ego=torch.from_numpy(ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"]))
+            ego=torch.from_numpy(ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"],
+                                             labels["ego"][:, 2]))
             if labels is not None else torch.zeros(n, EGO_DIM),
             ego_valid=torch.full((n,), labels is not None),
             waypoints=torch.from_numpy(labels["waypoints_xyyaw"].astype(np.float32)) if labels is not None

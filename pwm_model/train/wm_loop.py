@@ -121,6 +121,11 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
     dtype = torch.float16 if spec.weights_dtype == "float16" else None
 
     def on_save(t: Trainer) -> None:  # rank 0; every rank under FSDP (gathering the shards is a collective)
+        with t.averaged_weights():  # the EMA weights, where train.ema_decay > 0
+            _save(t)
+        t.save_state(spec.out)
+
+    def _save(t: Trainer) -> None:
         weights = full_model_state(model) if is_sharded(model) else model
         if env.is_main:
             last = t.history[-1] if t.history else {}
@@ -130,7 +135,6 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
                                           "processes": env.world_size,
                                           "final": {k: round(float(v), 6) for k, v in last.items()}}}
             save_checkpoint(spec.out, cfg, {"world_model": weights}, metrics, dtype=dtype)
-        t.save_state(spec.out)
 
     stop = steps if spec.max_steps is None else min(steps, spec.max_steps)
     tensorboard = spec.tensorboard

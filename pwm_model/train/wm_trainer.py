@@ -1,7 +1,10 @@
 """The world-model training loop (stage 2 ``pretrain``, stage 3 ``finetune``), written rank-aware.
 
 - AdamW without weight decay on biases, norms and embeddings; cosine schedule with linear warm-up; gradient
-  clipping; gradient accumulation.
+  clipping; gradient accumulation. Fine-tuning can train the pretrained trunk slower than the new heads
+  (``train.trunk_lr_scale``) and keep an EMA of the weights for evaluation and export (``train.ema_decay``).
+- Sampling: with ``train.clip_stride`` s > 1 an epoch takes one clip at random from every window of s consecutive
+  clips (clips 0.2 s apart are near copies), in a seeded order.
 - Deterministic by seed: the batch of global step s, micro-step j is a slice of a per-epoch permutation seeded by
   ``(train.seed, epoch)``, so it depends on the step only and a resumed run draws the same batches. With
   ``world_size`` ranks each rank takes every ``world_size``-th sample of the global batch (DDP / FSDP wrap the model
@@ -22,11 +25,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +59,24 @@ TRAIN_STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.jsonl"
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups: matrices of Linear layers decay; biases, norms and embeddings do not."""
-    decay, no_decay = [], []
-    for module in model.modules():
+HEAD_MODULES = ("ego_mlp", "plan_ego", "waypoint_head")  # what fine-tuning adds to the pretrained trunk
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float = 1.0, trunk_lr_scale: float = 1.0
+                 ) -> list[dict[str, Any]]:
+    """AdamW groups: matrices of Linear layers decay, biases, norms and embeddings do not; the trunk (everything but
+    ``HEAD_MODULES``) at ``lr * trunk_lr_scale``, the heads at ``lr``. Empty groups are left out."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for module_name, module in model.named_modules():
+        head = module_name.split(".")[0] in HEAD_MODULES
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            if isinstance(module, nn.Linear) and name == "weight":
-                decay.append(p)
-            else:
-                no_decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decays = isinstance(module, nn.Linear) and name == "weight"
+            groups.setdefault((head, decays), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+             "lr": lr if head else lr * trunk_lr_scale}
+            for (head, decays), params in sorted(groups.items())]
 
 
 def cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -112,27 +122,63 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.log, self.log_every = log, log_every
         t = cfg.train
-        self.optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
-                                           eps=t.eps)
+        trunk_scale = t.trunk_lr_scale if stage == "finetune" else 1.0
+        self.optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay, t.lr, trunk_scale), lr=t.lr,
+                                           betas=(t.beta1, t.beta2), eps=t.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: cosine_factor(s, min(t.warmup_steps, steps // 2), steps))
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._perm, self._perm_epoch = torch.zeros(0, dtype=torch.long), -1
+        self.ema: dict[str, torch.Tensor] | None = None  # name -> fp32 average, with train.ema_decay > 0
+        if t.ema_decay > 0:
+            self.ema = {k: p.detach().float().clone() for k, p in model.named_parameters()}
+
+    # -- EMA ---------------------------------------------------------------------------------------------------
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        # the usual warm-up of the decay: early steps average over fewer steps (no pull towards the initial weights)
+        decay = min(self.cfg.train.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+        with torch.no_grad():
+            for k, p in self.model.named_parameters():
+                self.ema[k].mul_(decay).add_(p.detach().float(), alpha=1.0 - decay)
+
+    @contextlib.contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """Inside, the model holds the EMA weights (when there is an EMA); the raw weights come back after."""
+        if self.ema is None:
+            yield
+            return
+        params = dict(self.model.named_parameters())
+        raw = {k: p.detach().clone() for k, p in params.items()}
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(self.ema[k].to(p.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.copy_(raw[k])
 
     # -- batches ---------------------------------------------------------------------------------------------
     def batch_indices(self, step: int, micro: int) -> torch.Tensor:
         """This rank's sample indices for global step ``step``, micro-step ``micro`` (a pure function of both)."""
         t = self.cfg.train
-        n, per_rank = len(self.data), t.batch_size
+        n, per_rank, stride = len(self.data), t.batch_size, t.clip_stride
+        windows = -(-n // stride)  # an epoch: one clip of every window of ``stride`` consecutive clips
         global_b = per_rank * self.world_size
         first = (step * t.grad_accum + micro) * global_b
         idx = []
         for c in range(first, first + global_b):
-            epoch, pos = divmod(c, n)
+            epoch, pos = divmod(c, windows)
             if epoch != self._perm_epoch:
                 g = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
-                self._perm, self._perm_epoch = torch.randperm(n, generator=g), epoch
+                order = torch.randperm(windows, generator=g)
+                if stride > 1:
+                    order = (order * stride + torch.randint(0, stride, (windows,), generator=g)).clamp_max(n - 1)
+                self._perm, self._perm_epoch = order, epoch
             idx.append(int(self._perm[pos]))
         return torch.tensor(idx[self.rank::self.world_size], dtype=torch.long)
 
@@ -140,6 +186,8 @@ class Trainer:
     def _use_rollout(self, step: int) -> bool:
         if self.stage != "finetune" or self.plan_on_rollout <= 0 or self.model.forecast_frames < 2:
             return False
+        if not self.cfg.world_model.plan_reads_forecast:
+            return False  # the plan does not read the future frames: nothing to roll out for
         return random.Random(self.cfg.train.seed * 7919 + step).random() < self.plan_on_rollout
 
     def losses(self, batch: dict[str, torch.Tensor], use_rollout: bool = False) -> dict[str, torch.Tensor]:
@@ -184,6 +232,7 @@ class Trainer:
         if not math.isfinite(sums["loss"]) or not math.isfinite(grad_norm):
             raise ModelError(f"training diverged at step {self.step}: the loss is {sums['loss']} (lower train.lr)")
         self.optimizer.step()
+        self._update_ema()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -237,10 +286,15 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "step": self.step, "steps": self.steps,
-                "optimizer": full_optimizer_state(self.model, self.optimizer), "scheduler": self.scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                        "numpy": np.random.get_state()}}
+        state = {"stage": self.stage, "step": self.step, "steps": self.steps,
+                 "optimizer": full_optimizer_state(self.model, self.optimizer),
+                 "scheduler": self.scheduler.state_dict(),
+                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                         "numpy": np.random.get_state()}}
+        if self.ema is not None:  # the checkpoint's weights are the average: keep the raw ones to go on from
+            state["ema"] = {k: v.clone() for k, v in self.ema.items()}
+            state["raw_weights"] = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+        return state
 
     def save_state(self, directory: str | Path) -> None:
         """Optimizer, scheduler, step and RNG states beside the weights (``train_state.pt``), atomically.
@@ -265,6 +319,13 @@ class Trainer:
             raise ModelError(f"{path} is from the {state.get('stage')} stage, not {self.stage}")
         load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise ModelError(f"{path} was written without train.ema_decay; resume with the same config")
+            self.ema = {k: v.float().clone() for k, v in state["ema"].items()}
+            with torch.no_grad():
+                for k, p in self.model.named_parameters():
+                    p.copy_(state["raw_weights"][k].to(p.dtype))
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])

@@ -11,6 +11,7 @@ import torch
 
 from pwm_model.checkpoint import check_state_dict, load_config, load_state_dict, module_file, save_checkpoint
 from pwm_model.config import PwmConfig
+from pwm_model.data.contract import EGO_DIM, EGO_DIM_WITHOUT_YAW_RATE
 from pwm_model.world_model.model import PolicyWorldModel
 
 
@@ -24,11 +25,28 @@ def load_world_model(directory: str | os.PathLike[str], cfg: PwmConfig | None = 
 
 
 def init_from(model: PolicyWorldModel, directory: str | os.PathLike[str]) -> None:
-    """Load ``world_model.safetensors`` of ``directory`` into ``model`` (names and shapes must match)."""
-    state = load_state_dict(directory, "world_model")
+    """Load ``world_model.safetensors`` of ``directory`` into ``model`` (names and shapes must match).
+
+    A checkpoint from before the yaw rate and ``plan_ego`` (5-entry ego vector, no ``plan_ego`` tensors) loads with
+    zeros there: it then plans exactly as it did (``upgrade_state``).
+    """
+    state = upgrade_state(dict(load_state_dict(directory, "world_model")))
     check_state_dict(state, model, f"checkpoint file {module_file(directory, 'world_model')}")
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A world-model state dict of an earlier layout in today's: a zero yaw-rate column, zero ``plan_ego``."""
+    first = state.get("ego_mlp.0.weight")
+    if first is not None and first.ndim == 2 and first.shape[1] == EGO_DIM_WITHOUT_YAW_RATE:
+        state["ego_mlp.0.weight"] = torch.cat([first, first.new_zeros(first.shape[0], 1)], dim=1)
+    if "plan_ego.weight" not in state and "ego_mlp.2.weight" in state:
+        d = state["ego_mlp.2.weight"].shape[0]
+        dtype = state["ego_mlp.2.weight"].dtype
+        state["plan_ego.weight"] = torch.zeros(d, EGO_DIM, dtype=dtype)
+        state["plan_ego.bias"] = torch.zeros(d, dtype=dtype)
+    return state
 
 
 def save_world_model(directory: str | os.PathLike[str], cfg: PwmConfig, model: PolicyWorldModel,

@@ -3,13 +3,15 @@
 Vocabulary (docs/ARCHITECTURE.md): ctx codes ``[0, C)``, dyn codes ``[C, 2C)``, then the special tokens EGO (its
 embedding row is the learned "no ego" embedding), ACT and QUERY. The frame head predicts dyn codes only (C logits).
 Each position's input is the sum of its token, token-type, frame-index and slot embeddings (mask.py); the EGO
-position takes an MLP of ``[speed_mps, accel_mps2, one_hot(command, 3)]`` instead of its token embedding when the
-clip has ego labels.
+position takes an MLP of the ego vector ``[speed_mps, accel_mps2, one_hot(command, 3), yaw_rate_radps]`` instead of
+its token embedding when the clip has ego labels. The waypoint head also reads the ego vector directly (``plan_ego``,
+added to the query states where the plan is decided), so the route command cannot fade in the trunk.
 
 Training (teacher forcing): the dyn slots of frames t .. t+F-1 predict the same slots of frames t+1 .. t+F
 (history frames are read but not supervised: the ctx frame t precedes them, so predicting frame t-k+1 from t-k
-could copy from frame t). ACT and the K queries read everything before them; the waypoint head regresses
-(x, y, yaw) in the ego frame at t.
+could copy from frame t). ACT and the K queries read everything before them (with ``plan_reads_forecast`` false only
+the history: the plan-only ablation that keeps the video loss); the waypoint head regresses (x, y, yaw) in the ego
+frame at t, as the correction to a kinematic prior (``world_model.prior``: none, cv or ctra; world_model/prior.py).
 
 Inference (``rollout``): one prefill pass over ``[EGO][ctx t][dyn t-H+1 .. t]``, one KV-cached pass per forecast
 frame (all Ld slots at once), the last forecast frame is not fed back, then one pass over ``[ACT][Q_1 .. Q_K]``
@@ -39,14 +41,15 @@ from pwm_model.world_model.mask import (
     sequence_layout,
     step_mask,
 )
+from pwm_model.world_model.prior import kinematic_prior
 from pwm_model.world_model.transformer import KVCache, Transformer, cache_batch, cache_positions
 
-EGO_SCALE = (10.0, 2.0, 1.0, 1.0, 1.0)  # divides the ego vector: typical speed 10 m/s, acceleration 2 m/s^2
+EGO_SCALE = (10.0, 2.0, 1.0, 1.0, 1.0, 0.2)  # divides the ego vector: typical 10 m/s, 2 m/s^2, 0.2 rad/s
 # The head predicts waypoint k in units that grow with its time t_k = k * waypoint_dt_s: metres per second for x and y
 # (10 m/s), radians per second for yaw (0.25 rad/s), so every query's target is of order one whatever its horizon.
 WAYPOINT_RATE = (10.0, 10.0, 0.25)
-# With world_model.cv_prior the head predicts the correction to driving straight on at the current speed: waypoint
-# k = head + (speed_mps * t_k, 0, 0) (zero where the clip has no ego labels).
+# With world_model.prior cv or ctra the head predicts the correction to a kinematic extrapolation of the ego state:
+# waypoint k = head + prior_k(ego) (zero prior where the clip has no ego labels).
 
 
 @lru_cache(maxsize=64)
@@ -96,6 +99,7 @@ class PolicyWorldModel(nn.Module):
         self.frame_head = nn.Linear(d, c)  # logits over the dyn codes
         h = wm.head_hidden
         self.waypoint_head = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 3))
+        self.plan_ego = nn.Linear(EGO_DIM, d)  # the ego vector straight into the query states (zero at init)
         self.register_buffer("ego_scale", torch.tensor(EGO_SCALE), persistent=False)
         t_s = torch.arange(1, self.num_waypoints + 1, dtype=torch.float32) * data.waypoint_dt_s  # (K,)
         self.register_buffer("waypoint_scale", t_s[:, None] * torch.tensor(WAYPOINT_RATE)[None], persistent=False)
@@ -108,6 +112,9 @@ class PolicyWorldModel(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, 0.02)
                 nn.init.zeros_(module.bias)
+        # zero: a checkpoint written before plan_ego existed plans exactly as it did (world_model/checkpoint.py)
+        nn.init.zeros_(self.plan_ego.weight)
+        nn.init.zeros_(self.plan_ego.bias)
 
     # ------------------------------------------------------------------------------------------------
     # embeddings and passes
@@ -150,15 +157,18 @@ class PolicyWorldModel(nn.Module):
                               ego_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Query hidden states (B, K, D) -> waypoints (B, K, 3) = (x_m, y_m, yaw_rad) in the ego frame at t.
 
-        With ``world_model.cv_prior`` and an ``ego`` (B, 5), the constant-velocity path is added (see CV prior above).
+        With an ``ego`` (B, EGO_DIM) the head also reads it (``plan_ego``), and ``world_model.prior`` cv or ctra adds
+        that kinematic extrapolation of it (the head predicts the correction).
         """
+        prior = self.cfg.world_model.prior
+        if ego is not None:
+            valid = torch.ones(ego.shape[0], 1, device=ego.device) if ego_valid is None else \
+                ego_valid.float()[:, None]  # (B, 1)
+            ego = ego.float() * valid  # no ego labels: a zero state, no prior
+            h_queries = h_queries + (self.plan_ego(ego / self.ego_scale) * valid)[:, None, :]
         wp = self.waypoint_head(h_queries) * self.waypoint_scale  # (B, K, 3) * (K, 3)
-        if self.cfg.world_model.cv_prior and ego is not None:
-            speed = ego[:, :1].float().clamp_min(0.0)  # (B, 1) m/s
-            if ego_valid is not None:
-                speed = speed * ego_valid.float()[:, None]
-            x_m = speed * self.waypoint_t_s[None]  # (B, K)
-            wp = wp + torch.stack([x_m, torch.zeros_like(x_m), torch.zeros_like(x_m)], dim=-1)
+        if prior != "none" and ego is not None:
+            wp = wp + kinematic_prior(prior, ego, self.waypoint_t_s).to(wp.dtype)
         return wp
 
     # ------------------------------------------------------------------------------------------------
@@ -187,6 +197,13 @@ class PolicyWorldModel(nn.Module):
         fed_future = max(f - 1, 0)
         fed = dyn[:, : h_frames + fed_future]  # (B, H + F - 1, Ld)
         ego, ego_valid = batch.get("ego"), batch.get("ego_valid")
+        wm = self.cfg.world_model
+        if with_plan and not wm.plan_reads_forecast and fed_future > 0:  # the plan reads the history only
+            out = self.forward(batch, with_video=with_video, with_plan=False) if with_video else {}
+            ids = torch.cat([self._prefix_ids(ctx, dyn[:, :h_frames]), self._plan_ids(b, ctx.device)], dim=1)
+            layout = self._layout("seq+plan", 0)
+            hidden, _ = self.transformer(self.embed(ids, layout, ego, ego_valid), layout.mask())
+            return self._plan_out(out, hidden, batch)
         dual = with_plan and plan_future is not None and fed_future > 0
         if dual and tuple(plan_future.shape[1:]) != (fed_future, ld):
             raise ValueError(f"plan_future must be (B, {fed_future}, {ld}), got {tuple(plan_future.shape)}")
@@ -203,16 +220,20 @@ class PolicyWorldModel(nn.Module):
             logits = self.frame_head(hidden[:, start: start + f * ld]).view(b, f, ld, c)  # (B, F, Ld, C)
             targets = dyn[:, h_frames: h_frames + f].long()  # (B, F, Ld) frames t+1 .. t+F
             prev = dyn[:, h_frames - 1: h_frames - 1 + f].long()  # (B, F, Ld) frames t .. t+F-1
-            wm = self.cfg.world_model
             out["video_loss"] = dynamic_focal_loss(logits, targets, prev, focal=wm.focal, alpha=wm.focal_alpha,
                                                    beta=wm.focal_beta, gamma=wm.focal_gamma,
                                                    adaptive=wm.focal_adaptive)
             out["token_acc"] = (logits.argmax(-1) == targets).float().mean().detach()
             out["logits"], out["targets"] = logits, targets
-        if with_plan:
-            wp = self.waypoints_from_hidden(hidden[:, -self.num_waypoints:], ego, ego_valid)  # (B, K, 3)
-            out["waypoints"] = wp
-            out["traj_loss"] = masked_l1(wp, batch["waypoints"], batch.get("waypoints_valid"))
+        return self._plan_out(out, hidden, batch) if with_plan else out
+
+    def _plan_out(self, out: dict[str, torch.Tensor], hidden: torch.Tensor, batch: dict[str, torch.Tensor]
+                  ) -> dict[str, torch.Tensor]:
+        """Add ``waypoints`` and ``traj_loss`` from the hidden states of a pass that ends with the K queries."""
+        wp = self.waypoints_from_hidden(hidden[:, -self.num_waypoints:], batch.get("ego"), batch.get("ego_valid"))
+        scale = self.waypoint_scale if self.cfg.world_model.traj_loss_per_horizon else None
+        out["waypoints"] = wp
+        out["traj_loss"] = masked_l1(wp, batch["waypoints"], batch.get("waypoints_valid"), scale)
         return out
 
     # ------------------------------------------------------------------------------------------------
@@ -254,7 +275,12 @@ class PolicyWorldModel(nn.Module):
 
     def plan_step(self, kv: KVCache, ego: torch.Tensor | None = None, ego_valid: torch.Tensor | None = None,
                   *, matmul_attention: bool = False) -> torch.Tensor:
-        """Feed [ACT][Q_1 .. Q_K] after the cached history + forecast -> waypoints (B, K, 3)."""
+        """Feed [ACT][Q_1 .. Q_K] after the cached history + forecast -> waypoints (B, K, 3).
+
+        With ``world_model.plan_reads_forecast`` false the queries read the history's part of the cache only.
+        """
+        if not self.cfg.world_model.plan_reads_forecast:
+            kv = truncate_cache(kv, 1 + self.ctx_tokens + self.history_frames * self.dyn_tokens)
         layout = self._layout("plan")
         ids = self._plan_ids(cache_batch(kv), self.tok_emb.weight.device)
         hidden, _ = self.transformer(self.embed(ids, layout), step_mask(cache_positions(kv), layout.blocks), kv,
@@ -384,9 +410,23 @@ class PolicyWorldModel(nn.Module):
         return forecast, self.plan_step(kv, ego, ego_valid)
 
 
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Mean |pred - target| over valid waypoints: pred, target (B, K, 3), valid (B, K) bool or None (all)."""
+def truncate_cache(kv: KVCache, positions: int) -> KVCache:
+    """The first ``positions`` positions of a cache (stacked or per layer)."""
+    if isinstance(kv, torch.Tensor):
+        return kv[:, :, :, :, :positions]
+    return [(k[:, :, :positions], v[:, :, :positions]) for k, v in kv]
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None,
+              scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |pred - target| over valid waypoints: pred, target (B, K, 3), valid (B, K) bool or None (all).
+
+    ``scale`` (K, 3): each waypoint's error is divided by it first (the per-horizon normalised loss: every horizon
+    and axis counts alike, instead of the far waypoints' metres dominating).
+    """
     err = (pred - target.to(pred.dtype)).abs()  # (B, K, 3)
+    if scale is not None:
+        err = err / scale.to(err.dtype)
     if valid is None:
         return err.mean()
     v = valid.to(pred.dtype)[..., None]  # (B, K, 1)
