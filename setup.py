@@ -9,6 +9,27 @@ from setuptools import find_packages, setup
 
 PACKAGE = "pwm_ros"
 
+# The ROS 2 packages pwm_ros uses, as the PyPI wheels ros-<distro>-<name>: extra `ros` is Kilted (the .venv of
+# `make test`), extra `ros-jazzy` is Jazzy (the .venv-jazzy of `make test-jazzy`). One venv holds one distribution:
+# both pin the same underlying ros-* packages. Humble has no such wheels (a ROS install or the Docker image).
+ROS_PACKAGES = (
+    "rclpy",
+    "rmw-fastrtps-cpp",
+    "sensor-msgs",
+    "nav-msgs",
+    "geometry-msgs",
+    "std-msgs",
+    "visualization-msgs",
+    "diagnostic-msgs",
+    "lifecycle-msgs",
+    "rcl-lifecycle",
+)
+
+
+def ros_wheels(distro: str) -> list[str]:
+    return [f"ros-{distro}-{name}" for name in ROS_PACKAGES]
+
+
 setup(
     name=PACKAGE,
     version="0.1.0",
@@ -34,18 +55,8 @@ setup(
     ],
     extras_require={
         "train": ["torch==2.13.0", "safetensors", "matplotlib", "tensorboard", "tqdm"],
-        "ros": [
-            "ros-kilted-rclpy",
-            "ros-kilted-rmw-fastrtps-cpp",
-            "ros-kilted-sensor-msgs",
-            "ros-kilted-nav-msgs",
-            "ros-kilted-geometry-msgs",
-            "ros-kilted-std-msgs",
-            "ros-kilted-visualization-msgs",
-            "ros-kilted-diagnostic-msgs",
-            "ros-kilted-lifecycle-msgs",
-            "ros-kilted-rcl-lifecycle",
-        ],
+        "ros": ros_wheels("kilted"),
+        "ros-jazzy": ros_wheels("jazzy"),
         "dev": ["pytest", "pytest-timeout", "ruff", "mcap", "mcap-ros2-support", "colcon-core", "colcon-ros"],
     },
     zip_safe=True,

@@ -13,14 +13,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pwm_model.config_types import dataclass_from_dict, to_plain
 from pwm_model.errors import ConfigError
 
 COMMANDS = ("left", "straight", "right")  # std_msgs/UInt8 on /route/command: 0 left, 1 straight, 2 right
@@ -324,7 +323,7 @@ class PwmConfig:
         return self.data.frame_stride / self.camera.frame_rate_hz
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        return to_plain(self)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -343,73 +342,7 @@ def preset(name: str) -> PwmConfig:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Dict / YAML conversion with type checks.
-
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple):
-        return [_to_plain(v) for v in obj]
-    return obj
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert a YAML value to the annotated field type or raise a ConfigError naming ``key``."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(annotation):
-            if arg is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        (elem, *_rest) = typing.get_args(annotation)
-        return tuple(_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value))
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        if not math.isfinite(float(value)):
-            raise ConfigError(f"{key} must be finite, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(annotation):
-        return _from_dict(annotation, value, key)
-    raise ConfigError(f"{key} has an unsupported type {annotation!r}")  # pragma: no cover
-
-
-def _from_dict(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"unknown config key {where!r}: valid keys there are {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
-
+# Dict / YAML conversion with type checks (the typed conversion itself: config_types.py).
 
 def from_dict(data: dict[str, Any]) -> PwmConfig:
     """Build and validate a config from a plain dict; missing keys take the named preset's values."""
@@ -419,7 +352,7 @@ def from_dict(data: dict[str, Any]) -> PwmConfig:
     if base is None:
         raise ConfigError("preset must be a string")
     merged = _deep_merge(base.to_dict(), _migrate(data))
-    return _from_dict(PwmConfig, merged, "").validate()
+    return dataclass_from_dict(PwmConfig, merged, "").validate()
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
@@ -488,7 +421,7 @@ def apply_overrides(cfg: PwmConfig, overrides: list[str] | tuple[str, ...]) -> P
                 node[part] = value
             else:
                 node = node[part]
-    return _from_dict(PwmConfig, data, "").validate()
+    return dataclass_from_dict(PwmConfig, data, "").validate()
 
 
 def _check(ok: bool, prefix: str, key: str, why: str) -> None:

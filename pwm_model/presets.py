@@ -27,7 +27,9 @@ def _tiny() -> PwmConfig:
                                   gan_start_step=400),
         world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
                                      head_hidden=256, plan_on_rollout=1.0, prior="ctra",
-                                     traj_loss_per_horizon=True),
+                                     # the per-horizon loss is about a tenth of the metre one: weight 10 keeps the
+                                     # paper's balance against the video loss
+                                     traj_loss_per_horizon=True, traj_weight=10.0),
         # fine-tuning: 16 x 4 = 64 clips a step, one clip of every 1 s of drive an epoch, the pretrained trunk at a
         # fifth of the heads' rate, EMA weights; bf16 autocast where the CPU has bf16 instructions (fp32 otherwise)
         train=TrainConfig(batch_size=16, grad_accum=1, lr=5e-4, warmup_steps=100, precision="bf16",

@@ -134,3 +134,47 @@ def test_generic_modules(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="shape"):
         load_modules(tmp_path, {"head": lambda c: torch.nn.Linear(4, 2)})
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 1}
+
+
+def test_world_model_checkpoint_of_the_earlier_layout_loads_and_plans_as_before(tmp_path: Path) -> None:
+    """A world model saved before the yaw rate (5-wide ego MLP), plan_ego and world_model.prior: it loads with zeros
+    there, its cv_prior config key becomes prior cv, and it plans exactly as the same weights did."""
+    import yaml
+
+    from pwm_model.checkpoint import load_config
+    from pwm_model.world_model.checkpoint import init_from, load_world_model
+    from pwm_model.world_model.model import PolicyWorldModel
+
+    cfg = apply_overrides(preset("tiny"), ["world_model.layers=1", "world_model.d_model=32", "world_model.heads=2",
+                                           "world_model.ego_hidden=16", "world_model.head_hidden=16",
+                                           "world_model.prior=cv"])
+    torch.manual_seed(0)
+    model = PolicyWorldModel(cfg).eval()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("plan_ego")}
+    state["ego_mlp.0.weight"] = state["ego_mlp.0.weight"][:, :5].clone()  # the 5-wide ego vector
+    save_checkpoint(tmp_path, cfg, {"world_model": state})
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    raw["world_model"].pop("prior")
+    raw["world_model"].pop("traj_loss_per_horizon")
+    raw["world_model"]["cv_prior"] = True
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert load_config(tmp_path).world_model.prior == "cv"
+    old, _ = load_world_model(tmp_path)
+    torch.nn.init.zeros_(model.ego_mlp[0].weight[:, 5])
+    g = torch.Generator().manual_seed(1)
+    ctx = torch.randint(0, model.codebook_size, (2, model.ctx_tokens), generator=g)
+    hist = torch.randint(0, model.codebook_size, (2, model.history_frames, model.dyn_tokens), generator=g)
+    ego = torch.tensor([[8.0, 0.5, 0, 1, 0, 0.3], [3.0, -1.0, 1, 0, 0, -0.2]])
+    torch.testing.assert_close(old.rollout(ctx, hist, ego)[1], model.rollout(ctx, hist, ego)[1])
+    fresh = PolicyWorldModel(cfg)
+    init_from(fresh, tmp_path)  # fine-tuning from it starts from the same weights
+    assert torch.all(fresh.plan_ego.weight == 0) and torch.all(fresh.ego_mlp[0].weight[:, 5] == 0)
+
+
+def test_float_keys_take_exponents_without_a_dot() -> None:
+    """YAML 1.1 reads 3e-3 as a string; a float key still takes it (``--set train.lr=3e-3``)."""
+    from pwm_model.errors import ConfigError
+
+    assert apply_overrides(preset("tiny"), ["train.lr=3e-3"]).train.lr == pytest.approx(0.003)
+    with pytest.raises(ConfigError, match="train.lr must be a number"):
+        apply_overrides(preset("tiny"), ["train.lr=fast"])
