@@ -46,8 +46,10 @@ def cv_l2_up_to(horizon_s: float, dt_s: float = 0.5) -> float:
 
 def write_predictions(path: Path, stamps: list[int], plan: Callable[[int], np.ndarray], *, dt_s: float = 0.5,
                       latency_ns: int = 30_000_000, surprise: Callable[[int], float] | None = None,
-                      storage: str = "mcap") -> Path:
-    """A bag as ``pwm_replay --record`` writes it: one nav_msgs/Path per stamp (+ Float32 surprise after it)."""
+                      storage: str = "mcap", diagnostics: list[tuple[int, int, str, dict[str, str]]] | None = None
+                      ) -> Path:
+    """A bag as ``pwm_replay --record`` writes it: one nav_msgs/Path per stamp (+ Float32 surprise after it), and
+    ``diagnostics`` (receive ns, level, message, values) as the node's ``/diagnostics`` planner statuses."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     ts = typestore()
@@ -57,6 +59,14 @@ def write_predictions(path: Path, stamps: list[int], plan: Callable[[int], np.nd
         c_traj = w.add_connection(TRAJECTORY, "nav_msgs/msg/Path", typestore=ts)
         c_sur = w.add_connection(SURPRISE, "std_msgs/msg/Float32", typestore=ts)
         c_other = w.add_connection("/chatter", "std_msgs/msg/String", typestore=ts)
+        if diagnostics:
+            c_diag = w.add_connection("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", typestore=ts)
+            for t_ns, level, message, values in diagnostics:
+                status = t["diagnostic_msgs/msg/DiagnosticStatus"](
+                    level=level, name="pwm_node: planner", message=message, hardware_id="onnxruntime/cpu",
+                    values=[t["diagnostic_msgs/msg/KeyValue"](key=k, value=v) for k, v in values.items()])
+                msg = t["diagnostic_msgs/msg/DiagnosticArray"](header=header(ts, t_ns), status=[status])
+                w.write(c_diag, t_ns, ts.serialize_cdr(msg, "diagnostic_msgs/msg/DiagnosticArray"))
         for t_ns in stamps:
             poses = []
             for k, (x, y, yaw) in enumerate(plan(t_ns), 1):

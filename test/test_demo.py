@@ -66,6 +66,11 @@ def test_live_run_records_the_node_and_scores_beside_offline(tmp_path: Path) -> 
     stamps = {1_700_000_000_000_000_000 + i * 100_000_000 for i in range(40)}
     assert pred.topic == "/pwm_node/trajectory" and len(pred.plans) >= 5 and set(pred.plans) <= stamps
     assert pred.diagnostics.get("frames_planned") and int(pred.diagnostics["frames_received"]) > 0
+    run = pred.diagnostics_run  # every status the node published over the run, as recorded
+    assert run["messages"] >= 2 and sum(run["levels"].values()) == run["messages"]
+    assert run["final_level"] in run["levels"] and run["levels"][run["final_level"]] > 0
+    assert run["counters"]["frames_received"] == int(pred.diagnostics["frames_received"]) > 0
+    assert run["input_rate_p50_hz"] and run["input_rate_p50_hz"] > 0
     _, live = evaluate_drives([str(bag)], model=str(model), out=tmp_path / "live", predictions=[str(predictions)],
                               video=False, progress=False)
     _, offline = evaluate_drives([str(bag)], model=str(model), out=tmp_path / "offline", video=False,
@@ -73,6 +78,10 @@ def test_live_run_records_the_node_and_scores_beside_offline(tmp_path: Path) -> 
     assert live["plans"] == len(pred.plans) and offline["plans"] == 40
     assert live["latency_kind"] == "end-to-end" and live["latency_p50_ms"] > 0
     assert live["l2_3s"] is not None and offline["l2_3s"] is not None
+    assert live["bags"][0]["node_diagnostics"] == run
+    from pwm_model.commands.demo import diagnostics_line
+
+    assert diagnostics_line(run).startswith(f"node diagnostics: {run['messages']} statuses (OK ")
     logs = tmp_path / "demo" / "logs"
     assert (logs / "pwm_node.log").stat().st_size > 0 and "recorded" in (logs / "pwm_replay.log").read_text()
 
@@ -94,3 +103,15 @@ def test_live_run_stops_early_with_the_node_s_reason_when_the_model_cannot_load(
     with pytest.raises(PwmError, match="pwm_node could not load .*does not match manifest.json"):
         live_run(bag, broken, tmp_path / "demo", rate=1.0, node_timeout_s=120.0)
     assert time.monotonic() - t0 < 60.0, "the demo waited for a node that had already failed"
+
+
+def test_diagnostics_line_says_the_levels_the_final_status_and_the_most_named_problems() -> None:
+    from pwm_model.commands.demo import diagnostics_line
+
+    run = {"messages": 7, "levels": {"OK": 4, "WARN": 2, "ERROR": 1, "STALE": 0}, "final_level": "WARN",
+           "final_message": "no camera frame on /camera/front/image_raw for 1.2 s: check the topic name",
+           "problems": {"warming up: history not yet full": 2, "no good plan since: x": 1}}
+    line = diagnostics_line(run)
+    assert line.startswith("node diagnostics: 7 statuses (OK 4, WARN 2, ERROR 1, STALE 0), final level WARN: no "
+                           "camera frame") and "warming up: history not yet full (2)" in line
+    assert "none recorded" in diagnostics_line({})

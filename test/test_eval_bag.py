@@ -112,6 +112,12 @@ def test_a_lateral_offset_is_its_l2_and_a_plan_into_the_lead_car_collides(tmp_pa
     _, m = _evaluate(bag, write_predictions(tmp_path / "ram", STAMPS[:20:4], ram))
     assert m["collision_rate"] == 1.0 and m["collision_1s_pct"] == 100.0
     assert m["cv_collision_rate"] == 0.0 and m["collision_gt_excluded"] == 0
+    # constant velocity wins the collisions: said as plainly as a win would be
+    from pwm_model.eval.bag_summary import format_table, verdict_sentence
+
+    assert "collision rate: PWM worse than constant velocity (100.0 % vs 0.0 %" in verdict_sentence(m)
+    line = next(ln for ln in format_table(m).splitlines() if ln.startswith("collision rate"))
+    assert line.split()[-1] == "worse"
 
 
 @pytest.mark.parametrize("kind", ["sqlite3", "compressed", "foreign_writer_extra_topics"])
@@ -304,3 +310,141 @@ def test_overlays_use_the_bag_s_own_camera_intrinsics(tmp_path: Path) -> None:
     cam = bag_camera(DriveReader(bag), configured)
     assert cam.fx == pytest.approx(PinholeCamera.from_config(narrow).fx) and cam.fx > configured.fx * 1.5
     assert cam.base_from_camera is configured.base_from_camera  # the mounting stays the configured one
+
+
+def test_plans_csv_has_one_row_per_plan_with_its_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import csv
+
+    from pwm_model.eval.plan_table import COLUMNS
+
+    bag = write_arc(tmp_path / "arc")
+    stamps = STAMPS[::3]  # 24 plans over the 6.9 s drive: the late ones have no truth 3 s (or 1 s) ahead
+    pred = write_predictions(tmp_path / "pred", stamps, lambda t: truth_plan() + np.array([0.0, 0.4, 0.0]),
+                             surprise=lambda t: (t - T0_NS) / 1e10)
+    out = tmp_path / "eval"
+    r = _pwm_here(capsys, "eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet",
+                  "--no-video")
+    assert r.returncode == 0, r.stderr
+    assert "verdict: L2 up to 3 s: PWM better than constant velocity" in r.stdout
+    rows = list(csv.DictReader((out / "plans.csv").open()))
+    assert tuple(rows[0]) == COLUMNS and len(rows) == len(stamps)
+    assert json.loads((out / "metrics.json").read_text())["plans_csv"] == "plans.csv"
+    assert 'href="plans.csv"' in (out / "report.html").read_text()
+    for row, t_ns in zip(rows, stamps):
+        t_s = (t_ns - T0_NS) / 1e9
+        assert row["drive"] == "arc" and int(row["t_ns"]) == t_ns and float(row["t_s"]) == pytest.approx(t_s)
+        for h in (1, 2, 3):
+            if t_s + h <= 6.9 + 1e-6:  # the truth reaches h s ahead: the plan is 0.4 m off all along
+                assert float(row[f"l2_{h}s_m"]) == pytest.approx(0.4, abs=1e-3), (t_s, h)
+            else:
+                assert row[f"l2_{h}s_m"] == "", (t_s, h)
+        if row["l2_3s_m"]:
+            assert float(row["cv_l2_3s_m"]) == pytest.approx(cv_l2_up_to(3.0), abs=1e-3)
+        assert float(row["surprise"]) == pytest.approx((t_ns - T0_NS) / 1e10, abs=1e-5)
+        assert float(row["speed_mps"]) == pytest.approx(5.0) and float(row["yaw_rate_radps"]) == pytest.approx(0.2)
+        i = (t_ns - T0_NS) // DT_NS
+        assert row["command"] == ("straight" if i < 25 else "left" if i < 40 else "right")
+        scored = t_s + 0.5 <= 6.9 + 1e-6  # its first waypoint has ground truth
+        want = "0" if scored else ""  # the lead car is never in the way of the arc's own path
+        assert row["collision"] == want and row["cv_collision"] == want, t_s
+        assert float(row["latency_ms"]) == pytest.approx(30.0) and row["warming_up"] == "0"
+    assert rows[-1]["l2_1s_m"] == "" and rows[-1]["collision"] == ""  # the last plan has no future at all
+
+
+def test_the_inputs_used_are_in_the_metrics_and_the_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pwm_model.config import TopicsConfig
+    from pwm_model.data.bag_writer import write_drive
+
+    from .drive_helpers import arc_drive
+
+    cfg = config()
+    topics = TopicsConfig(image="/zed/left/image_rect", odometry="/odometry/filtered", command="/nav/cmd")
+    bag = write_drive(tmp_path / "robot", arc_drive(40, 64, 128, skip=(20,)), cfg.camera, topics,
+                      encoding="bgr8")  # frame 20 dropped: one gap of 0.2 s in the camera stamps
+    pred = write_predictions(tmp_path / "pred", STAMPS[:10], lambda t: truth_plan())
+    out = tmp_path / "eval"
+    r = _pwm_here(capsys, "eval-bag", str(bag), "--predictions", str(pred), "--out", str(out), "--quiet",
+                  "--no-video", "--topics", "image=/zed/left/image_rect", "odometry=/odometry/filtered",
+                  "command=/nav/cmd")
+    assert r.returncode == 0, r.stderr
+    inputs = json.loads((out / "metrics.json").read_text())["bags"][0]["inputs"]
+    assert inputs["camera_topic"] == "/zed/left/image_rect" and inputs["camera_type"] == "sensor_msgs/msg/Image"
+    assert inputs["encoding"] == "bgr8" and (inputs["width_px"], inputs["height_px"]) == (128, 64)
+    assert inputs["model_input_px"] is None and inputs["configured_rate_hz"] is None  # no --model: not known
+    assert inputs["frames"] == 39 and inputs["camera_stamp_gaps"] == 1 and inputs["camera_period_max_ms"] == 200.0
+    assert inputs["camera_period_p50_ms"] == 100.0
+    assert inputs["camera_stamp_rate_hz"] == pytest.approx(38 / 3.9, abs=1e-4)  # 38 intervals over 3.9 s
+    assert inputs["input_rate_hz"] == pytest.approx(38 / 3.9, abs=1e-4)
+    assert inputs["odometry_topic"] == "/odometry/filtered" and inputs["odometry_messages"] == 39
+    assert inputs["command_topic"] == "/nav/cmd" and inputs["command_messages"] > 0
+    page = (out / "report.html").read_text()
+    section = page[page.index("<h2>Inputs</h2>"):page.index("<h2>Details</h2>")]
+    for text in ("/zed/left/image_rect", "sensor_msgs/msg/Image", "bgr8", "128 × 64 px", "/odometry/filtered",
+                 "/nav/cmd", "1 gaps", "9.74 Hz"):
+        assert text in section, text
+    # with the model's config (here: evaluate_bag with it) its input size and rate are named beside the camera's
+    from pwm_model.eval.bag_eval import EvalOptions, RecordedPlans, evaluate_bag
+    from pwm_model.eval.drives import parse_topics
+
+    ev = evaluate_bag(bag, RecordedPlans(read_predictions(pred)), cfg, PinholeCamera.from_config(cfg.camera),
+                      topics=parse_topics(["image=/zed/left/image_rect", "odometry=/odometry/filtered",
+                                           "command=/nav/cmd"], cfg.data.topics),
+                      options=EvalOptions(video=False, progress=False))
+    assert ev.inputs["model_input_px"] == [cfg.tokenizer.ctx_width_px, cfg.tokenizer.ctx_height_px]
+    assert ev.inputs["configured_rate_hz"] == cfg.camera.frame_rate_hz == 10.0
+
+
+def test_stream_rate_from_stamps() -> None:
+    from pwm_model.eval.bag_inputs import stream_rate
+
+    r = stream_rate([0, 100, 200, 400, 400, 500])  # ns: a gap, a repeated stamp
+    assert r["gaps"] == 1 and r["backwards"] == 1 and r["period_p50_ms"] == pytest.approx(1e-4)
+    assert r["rate_hz"] == pytest.approx(4 / 500e-9)
+    assert math.isnan(stream_rate([5])["rate_hz"])
+
+
+def test_the_node_s_diagnostics_over_the_run_are_summed_up_and_shown(tmp_path: Path) -> None:
+    from pwm_model.eval.report import write_report
+
+    values = {"frames_received": "12", "frames_planned": "10", "stale_frames": "0", "input_rate_hz": "9.9",
+              "plan_rate_hz": "9.8", "last_fault": ""}
+    statuses = [
+        (STAMPS[2], 1, "warming up: history not yet full", dict(values, input_rate_hz="0", plan_rate_hz="0")),
+        (STAMPS[10], 0, "planning at 9.8 Hz", values),
+        (STAMPS[20], 1, "12 frames older than max_frame_age_ms skipped (slow inference, clock offset, or use_sim_time "
+                        "mismatch); forecast surprise 0.61 above 0.5", dict(values, stale_frames="12")),
+        (STAMPS[30], 1, "3 frames older than max_frame_age_ms skipped (slow inference, clock offset, or use_sim_time "
+                        "mismatch)", dict(values, stale_frames="15", input_rate_hz="10.1")),
+        (STAMPS[40], 2, "no good plan since: engine failed", dict(values, stale_frames="15", engine_errors="1",
+                                                                   last_fault="engine failed", input_rate_hz="0")),
+    ]
+    bag = write_arc(tmp_path / "arc")
+    pred = write_predictions(tmp_path / "pred", STAMPS[:30:3], lambda t: truth_plan(), diagnostics=statuses)
+    ev, m = _evaluate(bag, pred)
+    d = ev.extra["node_diagnostics"]
+    assert d["messages"] == 5 and d["levels"] == {"OK": 1, "WARN": 3, "ERROR": 1, "STALE": 0}
+    stale = "# frames older than max_frame_age_ms skipped (slow inference, clock offset, or use_sim_time mismatch)"
+    assert d["problems"] == {stale: 2, "forecast surprise # above #": 1, "no good plan since: engine failed": 1,
+                             "warming up: history not yet full": 1}
+    assert d["final_level"] == "ERROR" and d["final_message"] == "no good plan since: engine failed"
+    assert d["counters"]["stale_frames"] == 15 and d["counters"]["engine_errors"] == 1
+    assert d["last_fault"] == "engine failed" and d["span_s"] == pytest.approx(3.8)
+    assert d["input_rate_p50_hz"] == pytest.approx(9.9)  # the statuses without frames flowing are left out
+    assert m["bags"][0]["node_diagnostics"]["levels"]["WARN"] == 3  # in metrics.json
+    # the demo's page: the offline evaluation, the live run's metrics in the "live node" column
+    offline, om = _evaluate(bag, write_predictions(tmp_path / "plain", STAMPS[:30:3], lambda t: truth_plan()))
+    page = write_report(tmp_path / "r.html", [offline], om, title="demo", compare={"live node": m}).read_text()
+    section = page[page.index("Node diagnostics over the run"):page.index("<h2>Details</h2>")]
+    for text in ("5 statuses over 3.8 s", "OK 1 · WARN 3 · ERROR 1 · STALE 0", "final level", ">ERROR<",
+                 "no good plan since: engine failed", f"<td>{stale}</td><td>2</td>", "<td>stale_frames</td><td>15</td>",
+                 "Median input rate 9.90 Hz"):
+        assert text in section, text
+    plain = write_report(tmp_path / "p.html", [offline], om, title="no live run").read_text()
+    assert "Node diagnostics over the run" not in plain
+
+
+def test_the_node_counters_read_back_are_the_node_s() -> None:
+    from pwm_model.eval.predictions import NODE_COUNTERS
+    from pwm_ros.diagnostics import COUNTERS
+
+    assert NODE_COUNTERS == COUNTERS

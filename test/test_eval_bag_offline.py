@@ -103,6 +103,19 @@ def test_cli_offline_writes_every_required_metric(arc: Path, tmp_path: Path) -> 
     assert all(m.get(k) is not None for k in REQUIRED), {k: m.get(k) for k in REQUIRED}
     assert m["plans"] == FRAMES // 2 and m["backend"] == "onnxruntime" and m["planning_rate_hz"] == 5.0
     assert (out / "report.html").stat().st_size > 10_000 and (out / "overlay.mp4").is_file()
+    # one CSV row per plan, at the planning rate; the inputs with the model's own input size and rate
+    import csv
+
+    rows = list(csv.DictReader((out / "plans.csv").open()))
+    assert len(rows) == FRAMES // 2 and [round(float(r["t_s"]), 3) for r in rows[:3]] == [0.0, 0.2, 0.4]
+    assert all(r["speed_mps"] and r["yaw_rate_radps"] and r["command"] for r in rows)
+    from pwm_model.eval.drives import model_config
+
+    tk = model_config(model).tokenizer
+    inputs = m["bags"][0]["inputs"]
+    assert inputs["model_input_px"] == [tk.ctx_width_px, tk.ctx_height_px] and inputs["frames"] == FRAMES
+    assert inputs["camera_stamp_rate_hz"] == pytest.approx(10.0) and inputs["camera_topic"].endswith("image_raw")
+    assert "verdict: L2 up to 3 s: PWM " in r.stdout and "collision rate: " in r.stdout
 
 
 def test_sigterm_during_eval_bag_leaves_no_partial_files(tmp_path: Path) -> None:

@@ -21,9 +21,10 @@ replayed (`pwm_replay BAG --record OUT_BAG`, or `ros2 bag record`); nothing runs
 Reads the camera (sensor_msgs/Image or CompressedImage), nav_msgs/Odometry, the route command and ground-truth
 boxes (visualization_msgs/MarkerArray); mcap or sqlite3. Scores: L2 at 1/2/3 s (VAD and UniAD protocols) and
 collision against the bag's future poses and boxes, constant velocity beside it; forecast PSNR/SSIM against the
-frames that really came (copy-last-frame beside it); surprise over time; latency. Writes OUT/metrics.json,
-OUT/report.html and OUT/overlay.mp4 (+ overlay.webm; default OUT: out/eval/<bag name>). A bag without odometry
-gets forecast metrics only. See docs/EVALUATION.md."""
+frames that really came (copy-last-frame beside it); surprise over time; latency. Every comparison with a baseline
+is marked "better" or "worse", with 95 % intervals (a bootstrap over 5 s blocks of drive time). Writes
+OUT/metrics.json, OUT/report.html, OUT/plans.csv (one row per plan) and OUT/overlay.mp4 (+ overlay.webm; default
+OUT: out/eval/<bag name>). A bag without odometry gets forecast metrics only. See docs/EVALUATION.md."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pwm_model.eval.drives import TOPIC_KEYS
@@ -70,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
     for bag in metrics["bags"]:
         for note in bag["notes"]:
             print(f"note: {note}")
-    print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}", file=sys.stderr)
+    print(f"wrote {out / 'report.html'}, {out / 'metrics.json'} and {out / 'plans.csv'}", file=sys.stderr)
     return 0

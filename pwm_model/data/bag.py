@@ -154,6 +154,7 @@ class DriveReader:
         self._bag = resolve_bag(self.path)
         self._fallback_store = typestore()
         self.cut_off_note = ""  # set when a cut-off .mcap recording was read up to its cut
+        self.last_receive_ns: int | None = None  # receive time of the camera frame ``frames`` yielded last
         try:
             with self._open("opening the bag") as reader:
                 self._load(reader, require_camera)
@@ -381,13 +382,16 @@ class DriveReader:
         """Stream camera frames in bag order as ``(frame_index, t_ns, rgb)``.
 
         ``select(frame_index)`` picks the frames to decode (all by default); the others, and every frame when
-        ``decode`` is False, come with ``rgb = None`` and cost only their stamp.
+        ``decode`` is False, come with ``rgb = None`` and cost only their stamp. ``t_ns`` is the header stamp (the
+        receive time where the header has none); ``last_receive_ns`` holds the bag's receive time of the frame
+        just yielded (when it arrived at the recorder).
         """
         if not self._camera_topic:
             raise DataError(f"bag {self.path} has no camera topic {self.topics.image} or "
                             f"{self.topics.compressed_image}")
         with self._open(f"reading {self._camera_topic}") as reader:
             for i, (conn, receive_ns, raw) in enumerate(reader.messages(connections=self._camera_connections(reader))):
+                self.last_receive_ns = int(receive_ns)
                 want = decode and (select is None or select(i))
                 if want:
                     msg = self._deserialize(reader, raw, conn, i)

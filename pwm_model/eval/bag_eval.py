@@ -33,6 +33,7 @@ from pwm_model.config import COMMANDS, PwmConfig, TopicsConfig
 from pwm_model.data.bag import DriveReader
 from pwm_model.errors import DataError
 from pwm_model.eval import metrics as M
+from pwm_model.eval.bag_inputs import describe_inputs
 from pwm_model.eval.bag_truth import (
     ForecastScorer,
     bag_camera,
@@ -228,7 +229,9 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     picker = _MomentPicker(frames, opt.samples, opt.worst)
     scorer = ForecastScorer(model_dt_ns, camera_period_ns // 2)
     rows: dict[str, list[Any]] = {k: [] for k in ("t", "plan", "truth", "valid", "boxes", "bvalid", "now", "cv",
-                                                  "speed", "cmd", "surprise", "latency", "warm")}
+                                                  "speed", "yaw_rate", "cmd", "surprise", "latency", "warm")}
+    header_ns: list[int] = []  # every camera frame's header stamp and receive time (the inputs' rates)
+    receive_ns: list[int] = []
     source.start(reader)
     last: tuple[PlanRecord, np.ndarray] | None = None  # latest plan and the ego pose (x, y, yaw) at its stamp
     t0_ns = None
@@ -236,6 +239,8 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     try:
         for i, t_ns, rgb in reader.frames():
             t0_ns = t_ns if t0_ns is None else t0_ns
+            header_ns.append(int(t_ns))
+            receive_ns.append(reader.last_receive_ns if reader.last_receive_ns is not None else int(t_ns))
             state = reader.ego.state_at(t_ns) if has_odom else None
             cmd = reader.commands.at(t_ns)
             ego = EgoInput(state.speed_mps, state.accel_mps2, cmd, state.yaw_rate_radps) if state else \
@@ -257,7 +262,8 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
                                    ("boxes", bx), ("bvalid", bok),
                                    ("now", boxes_now(reader, t_ns, max_age) if has_odom else np.zeros((0, 7))),
                                    ("cv", constant_velocity(np.array([speed]), k_count, dt_s)[0]),
-                                   ("speed", speed), ("cmd", cmd), ("surprise", rec.surprise),
+                                   ("speed", speed), ("yaw_rate", state.yaw_rate_radps if state else math.nan),
+                                   ("cmd", cmd), ("surprise", rec.surprise),
                                    ("latency", rec.latency_ms), ("warm", rec.warming_up)):
                     rows[key].append(value)
                 if rec.forecast_rgb is not None:
@@ -299,6 +305,8 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     if source.mode == "live":
         pred = source.predictions
         extra.update(recorded_plans=len(pred.plans), matched_plans=source.matched, diagnostics=pred.diagnostics)
+        if pred.diagnostics_run:
+            extra["node_diagnostics"] = pred.diagnostics_run
         if source.matched < len(pred.plans):
             notes.append(f"{len(pred.plans) - source.matched} of the {len(pred.plans)} recorded plans match no "
                          "camera frame of this bag by stamp and are not scored.")
@@ -311,7 +319,8 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
         surprise=np.array(rows["surprise"], float), latency_ms=latency,
         latency_kind=source.latency_kind, warming_up=np.array(rows["warm"], bool), forecast_t_ns=ft,
         forecast_psnr=fpsnr, forecast_ssim=fssim, copy_psnr=cpsnr, copy_ssim=cssim, strips=scorer.strips,
-        moments=picker.moments(), video=info, video_speedup=video_stride, notes=notes, extra=extra)
+        moments=picker.moments(), video=info, video_speedup=video_stride, notes=notes, extra=extra,
+        yaw_rate_radps=np.array(rows["yaw_rate"], float), inputs=describe_inputs(reader, header_ns, receive_ns, cfg))
 
 
 def _video_frame(reader: DriveReader, rgb: np.ndarray, t_ns: int, t0_ns: int,

@@ -99,6 +99,8 @@ class BagEvaluation:
     video_speedup: int
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the node's diagnostics in live mode
+    yaw_rate_radps: np.ndarray | None = None  # (N,) from the odometry at each plan (None: not recorded)
+    inputs: dict[str, Any] = field(default_factory=dict)  # topics, encoding, resolution, rates (bag_inputs)
 
     @property
     def name(self) -> str:

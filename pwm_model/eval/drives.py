@@ -111,6 +111,8 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
             name = "overlay.mp4" if len(bags) == 1 else f"overlay_{j:02d}_{Path(bag).name}.mp4"
             evals.append(evaluate_bag(bag, source, cfg, camera, out_dir=out, topics=cfg.data.topics, options=opts,
                                       video_name=name))
+            if predictions and not model:  # the config is a stand-in preset: it says nothing of the model's inputs
+                evals[-1].inputs.update(model_input_px=None, configured_rate_hz=None)
     finally:
         if runner is not None:
             runner.close()
@@ -123,11 +125,14 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
 
 def write_outputs(out: str | Path, evals: list[Any], metrics: dict[str, Any], *, title: str | None = None,
                   compare: dict[str, dict[str, Any]] | None = None, notes: list[str] | None = None) -> Path:
-    """``out``/metrics.json and ``out``/report.html (each written atomically); returns the report's path."""
+    """``out``/metrics.json, ``out``/report.html and ``out``/plans.csv (each written atomically); returns the
+    report's path."""
+    from pwm_model.eval.plan_table import CSV_NAME
     from pwm_model.eval.report import write_report
     from pwm_model.io_utils import write_json_atomic
 
     out = Path(out)
+    metrics["plans_csv"] = CSV_NAME  # written beside the report by write_report
     write_json_atomic(out / "metrics.json", metrics)
     return write_report(out / "report.html", evals, metrics,
                         title=title or f"pwm drive evaluation: {', '.join(Path(e.bag).name for e in evals)}",

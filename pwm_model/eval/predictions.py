@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,12 @@ PATH = "nav_msgs/msg/Path"
 FLOAT32 = "std_msgs/msg/Float32"
 DIAGNOSTICS = "diagnostic_msgs/msg/DiagnosticArray"
 TRAJECTORY_SUFFIX = "/trajectory"
+LEVELS = ("OK", "WARN", "ERROR", "STALE")  # diagnostic_msgs/DiagnosticStatus levels 0..3
+# the node's counters since it started (pwm_ros.diagnostics.COUNTERS; that package needs rclpy's neighbours, so the
+# names are repeated here and a test keeps the two lists equal)
+NODE_COUNTERS = ("frames_received", "frames_planned", "dropped_frames", "stale_frames", "future_frames",
+                 "duplicate_frames", "bad_frames", "engine_errors", "nan_plans", "time_jumps", "bad_commands",
+                 "bad_odometry", "qos_incompatible", "camera_type_mismatch", "previews_published")
 
 
 @dataclass
@@ -50,6 +57,7 @@ class RecordedPredictions:
     plans: dict[int, RecordedPlan]  # by camera stamp (the last message wins for a repeated stamp)
     duplicates: int = 0  # trajectory messages whose stamp was already seen (a looped replay)
     diagnostics: dict[str, str] = field(default_factory=dict)  # key values of the last planner status
+    diagnostics_run: dict[str, Any] = field(default_factory=dict)  # every planner status summed up (diagnostics_run)
 
     @property
     def waypoint_dt_s(self) -> float:
@@ -120,6 +128,7 @@ def read_predictions(path: str | os.PathLike[str], topic: str | None = None) -> 
             c.topic == surprise_topic and c.msgtype == FLOAT32) or c.msgtype == DIAGNOSTICS]
         plans: dict[int, RecordedPlan] = {}
         duplicates, last, diagnostics = 0, None, {}
+        statuses: list[tuple[int, int, str, dict[str, str]]] = []  # (receive ns, level, message, values)
         for i, (conn, receive_ns, raw) in enumerate(reader.messages(connections=conns)):
             try:
                 msg = reader.deserialize(raw, conn.msgtype)
@@ -139,10 +148,67 @@ def read_predictions(path: str | os.PathLike[str], topic: str | None = None) -> 
                 for status in msg.status:
                     if status.name.endswith("planner"):
                         diagnostics = {kv.key: kv.value for kv in status.values}
+                        statuses.append((int(receive_ns), _level(status.level), str(status.message), diagnostics))
     if not plans:
         raise DataError(f"predictions bag {path} has no planned trajectory on {traj_topic}: was the node active "
                         "while the drive was replayed?")
-    return RecordedPredictions(path, traj_topic, plans, duplicates, diagnostics)
+    return RecordedPredictions(path, traj_topic, plans, duplicates, diagnostics, diagnostics_run(statuses))
+
+
+def _level(value: Any) -> int:
+    """A DiagnosticStatus level as an int (rosbags gives an int for ``byte``, rclpy gives ``bytes``)."""
+    if isinstance(value, (bytes, bytearray)):
+        return int(value[0]) if value else 0
+    return int(value)
+
+
+def _level_name(level: int) -> str:
+    return LEVELS[level] if 0 <= level < len(LEVELS) else str(level)
+
+
+def problem_kind(text: str) -> str:
+    """One problem of a diagnostics message with its numbers replaced (``pwm_ros.diagnostics.fault_kind``'s rule),
+    so that "12 frames older than ..." and "3 frames older than ..." are one kind."""
+    return re.sub(r"[0-9]+(?:[.][0-9]+)?", "#", text.strip())
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text is not None else math.nan
+    except ValueError:
+        return math.nan
+
+
+def diagnostics_run(statuses: list[tuple[int, int, str, dict[str, str]]]) -> dict[str, Any]:
+    """The node's planner statuses over a run, as recorded: how many at each level, how many named each problem
+    (a WARN / ERROR message lists its problems joined by "; "), the final level and message, the node's counters
+    from the last status and the median input / plan rate the node measured while frames came. {} without any."""
+    if not statuses:
+        return {}
+    levels = dict.fromkeys(LEVELS, 0)
+    problems: dict[str, int] = {}
+    for _, level, message, _ in statuses:
+        levels[_level_name(level)] = levels.get(_level_name(level), 0) + 1
+        if level > 0:
+            for part in message.split("; "):
+                if part.strip():
+                    kind = problem_kind(part)
+                    problems[kind] = problems.get(kind, 0) + 1
+    t_last, level_last, message_last, values_last = statuses[-1]
+    counters = {}
+    for name in NODE_COUNTERS:
+        v = _number(values_last.get(name))
+        if math.isfinite(v):
+            counters[name] = int(v)
+    rates = {}
+    for key in ("input_rate_hz", "plan_rate_hz"):
+        flowing = [v for v in (_number(vals.get(key)) for _, _, _, vals in statuses) if math.isfinite(v) and v > 0]
+        rates[f"{key.removesuffix('_hz')}_p50_hz"] = float(np.median(flowing)) if flowing else None
+    return {"messages": len(statuses), "levels": levels,
+            "problems": dict(sorted(problems.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "final_level": _level_name(level_last),
+            "final_message": message_last, "counters": counters, "last_fault": values_last.get("last_fault") or None,
+            "span_s": round((t_last - statuses[0][0]) / 1e9, 3), **rates}
 
 
 def _stamp_ns(stamp: Any) -> int:

@@ -1,9 +1,12 @@
 """``report.html``: the page a person reads after ``pwm eval-bag`` or ``pwm demo``.
 
 One self-contained HTML file (inline CSS, figures as base64 PNG drawn with matplotlib's Agg backend, no script and
-nothing fetched from the network) beside ``metrics.json`` and the overlay video (linked relatively):
-summary table against the baselines, L2 over the horizon, plans in bird's-eye view, surprise over time with the worst
-moments, forecast strips (true future vs forecast), latency histogram, the overlay video and per-bag details.
+nothing fetched from the network) beside ``metrics.json``, ``plans.csv`` (one row per plan, written with it) and the
+overlay video (linked relatively): the verdict on every headline metric and the summary table against the baselines
+(each comparison marked "better" or "worse", losses as plainly as wins, with 95 % intervals), L2 over the horizon,
+plans in bird's-eye view, surprise over time with the worst moments, forecast strips (true future vs forecast),
+latency histogram, the overlay video, the inputs used (topics, encoding, resolution, rates), the node's diagnostics
+over a live run and per-bag details.
 
     write_report("out/eval/report.html", evals, metrics, title="pwm-tiny on sample_drive", model="...")
 """
@@ -23,9 +26,23 @@ import numpy as np
 
 from pwm_model.config import COMMANDS
 from pwm_model.eval import metrics as M
-from pwm_model.eval.bag_summary import TABLE_ROWS, horizon_index
+from pwm_model.eval.bag_summary import compare as compare_values
+from pwm_model.eval.bag_summary import horizon_index
 from pwm_model.eval.bag_types import BagEvaluation, ForecastStrip, Moment
 from pwm_model.eval.overlay_video import PLAN_RGB, TRUTH_RGB
+from pwm_model.eval.plan_table import CSV_NAME, write_plans_csv
+from pwm_model.eval.report_sections import (
+    details,
+    diagnostics_section,
+    fmt,
+    inputs_section,
+    interval_note,
+    kpis,
+    mark_badge,
+    node_diagnostics,
+    summary_table,
+    verdict_list,
+)
 from pwm_model.geometry import box_footprint
 from pwm_model.io_utils import write_text_atomic
 
@@ -44,7 +61,12 @@ p.lead{color:#4a5163;margin:4px 0 14px;max-width:900px;line-height:1.45}
 .note{background:#fff4d6;border-left:4px solid #e0a800;padding:10px 14px;margin:12px 0;border-radius:3px}
 table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001;font-size:15px}
 th,td{padding:7px 14px;border-bottom:1px solid #eceef2;text-align:right}th{background:#eef0f4}
-td:first-child,th:first-child{text-align:left}td.win{font-weight:700;color:#17803d}
+td:first-child,th:first-child{text-align:left}td.better{font-weight:700;color:#17803d}
+td.worse{font-weight:700;color:#b42318}td.iv,span.iv{color:#5b6275;font-size:13px;white-space:nowrap}
+.mark{display:inline-block;font-weight:700;font-size:13px;padding:1px 7px;border-radius:10px;white-space:nowrap}
+.mark.better{color:#fff;background:#17803d}.mark.worse{color:#fff;background:#b42318}
+.mark.same{color:#1d2330;background:#d8dbe2}ul.verdict{margin:8px 0 4px;padding-left:0;list-style:none}
+ul.verdict li{margin:5px 0;line-height:1.45}.inputs td,.inputs th{font-size:14px}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:14px}
 .cards.small{grid-template-columns:repeat(auto-fill,minmax(300px,1fr))}
 .pair{display:flex;gap:2%;align-items:center}.card .pair img:first-child{width:60%}
@@ -95,12 +117,6 @@ def _rgb_png(rgb: np.ndarray) -> str:
 
 def _img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}">'
-
-
-def _fmt(value: Any, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value * scale:.{digits}f}{unit}"
 
 
 def _rel_s(ev: BagEvaluation, t_ns: int | np.ndarray) -> Any:
@@ -195,8 +211,9 @@ def plan_card(ev: BagEvaluation, m: Moment, note: str = "") -> str:
     caption = (f"<b>{html.escape(ev.name)}</b> · t = {_rel_s(ev, m.t_ns):.1f} s · {COMMANDS[int(ev.command[i])]} · "
                f"{ev.speed_mps[i]:.1f} m/s")
     if ev.truth_valid[i].any():
-        caption += (f"<br>L2 up to 3 s: PWM <b>{_l2_3s(ev, i, ev.plans[i]):.2f} m</b> · constant velocity "
-                    f"{_l2_3s(ev, i, ev.cv[i]):.2f} m")
+        pwm, cv = _l2_3s(ev, i, ev.plans[i]), _l2_3s(ev, i, ev.cv[i])
+        caption += (f"<br>L2 up to 3 s: PWM <b>{pwm:.2f} m</b> · constant velocity {cv:.2f} m "
+                    + mark_badge(compare_values(pwm, cv, "l2_3s", 2)))
     if note:
         caption += f"<br>{note}"
     return (f'<div class="card"><div class="pair">{_img(_rgb_png(m.thumb_rgb), "camera frame with the plan")}'
@@ -304,7 +321,7 @@ def fig_strip(ev: BagEvaluation, strip: ForecastStrip) -> str:
             ax_t.text(0.5, 0.5, "drive ended", ha="center", va="center", fontsize=8, color="#777",
                       transform=ax_t.transAxes)
         ax_f.imshow(strip.forecast_rgb[k])
-        ax_f.set_xlabel(f"{_fmt(float(strip.psnr_db[k]), 1)} dB", fontsize=8)
+        ax_f.set_xlabel(f"{fmt(float(strip.psnr_db[k]), 1)} dB", fontsize=8)
     axes[0, 0].set_ylabel("true", fontsize=9)
     axes[1, 1].set_ylabel("forecast", fontsize=9)
     fig.suptitle(f"{ev.name} · planned at t = {_rel_s(ev, strip.t_ns):.1f} s"
@@ -314,39 +331,6 @@ def fig_strip(ev: BagEvaluation, strip: ForecastStrip) -> str:
 
 # ----------------------------------------------------------------------------------------------------
 # Page
-
-def _summary_table(metrics: dict[str, Any], compare: dict[str, dict[str, Any]]) -> str:
-    head = "<tr><th>metric</th><th>PWM</th><th>baseline</th>" + "".join(
-        f"<th>{html.escape(n)}</th>" for n in compare) + "</tr>"
-    body = []
-    for label, key, base, digits, scale, unit in TABLE_ROWS:
-        v, b = metrics.get(key), metrics.get(base) if base else None
-        lower_better = not key.startswith(("psnr", "ssim"))
-        win = (v is not None and b is not None and (v < b if lower_better else v > b))
-        cells = [f"<td>{html.escape(label)}</td>", f'<td class="{"win" if win else ""}">'
-                 f"{_fmt(v, digits, scale, unit)}</td>", f"<td>{_fmt(b, digits, scale, unit) if base else ''}</td>"]
-        cells += [f"<td>{_fmt(c.get(key), digits, scale, unit)}</td>" for c in compare.values()]
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    plans = [f"<td>plans scored</td><td>{metrics.get('plans', 0)}</td><td></td>"] + [
-        f"<td>{c.get('plans', 0)}</td>" for c in compare.values()]
-    body.append("<tr>" + "".join(plans) + "</tr>")
-    return f"<table>{head}{''.join(body)}</table>"
-
-
-def _kpis(metrics: dict[str, Any]) -> str:
-    items = [("L2 up to 3 s", _fmt(metrics.get("l2_3s"), 2, unit=" m"),
-              f"constant velocity {_fmt(metrics.get('cv_l2_3s'), 2, unit=' m')}"),
-             ("collision rate", _fmt(metrics.get("collision_rate"), 1, 100.0, " %"),
-              f"constant velocity {_fmt(metrics.get('cv_collision_rate'), 1, 100.0, ' %')}"),
-             ("forecast PSNR at 1 s", _fmt(metrics.get("psnr_forecast_1s_db"), 1, unit=" dB"),
-              "the node does not record its forecast" if metrics.get("mode") == "live" else
-              f"copy-last-frame {_fmt(metrics.get('copy_last_psnr_1s_db'), 1, unit=' dB')}"),
-             ("latency p50", _fmt(metrics.get("latency_p50_ms"), 1, unit=" ms"),
-              f"p99 {_fmt(metrics.get('latency_p99_ms'), 1, unit=' ms')}"),
-             ("plans", str(metrics.get("plans", 0)), f"{_fmt(metrics.get('plan_rate_hz'), 1)} Hz on bag time")]
-    return '<div class="kpi">' + "".join(f"<div><span>{a}</span><b>{b}</b><span>{c}</span></div>"
-                                          for a, b, c in items) + "</div>"
-
 
 def _legend() -> str:
     def sw(color: tuple[float, ...], text: str, dashed: bool = False) -> str:
@@ -385,12 +369,16 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
              + f" · {when}</p>"]
     notes = [n for e in evals for n in e.notes] + list(extra_notes)
     parts += [f'<div class="note">{html.escape(n)}</div>' for n in notes]
-    parts += ["<h2>Summary</h2>", _kpis(metrics),
+    parts += ["<h2>Summary</h2>", kpis(metrics), verdict_list(metrics),
               '<p class="lead">Every plan is scored against the future the bag itself recorded: the odometry poses '
               "at the waypoint times (L2: mean displacement of the waypoints up to 1/2/3 s, the VAD/PWM protocol; "
               "@3 s: the waypoint at 3 s, the UniAD protocol) and the ground-truth boxes (collision: the swept "
               f"{M.EGO_LENGTH_M} × {M.EGO_WIDTH_M} m ego box). Baselines: constant velocity for planning, "
-              "copy-last-frame for the forecast. Bold green: PWM beats the baseline.</p>",
+              "copy-last-frame for the forecast. Every comparison is marked both ways: "
+              f'{mark_badge("better")} PWM is ahead of the baseline (bold green value), {mark_badge("worse")} the '
+              f'baseline is ahead (bold red value), {mark_badge("same")} equal at the digits shown. '
+              + html.escape(interval_note(metrics))
+              + f' Every plan\'s numbers: <a href="{CSV_NAME}">{CSV_NAME}</a>.</p>',
               ]
     curve = fig_l2_curve(metrics)
     side = ""
@@ -399,7 +387,7 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
                 '<p class="cap">How far each waypoint is from where the car really was at that time (mean over all '
                 "plans). A planner that anticipates curves and braking stays below constant velocity as the horizon "
                 "grows.</p></div>")
-    parts.append(f'<div class="row">{_summary_table(metrics, compare)}{side}</div>')
+    parts.append(f'<div class="row">{summary_table(metrics, compare)}{side}</div>')
     samples = [(e, m) for e in evals for m in e.moments if m.why == "sample"]
     if samples and any(e.has_odometry for e in evals):
         parts += ["<h2>Plans in bird's-eye view</h2>",
@@ -430,8 +418,8 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
         parts += ["<h2>Forecasts: what the model expected vs what came</h2>",
                   '<p class="lead">Top row: the camera frames that really came after the plan (at the tokenizer\'s '
                   "dyn resolution); bottom row: the model's forecast of them, decoded from its tokens, with the PSNR "
-                  "against the truth. " + (f"Mean PSNR at +1 s: {_fmt(metrics.get('psnr_forecast_1s_db'), 2)} dB "
-                                           f"(copy-last-frame {_fmt(metrics.get('copy_last_psnr_1s_db'), 2)} dB)."
+                  "against the truth. " + (f"Mean PSNR at +1 s: {fmt(metrics.get('psnr_forecast_1s_db'), 2)} dB "
+                                           f"(copy-last-frame {fmt(metrics.get('copy_last_psnr_1s_db'), 2)} dB)."
                                            if one is not None else "") + "</p>"]
         parts += [f'<div class="wide">{_img(fig_strip(e, s), "forecast strip")}</div>' for e, s in strips]
     lat = fig_latency(evals, metrics)
@@ -455,34 +443,30 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
                          f'<p class="cap"><a href="{html.escape(v.path.name)}">{html.escape(v.path.name)}</a> · '
                          f"{v.codec}{also} · {v.frames} frames of {v.width_px}×{v.height_px} px at {v.fps:g} fps"
                          f"{speed} · {html.escape(e.name)}.{hint}</p>")
-    parts += ["<h2>Details</h2>", _details(evals),
-              '<p class="cap">All numbers: <a href="metrics.json">metrics.json</a>.</p>']
+    parts += ["<h2>Inputs</h2>",
+              '<p class="lead">What the evaluation was fed, per drive: the camera topic with its message type, '
+              "encoding and resolution (and the size the model resizes it to), the camera's own frame rate from its "
+              "header stamps next to the rate the frames arrived at (the bag's receive times: what the node sees "
+              "during a replay) and the rate the model expects, and the odometry and route command topics.</p>",
+              inputs_section(evals)]
+    diags = node_diagnostics(evals, compare)
+    if diags:
+        parts += ["<h2>Node diagnostics over the run</h2>",
+                  '<p class="lead">Every planner status the node published on /diagnostics while the drive was '
+                  "replayed, as recorded: how many at each level, how many named each problem (numbers replaced by "
+                  "#), the last status and the node's counters in it.</p>"]
+        parts += [diagnostics_section(name, d) for name, d in diags]
+    parts += ["<h2>Details</h2>", details(evals),
+              f'<p class="cap">All numbers: <a href="metrics.json">metrics.json</a>; one row per plan (time, L2 at '
+              f'1/2/3 s, collision, surprise, speed, yaw rate, command): <a href="{CSV_NAME}">{CSV_NAME}</a>.</p>']
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}"
             f"</title><style>{CSS}</style></head><body><main>{''.join(parts)}</main></body></html>\n")
 
 
-def _details(evals: Sequence[BagEvaluation]) -> str:
-    head = ("<tr><th>drive</th><th>frames</th><th>plans</th><th>seconds</th><th>odometry</th><th>boxes</th>"
-            "<th>forecasts scored</th><th>evaluated in</th></tr>")
-    rows = []
-    for e in evals:
-        rows.append(f"<td>{html.escape(e.bag)}</td><td>{e.frames}</td><td>{len(e.plan_t_ns)}</td>"
-                    f"<td>{(e.end_ns - e.start_ns) / 1e9:.1f}</td><td>{'yes' if e.has_odometry else 'no'}</td>"
-                    f"<td>{'yes' if e.has_boxes else 'no'}</td><td>{len(e.forecast_t_ns)}</td>"
-                    f"<td>{e.extra.get('seconds', '-')} s</td>")
-    table = f"<table>{head}{''.join('<tr>' + r + '</tr>' for r in rows)}</table>"
-    diags = [(e, e.extra.get("diagnostics")) for e in evals if e.extra.get("diagnostics")]
-    for e, d in diags:
-        keys = ("frames_received", "frames_planned", "dropped_frames", "stale_frames", "runner_p50_ms",
-                "latency_p50_ms", "latency_p99_ms")
-        table += (f'<p class="cap">The node\'s last diagnostics ({html.escape(e.name)}): ' + " · ".join(
-            f"{k} {html.escape(str(d[k]))}" for k in keys if k in d) + "</p>")
-    return table
-
-
 def write_report(path: str | Path, evals: Sequence[BagEvaluation], metrics: dict[str, Any], **kw: Any) -> Path:
-    """Render and write ``report.html`` atomically; returns its path."""
+    """Render and write ``report.html`` and ``plans.csv`` beside it (each atomically); returns the report's path."""
     path = Path(path)
+    write_plans_csv(path.with_name(CSV_NAME), evals)
     write_text_atomic(path, render_html(evals, metrics, **kw))
     return path
