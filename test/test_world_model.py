@@ -9,6 +9,7 @@ import torch
 from pwm_model.config import apply_overrides, preset
 from pwm_model.world_model.mask import SlotTable, block_causal_mask, sequence_layout, step_mask
 from pwm_model.world_model.model import PolicyWorldModel, count_parameters
+from pwm_model.world_model.prior import kinematic_prior
 
 torch.set_num_threads(1)
 
@@ -150,6 +151,24 @@ def test_ctra_prior_is_the_ctra_baseline() -> None:
     e = x["ego"].numpy()
     want = kinematic("ctra", e[:, 0], e[:, 1], e[:, 5], model.num_waypoints, model.cfg.data.waypoint_dt_s)
     np.testing.assert_allclose(wp.numpy(), want, atol=1e-4)
+
+
+def test_waypoints_stay_float32_under_bf16_autocast() -> None:
+    """A bf16 waypoint 40 m ahead has a 0.25 m resolution: the head's corrections and the loss would round away."""
+    model = small_model("world_model.prior=ctra")
+    x = small_inputs(model)
+    x["ego"][:, 0] = 12.0  # far enough that bf16 would round the prior to 0.25 m
+    torch.nn.init.zeros_(model.waypoint_head[-1].weight)
+    torch.nn.init.zeros_(model.waypoint_head[-1].bias)
+    with torch.no_grad():
+        model.waypoint_head[-1].bias.copy_(torch.tensor([1e-3, 1e-3, 0.0]))  # corrections of a few cm
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, kv = model.prefill(x["ctx_tokens"], x["dyn_history"], x["ego"], last_rows=0, stack_cache=False)
+            wp = model.plan_step(kv, x["ego"])
+    assert wp.dtype == torch.float32
+    prior = kinematic_prior("ctra", x["ego"], model.waypoint_t_s)
+    torch.testing.assert_close(wp - prior, (torch.tensor([1e-3, 1e-3, 0.0]) * model.waypoint_scale).expand_as(wp),
+                               atol=1e-5, rtol=1e-2)
 
 
 def test_the_head_reads_the_ego_vector_directly() -> None:

@@ -166,9 +166,11 @@ class PolicyWorldModel(nn.Module):
                 ego_valid.float()[:, None]  # (B, 1)
             ego = ego.float() * valid  # no ego labels: a zero state, no prior
             h_queries = h_queries + (self.plan_ego(ego / self.ego_scale) * valid)[:, None, :]
-        wp = self.waypoint_head(h_queries) * self.waypoint_scale  # (B, K, 3) * (K, 3)
+        # float32 from here on, also under bf16 autocast: a bf16 waypoint 40 m ahead has a 0.25 m resolution, which
+        # would round the head's corrections (and the loss's gradient) away
+        wp = self.waypoint_head(h_queries).float() * self.waypoint_scale  # (B, K, 3) * (K, 3)
         if prior != "none" and ego is not None:
-            wp = wp + kinematic_prior(prior, ego, self.waypoint_t_s).to(wp.dtype)
+            wp = wp + kinematic_prior(prior, ego, self.waypoint_t_s)
         return wp
 
     # ------------------------------------------------------------------------------------------------
