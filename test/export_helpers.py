@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from test.model_utils import random_world_model
+
 # The tiny preset, narrower (fast to export and run; every code path of the full size).
 SMALL_OVERRIDES = ("world_model.layers=2", "world_model.d_model=64", "world_model.heads=2",
                    "world_model.ego_hidden=32", "world_model.head_hidden=64", "tokenizer.base_channels=16",
@@ -25,7 +27,6 @@ def make_checkpoint(out: Path, overrides: tuple[str, ...] = SMALL_OVERRIDES, see
     from pwm_model.checkpoint import save_checkpoint
     from pwm_model.config import apply_overrides, preset
     from pwm_model.tokenizer.model import Tokenizer
-    from pwm_model.world_model.model import PolicyWorldModel
 
     torch.manual_seed(seed)
     cfg = apply_overrides(preset("tiny"), list(overrides))
@@ -34,7 +35,7 @@ def make_checkpoint(out: Path, overrides: tuple[str, ...] = SMALL_OVERRIDES, see
         for name, p in tok.named_parameters():
             if ".cross." in name and name.endswith("proj.weight"):
                 p.normal_(0.0, 0.3)
-    save_checkpoint(out, cfg, {"tokenizer": tok, "world_model": PolicyWorldModel(cfg)})
+    save_checkpoint(out, cfg, {"tokenizer": tok, "world_model": random_world_model(cfg)})
     return out
 
 

@@ -22,6 +22,19 @@ CACHE = REPO_ROOT / "out" / "test_cache"
 STALE_AFTER_S = 6 * 3600.0
 
 
+def random_world_model(cfg, std: float = 0.02):  # noqa: ANN001, ANN201 - PwmConfig -> PolicyWorldModel
+    """A world model whose waypoint head's last layer is random too (a fresh one is zero and plans the prior
+    exactly), so that tests see plans that depend on the model's inputs."""
+    import torch
+
+    from pwm_model.world_model.model import PolicyWorldModel
+
+    model = PolicyWorldModel(cfg)
+    with torch.no_grad():
+        model.waypoint_head[-1].weight.normal_(0.0, std)
+    return model
+
+
 def _sources_key() -> str:
     h = hashlib.sha256()
     for path in sorted([*REPO_ROOT.glob("pwm_model/**/*.py"), *REPO_ROOT.glob("pwm_model/**/*.json"),
@@ -61,12 +74,11 @@ def _export_tiny(out: Path) -> None:
     from pwm_model.config import preset
     from pwm_model.export.onnx import export_model
     from pwm_model.tokenizer.model import Tokenizer
-    from pwm_model.world_model.model import PolicyWorldModel
 
     torch.manual_seed(0)
     cfg = preset("tiny")
     ckpt = out.parent / f".{out.name}.checkpoint"
-    save_checkpoint(ckpt, cfg, {"tokenizer": Tokenizer(cfg.tokenizer), "world_model": PolicyWorldModel(cfg)})
+    save_checkpoint(ckpt, cfg, {"tokenizer": Tokenizer(cfg.tokenizer), "world_model": random_world_model(cfg)})
     try:
         export_model(ckpt, out, verify_frames=2, echo=lambda *a: None)
     finally:

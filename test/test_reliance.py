@@ -11,6 +11,7 @@ from pwm_model.config import apply_overrides, preset
 from pwm_model.eval.reliance import PROBES, probe_plans, reliance_table
 from pwm_model.world_model.model import PolicyWorldModel
 from test.export_helpers import SMALL_OVERRIDES
+from test.model_utils import random_world_model
 
 torch.set_num_threads(2)
 
@@ -18,7 +19,7 @@ torch.set_num_threads(2)
 def _model(forecast_frames: int) -> PolicyWorldModel:
     torch.manual_seed(0)
     cfg = apply_overrides(preset("tiny"), [*SMALL_OVERRIDES, f"world_model.forecast_frames={forecast_frames}"])
-    return PolicyWorldModel(cfg).eval()
+    return random_world_model(cfg).eval()
 
 
 def _clips(model: PolicyWorldModel, n: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from pwm_model.export.graphs import build_graphs
 from pwm_model.export.onnx import DEFAULT_OPSET, export_graph
 from pwm_model.runtime.onnx_check import check_graph
 from pwm_model.tokenizer.model import Tokenizer
-from pwm_model.world_model.model import PolicyWorldModel
+from test.model_utils import random_world_model
 
 torch.set_num_threads(1)
 
@@ -54,7 +54,7 @@ def test_tiny_graphs_export_and_match_pytorch(tmp_path: Path, guidance: bool) ->
     cfg = apply_overrides(preset("tiny"), [f"tokenizer.guidance={str(guidance).lower()}", *WM_OVERRIDES])
     tok = _trained_looking(cfg)
     c = cfg.tokenizer
-    graphs = build_graphs(tok, PolicyWorldModel(cfg), cfg, (c.ctx_height_px, c.ctx_width_px), preview=True)
+    graphs = build_graphs(tok, random_world_model(cfg), cfg, (c.ctx_height_px, c.ctx_width_px), preview=True)
     paths = {}
     for g, (inputs, outputs) in NAMES.items():
         paths[g] = tmp_path / f"{g}.onnx"

@@ -10,6 +10,7 @@ from pwm_model.config import apply_overrides, preset
 from pwm_model.world_model.mask import SlotTable, block_causal_mask, sequence_layout, step_mask
 from pwm_model.world_model.model import PolicyWorldModel, count_parameters
 from pwm_model.world_model.prior import kinematic_prior
+from test.model_utils import random_world_model
 
 torch.set_num_threads(1)
 
@@ -22,7 +23,7 @@ SMALL = ["tokenizer.ctx_height_px=16", "tokenizer.ctx_width_px=32", "tokenizer.d
 def small_model(*extra: str, seed: int = 0) -> PolicyWorldModel:
     cfg = apply_overrides(preset("tiny"), SMALL + list(extra))
     torch.manual_seed(seed)
-    return PolicyWorldModel(cfg).eval()
+    return random_world_model(cfg).eval()
 
 
 def small_inputs(model: PolicyWorldModel, batch: int = 3, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -171,21 +172,27 @@ def test_waypoints_stay_float32_under_bf16_autocast() -> None:
                                atol=1e-5, rtol=1e-2)
 
 
-def test_the_head_reads_the_ego_vector_directly() -> None:
-    model = small_model()
+def test_a_fresh_head_plans_the_prior_and_reads_the_ego_vector_directly() -> None:
+    torch.manual_seed(0)
+    model = PolicyWorldModel(apply_overrides(preset("tiny"), [*SMALL, "world_model.prior=ctra"])).eval()
     x = small_inputs(model)
-    _, before = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
-    torch.nn.init.normal_(model.plan_ego.weight, 0.0, 0.5)  # zero at init: a checkpoint without it plans as before
-    _, after = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
-    assert not torch.allclose(before, after)
+    _, fresh = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    torch.testing.assert_close(fresh, kinematic_prior("ctra", x["ego"], model.waypoint_t_s))  # zero last layer
+    torch.nn.init.normal_(model.waypoint_head[-1].weight, 0.0, 0.5)  # a head that has learned something
+    _, with_ego = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
     flipped = x["ego"].clone()
     flipped[:, 2:5] = flipped[:, 2:5].flip(1)  # left <-> right
     _, other = model.rollout(x["ctx_tokens"], x["dyn_history"], flipped)
-    assert not torch.allclose(after[0], other[0])  # the command reaches the head
+    assert not torch.allclose(with_ego[0], other[0])  # the command reaches the head
+    torch.nn.init.zeros_(model.plan_ego.weight)
+    torch.nn.init.zeros_(model.plan_ego.bias)
+    _, without = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    assert not torch.allclose(with_ego, without)  # ... through plan_ego, not only through the EGO position
 
 
 def test_plan_that_does_not_read_the_forecast_keeps_the_video_loss() -> None:
     model = small_model("world_model.plan_reads_forecast=false")
+    torch.nn.init.normal_(model.waypoint_head[-1].weight, 0.0, 0.5)  # not the fresh zero head: plans differ
     x = small_inputs(model)
     c = model.codebook_size
     g = torch.Generator().manual_seed(3)

@@ -112,9 +112,14 @@ class PolicyWorldModel(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, 0.02)
                 nn.init.zeros_(module.bias)
-        # zero: a checkpoint written before plan_ego existed plans exactly as it did (world_model/checkpoint.py)
-        nn.init.zeros_(self.plan_ego.weight)
-        nn.init.zeros_(self.plan_ego.bias)
+        # The plan head starts as a plain MLP of the query state plus the ego vector (PyTorch's default init, drawn
+        # after every other parameter so the trunk's init does not change) with a zero last layer: a fresh head
+        # plans exactly the prior, and learns the correction as fast as an MLP of the ego state does. (A checkpoint
+        # written before plan_ego existed loads with plan_ego zero and plans as it did: world_model/checkpoint.py.)
+        for module in (self.waypoint_head[0], self.waypoint_head[2], self.plan_ego):
+            module.reset_parameters()
+        nn.init.zeros_(self.waypoint_head[-1].weight)
+        nn.init.zeros_(self.waypoint_head[-1].bias)
 
     # ------------------------------------------------------------------------------------------------
     # embeddings and passes
