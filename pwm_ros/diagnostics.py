@@ -32,6 +32,24 @@ def percentile(values: list[float] | deque[float], q: float) -> float:
 
 
 WARN_KINDS_MAX = 64  # distinct fault kinds the node warns about once each; later kinds are only counted
+LOG_PERIOD_S = 60.0  # a fault kind that is logged again while it lasts (stale frames, engine errors): once a minute
+
+
+class LogLimiter:
+    """At most one log line per fault kind every ``period_s`` (thread-safe): a throttle keyed by the kind of fault,
+    not by the call site, so two kinds logged from one place (engine errors, NaN plans) are each said."""
+
+    def __init__(self, period_s: float = LOG_PERIOD_S) -> None:
+        self.period_s = period_s
+        self._lock = threading.Lock()
+        self._last_s: dict[str, float] = {}
+
+    def due(self, kind: str, now_s: float) -> bool:
+        with self._lock:
+            if now_s - self._last_s.get(kind, -math.inf) < self.period_s:
+                return False
+            self._last_s[kind] = now_s
+            return True
 
 
 def fault_kind(exc: BaseException) -> str:
@@ -193,8 +211,8 @@ class NodeStats:
                                            "(slow inference, clock offset, or use_sim_time mismatch)"))
                 if new["bad_odometry"]:
                     problems.append((ERROR, f"{new['bad_odometry']} odometry messages with an impossible speed or "
-                                            "yaw rate (not finite, or beyond a car's) ignored: check the odometry "
-                                            "source"))
+                                            "yaw rate (not finite, or beyond a car's) or stamped ahead of this "
+                                            "node's clock ignored: check the odometry source"))
                 if new["camera_type_mismatch"]:
                     problems.append((WARN, f"another message type is published on {camera_topic or 'the camera topic'}"
                                            " (see the log for the remedy)"))

@@ -37,7 +37,7 @@ from pwm_model.errors import ConfigError, PwmError
 from pwm_model.runtime.types import EgoInput, Plan
 from pwm_ros import conversions, odometry, params
 from pwm_ros.descriptors import descriptor
-from pwm_ros.diagnostics import WARN_KINDS_MAX, NodeStats, Thresholds, fault_kind
+from pwm_ros.diagnostics import LOG_PERIOD_S, WARN_KINDS_MAX, LogLimiter, NodeStats, Thresholds, fault_kind
 from pwm_ros.overlay import draw_path
 from pwm_ros.worker import LatestFrameWorker
 
@@ -67,6 +67,7 @@ class PwmNode(LifecycleNode):
         self._last_stamp_ns: int | None = None
         self._last_preview_s: dict[str, float] = {}
         self._warned: set[str] = set()
+        self._log_limit = LogLimiter()  # faults logged again while they last: once a minute per kind
         self._camera_topic = ""
         super().__init__(params.NODE_NAME, **kwargs)
         for name, default in params.defaults().items():
@@ -257,7 +258,7 @@ class PwmNode(LifecycleNode):
     def _qos_events(self, topic: str, what: str) -> SubscriptionEventCallbacks:
         def incompatible(info: Any) -> None:
             policy = qos_policy_name_from_kind(info.last_policy_kind)
-            self._stats.count("qos_incompatible")
+            self._stats.count("qos_incompatible")  # said once per input and policy: a flapping publisher is no storm
             if policy == "RELIABILITY" and what == "camera":
                 remedy = "the publisher is best effort: set camera_reliability:=best_effort"
             elif policy == "RELIABILITY":
@@ -266,8 +267,8 @@ class PwmNode(LifecycleNode):
                 remedy = "the publisher is volatile: this subscription must be volatile too"
             else:
                 remedy = f"compare both ends with `ros2 topic info -v {topic}`"
-            self.get_logger().warning(f"{what} publisher on {topic} has an incompatible {policy} QoS "
-                                      f"(total {info.total_count}): {remedy}")
+            self._warn_once(f"qos {what} {policy}", f"{what} publisher on {topic} has an incompatible {policy} QoS "
+                            f"(total {info.total_count}): {remedy}")
         return SubscriptionEventCallbacks(incompatible_qos=incompatible)
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -279,7 +280,9 @@ class PwmNode(LifecycleNode):
 
     def _on_odom(self, msg: Odometry) -> None:
         t_ns, speed, yaw_rate = conversions.odometry_twist(msg)
-        fault = odometry.implausible(speed, yaw_rate, self._cfg.odom_topic)
+        now_ns = self.get_clock().now().nanoseconds  # 0: sim time before the first /clock, no stamp check
+        fault = odometry.implausible(speed, yaw_rate, self._cfg.odom_topic, (t_ns - now_ns) / 1e9 if now_ns else 0.0,
+                                     self._cfg.odom_timeout_s)
         if fault is not None:
             self._stats.count("bad_odometry")
             self._warn_once(*fault)
@@ -323,17 +326,18 @@ class PwmNode(LifecycleNode):
             self._stats.count("stale_frames" if age_ms > 0 else "future_frames")
             limit = f"(max_frame_age_ms {self._rt.max_frame_age_ms:g})"
             if age_ms > 0:  # two call sites: each kind is throttled on its own
-                self.get_logger().warning(f"frame {age_ms:.0f} ms old skipped {limit}", throttle_duration_sec=5.0)
+                self.get_logger().warning(f"frame {age_ms:.0f} ms old skipped {limit}",
+                                          throttle_duration_sec=LOG_PERIOD_S)
             else:
                 self.get_logger().warning(f"frame stamped {-age_ms:.0f} ms in the future skipped {limit}: is the "
-                                          "camera clock ahead of this node's?", throttle_duration_sec=5.0)
+                                          "camera clock ahead of this node's?", throttle_duration_sec=LOG_PERIOD_S)
             return
         with self._lock:
             reset, self._reset_requested = self._reset_requested, False
         if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
             self._stats.count("time_jumps")
             self.get_logger().warning(f"camera stamp went back by {(self._last_stamp_ns - stamp_ns) / 1e9:.3f} s "
-                                      "(bag loop or clock reset): history reset")
+                                      "(bag loop or clock reset): history reset", throttle_duration_sec=LOG_PERIOD_S)
             reset = True
         if reset:
             runner.reset()
@@ -374,11 +378,12 @@ class PwmNode(LifecycleNode):
 
     def _fault(self, counter: str, message: str) -> None:
         self._stats.fault(counter, message, time.monotonic())
-        self.get_logger().error(message, throttle_duration_sec=5.0)
+        if self._log_limit.due(counter, time.monotonic()):
+            self.get_logger().error(message)
         try:
             self._runner.reset()  # start the history afresh from the next good frame
         except Exception as exc:  # noqa: BLE001
-            self.get_logger().error(f"history reset failed: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().error(f"history reset failed: {exc}", throttle_duration_sec=LOG_PERIOD_S)
         self._last_stamp_ns = None
 
     def _preview_due(self, name: str) -> bool:
@@ -402,13 +407,15 @@ class PwmNode(LifecycleNode):
                 self._pubs["overlay"].publish(conversions.rgb_to_image(img, plan.t_ns, camera_frame))
                 self._stats.count("previews_published")
         except Exception as exc:  # noqa: BLE001 - previews are optional
-            self.get_logger().warning(f"preview failed: {type(exc).__name__}: {exc}", throttle_duration_sec=10.0)
+            self.get_logger().warning(f"preview failed: {type(exc).__name__}: {exc}",
+                                      throttle_duration_sec=LOG_PERIOD_S)
 
     def _on_worker_error(self, exc: BaseException) -> None:
         if not self.context.ok():  # shutting down (Ctrl-C) while a cycle was publishing: nothing to report
             return
         self._stats.fault("engine_errors", f"planning cycle failed: {type(exc).__name__}: {exc}", time.monotonic())
-        self.get_logger().error(f"planning cycle failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+        self.get_logger().error(f"planning cycle failed: {type(exc).__name__}: {exc}",
+                                throttle_duration_sec=LOG_PERIOD_S)
 
     def _warn_once(self, kind: str, message: str) -> None:
         """Log ``message`` the first time a fault of this ``kind`` occurs (at most ``WARN_KINDS_MAX`` kinds)."""

@@ -15,14 +15,23 @@ ACCEL_BASELINE_S = 0.1  # odometry speed is differenced over at least this long 
 Sample = tuple[int, float, float]  # (t_ns, speed_mps, yaw_rate_radps)
 
 
-def implausible(speed_mps: float, yaw_rate_radps: float, topic: str) -> tuple[str, str] | None:
-    """``(warning kind, message)`` when an odometry twist is a sensor fault, not a state to plan from; else None."""
+def implausible(speed_mps: float, yaw_rate_radps: float, topic: str, ahead_s: float = 0.0,
+                max_ahead_s: float = math.inf) -> tuple[str, str] | None:
+    """``(warning kind, message)`` when an odometry message is a sensor fault, not a state to plan from; else None.
+
+    ``ahead_s``: how far its stamp is ahead of the node's clock; more than ``max_ahead_s`` (the node passes
+    ``odom_timeout_s``) and no camera frame the node would plan could use it.
+    """
     if not (math.isfinite(speed_mps) and abs(speed_mps) <= MAX_PLAUSIBLE_SPEED_MPS):
         return "bad odometry", (f"odometry speed {speed_mps!r} m/s on {topic} is not a finite speed within "
                                 f"{MAX_PLAUSIBLE_SPEED_MPS:g} m/s: ignored")
     if not (math.isfinite(yaw_rate_radps) and abs(yaw_rate_radps) <= MAX_PLAUSIBLE_YAW_RATE_RADPS):
         return "bad odometry yaw rate", (f"odometry yaw rate {yaw_rate_radps!r} rad/s on {topic} is not a finite "
                                          f"yaw rate within {MAX_PLAUSIBLE_YAW_RATE_RADPS:g} rad/s: ignored")
+    if not ahead_s <= max_ahead_s:
+        return "bad odometry stamp", (f"odometry on {topic} stamped {ahead_s:.3f} s ahead of this node's clock "
+                                      f"(more than odom_timeout_s {max_ahead_s:g} s): ignored; is the odometry "
+                                      "clock ahead of this node's?")
     return None
 
 

@@ -2,8 +2,9 @@
 
 The node is started once (tiny model, ONNX Runtime on the CPU) and the cases follow one another, each sent
 ``repeat`` times and each time followed by one good frame (with good odometry). For every case the test checks
-(1) the documented outcome: the frame dropped (no Path with its stamp), planned (a Path with its stamp) or the
-odometry / command ignored (the node's state unchanged), with the /diagnostics level of the period that counted it;
+(1) the documented outcome: the frame dropped (no Path with its stamp), planned (a Path with its stamp), the
+odometry / command ignored (the node's state unchanged) or nothing delivered (a publisher DDS does not match),
+with the /diagnostics level of the period that counted it;
 (2) that the matching counter moved by exactly the expected amount and no other fault counter moved (the node's
 counters, and the same values in /diagnostics); (3) that its kind of fault was logged exactly once over the whole
 run (faults that are logged again while they last, stale frames or engine errors, at most once a minute: they come
@@ -56,7 +57,7 @@ class Case:
     name: str
     send: Callable[[], int | None]  # sends the bad input; the stamp of the frame it sent (None: not a frame)
     counter: str | None  # the counter it moves, None: none
-    outcome: str  # "dropped" | "planned" | "ignored"
+    outcome: str  # "dropped" | "planned" | "ignored" (odometry, command) | "undelivered" (by DDS)
     warning: str | None = None  # regex of its one log line; None: it logs nothing
     level: int | None = None  # /diagnostics level of the period that counted it (None: not documented)
     diag_text: str = ""  # in that period's message
@@ -151,6 +152,7 @@ class Matrix:
         expected_stamps: list[int] = []
         for k in range(case.repeat):
             odom, command = list(self.node._odom), self.node._command  # noqa: SLF001
+            received = self.node._stats.counts["frames_received"]  # noqa: SLF001
             sent = len(self.diags)
             self.planned_extra = []
             stamp = case.send()
@@ -173,6 +175,8 @@ class Matrix:
                 expected_stamps.append(stamp)
             elif case.outcome == "dropped":  # no Path for it: checked below, once the good frame's Path is in
                 assert wait_for(self.node._worker.idle, 10.0)  # noqa: SLF001
+            elif case.outcome == "undelivered":  # DDS hands the node nothing
+                assert self.node._stats.counts["frames_received"] == received, f"{case.name}: a frame arrived"  # noqa: SLF001
             else:  # ignored
                 assert list(self.node._odom) == odom, f"{case.name}: the odometry was used"  # noqa: SLF001
                 assert self.node._command == command, f"{case.name}: the command was taken"  # noqa: SLF001
@@ -184,8 +188,8 @@ class Matrix:
             if k == case.repeat - 1 and case.cleanup is not None:
                 case.cleanup()
             expected_stamps.append(self.good())
-            plan_index = len(self.diags)
-            assert self.diag_where(plan_index, lambda lvl, m, v: lvl < ERROR and int(v["frames_planned"]) >= 1), \
+            planned = self.node._stats.counts["frames_planned"]  # noqa: SLF001
+            assert self.diag_where(sent, lambda lvl, m, v, n=planned: lvl < ERROR and int(v["frames_planned"]) >= n), \
                 f"{case.name}: /diagnostics did not leave ERROR after the good plan"
         if case.counter is not None and case.per_send is None:
             self.settle(case.counter)
@@ -371,10 +375,10 @@ def raw_cases(m: Matrix, h: int, w: int) -> list[Case]:
         Case("NaN waypoints (injected)", lambda: _injected(m, "nan"), "nan_plans", "dropped",
              warning=r"non-finite waypoints", level=ERROR, diag_text="no good plan since: the engine returned"),
         Case("best-effort camera publisher, reliable subscription", lambda: _qos_incompatible(m),
-             "qos_incompatible", "dropped", warning=r"camera publisher on .* incompatible RELIABILITY QoS",
+             "qos_incompatible", "undelivered", warning=r"camera publisher on .* incompatible RELIABILITY QoS",
              cleanup=lambda: _drop_qos_publishers(m)),
         Case("std_msgs/String publisher on the camera topic", lambda: _wrong_type(m), "camera_type_mismatch",
-             "ignored", warning=r"carries std_msgs/msg/String", level=WARN, diag_text="another message type",
+             "undelivered", warning=r"carries std_msgs/msg/String", level=WARN, diag_text="another message type",
              per_send=None, repeat=1, cleanup=lambda: _drop_wrong_type(m)),
         Case("odometry speed NaN", lambda: _bad_odom(m, float("nan"), 0.0), **BAD_ODOM, warning=ODOM_SPEED),
         Case("odometry speed +inf", lambda: _bad_odom(m, float("inf"), 0.0), **BAD_ODOM, warning=ODOM_SPEED),
@@ -467,4 +471,4 @@ def test_every_bad_input_is_counted_said_once_and_the_node_plans_on(model_dir: P
     assert len({c.name for c in first + second}) == len(first + second) >= 24
     assert len(m.ran) == len(first) + len(second) + len(repeats)
     print(f"\n{len(m.ran)} cases ({len(first) + len(second)} distinct) in {time.monotonic() - t_start:.1f} s; "
-          f"log lines per kind: {per_kind}")
+          f"log lines per kind: {dict(sorted(per_kind.items()))}")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pwm_ros.diagnostics import ERROR, OK, WARN, NodeStats, RateMeter, Thresholds, percentile
+from pwm_ros.diagnostics import ERROR, OK, WARN, LogLimiter, NodeStats, RateMeter, Thresholds, percentile
 from pwm_ros.odometry import ego_at, implausible
 from pwm_ros.worker import LatestFrameWorker
 
@@ -138,6 +138,9 @@ def test_odometry_gives_speed_acceleration_and_yaw_rate_and_refuses_implausible_
     for yaw_rate in (3.5, -10.0, float("nan"), float("inf")):
         kind, message = implausible(5.0, yaw_rate, "/odom")
         assert kind == "bad odometry yaw rate" and "within 3 rad/s: ignored" in message
+    assert implausible(5.0, 0.1, "/odom", ahead_s=0.5, max_ahead_s=0.5) is None  # up to odom_timeout_s ahead
+    kind, message = implausible(5.0, 0.1, "/odom", ahead_s=86_400.0, max_ahead_s=0.5)
+    assert kind == "bad odometry stamp" and "86400.000 s ahead of this node's clock" in message
     ego, age_ms = ego_at([], 1_000_000_000, 2, 0.5)
     assert (ego.speed_mps, ego.yaw_rate_radps, ego.command) == (0.0, 0.0, 2) and age_ms != age_ms  # NaN
     odom = [(0, 5.0, 0.1), (50_000_000, 5.5, 0.2), (200_000_000, 6.0, 0.3)]
@@ -146,3 +149,10 @@ def test_odometry_gives_speed_acceleration_and_yaw_rate_and_refuses_implausible_
     assert ego.accel_mps2 == pytest.approx(0.5 / 0.15)  # differenced to the newest sample at least 0.1 s older
     ego, age_ms = ego_at(odom, 900_000_000, 1, 0.5)  # older than odom_timeout_s: no motion
     assert (ego.speed_mps, ego.accel_mps2, ego.yaw_rate_radps) == (0.0, 0.0, 0.0) and age_ms == 700.0
+
+
+def test_the_log_limiter_says_each_kind_at_most_once_a_period() -> None:
+    limit = LogLimiter(period_s=60.0)
+    assert limit.due("engine_errors", 100.0) and limit.due("nan_plans", 100.5)  # kinds apart, not call sites
+    assert not limit.due("engine_errors", 159.9) and not limit.due("nan_plans", 101.0)
+    assert limit.due("engine_errors", 160.0) and not limit.due("engine_errors", 161.0)

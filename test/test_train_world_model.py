@@ -21,7 +21,8 @@ torch.set_num_threads(1)
 
 def _cfg(*extra: str):
     return apply_overrides(preset("tiny"), SMALL + ["train.batch_size=4", "train.grad_accum=2", "train.lr=0.001",
-                                                    "train.warmup_steps=3", "train.seed=5", "train.clip_stride=1"] + list(extra))
+                                                    "train.warmup_steps=3", "train.seed=5", "train.clip_stride=1",
+                                                    *extra])
 
 
 def _data(cfg, n: int = 24) -> WorldModelData:
