@@ -57,7 +57,11 @@ setup(
         "train": ["torch==2.13.0", "safetensors", "matplotlib", "tensorboard", "tqdm"],
         "ros": ros_wheels("kilted"),
         "ros-jazzy": ros_wheels("jazzy"),
-        "dev": ["pytest", "pytest-timeout", "ruff", "mcap", "mcap-ros2-support", "colcon-core", "colcon-ros"],
+        # cyclonedds: the other vendor of test/test_cyclone_interop.py; binary wheels only where it has them (elsewhere
+        # it builds against an installed Cyclone DDS C library, and that test skips without it)
+        "dev": ["pytest", "pytest-timeout", "ruff", "mcap", "mcap-ros2-support", "colcon-core", "colcon-ros",
+                "cyclonedds==11.0.1; platform_system == 'Linux' and platform_machine == 'x86_64' and "
+                "python_version >= '3.10' and python_version < '3.14'"],
     },
     zip_safe=True,
     entry_points={

@@ -85,6 +85,96 @@ class RateMeter:
         return n / span
 
 
+GAP_FACTOR = 1.5  # a stamp difference of more than this many camera periods means frames went missing
+MISSING_WARN_FRAC = 0.10  # missing frames above this share of the camera's (last GAP_WINDOW periods): WARN
+GAP_WINDOW = 100  # stamp differences the camera period and the missing share are taken over
+GAP_MIN = 30  # differences needed before gaps are counted
+PAUSE_S, PAUSE_PERIODS = 2.0, 20  # a longer gap (both) is a pause or a restart of the camera: nothing counted
+# Regular stamps: 90 % of the differences within 0.2 periods of a whole number of periods. Stamps jittering by up to
+# about 7 % of the period (standard deviation) pass; random or bursty intervals (frames sent on demand) do not.
+REGULAR_OFF, REGULAR_Q = 0.2, 90
+
+
+class StampGaps:
+    """Camera frames that never reached the node, counted from the gaps between the header stamps of those that did.
+
+    The camera's period is the median of the last ``GAP_WINDOW`` stamp differences, each divided by the number of
+    periods it spans (first judged against their 10th percentile, so that losses do not stretch the period). While
+    those differences are regular (``REGULAR_Q`` % of them within ``REGULAR_OFF`` of a whole number of periods), a
+    difference of more than ``GAP_FACTOR`` periods counts ``round(difference / period) - 1`` missing frames. Stamps
+    going back (a restarted driver, a looping bag), repeated stamps, pauses (over ``PAUSE_S`` and ``PAUSE_PERIODS``
+    periods) and irregular streams (frames sent on demand) count nothing. Stamps are camera time: a bag replayed
+    at another speed gives the same figures.
+    """
+
+    def __init__(self) -> None:
+        self._diffs: deque[int] = deque(maxlen=GAP_WINDOW)  # ns between consecutive received stamps
+        self._spans: deque[int] = deque(maxlen=GAP_WINDOW)  # camera periods each difference spans (1: none lost)
+        self._stamps: deque[int] = deque(maxlen=GAP_WINDOW + 1)  # received stamps since the last restart
+        self._last_ns: int | None = None
+        self.period_ns = float("nan")
+        self.regular = False
+
+    def add(self, stamp_ns: int) -> int:
+        """Record the stamp of a received frame; returns how many frames went missing just before it."""
+        last = self._last_ns
+        if last is not None and stamp_ns == last:
+            return 0
+        self._last_ns = stamp_ns
+        d = stamp_ns - last if last is not None else -1
+        pause_ns = max(PAUSE_S * 1e9, PAUSE_PERIODS * self.period_ns) if self.period_ns > 0 else PAUSE_S * 1e9
+        if d < 0 or d > pause_ns:  # the first frame, time going back, or a pause: a new stream, same camera
+            self._stamps.clear()
+            self._stamps.append(stamp_ns)
+            return 0
+        missing = 0
+        if self.regular and d > GAP_FACTOR * self.period_ns:
+            missing = round(d / self.period_ns) - 1
+        self._diffs.append(d)
+        self._spans.append(missing + 1)
+        self._stamps.append(stamp_ns)
+        self._estimate()
+        return missing
+
+    def _estimate(self) -> None:
+        if len(self._diffs) < GAP_MIN:
+            return
+        diffs = sorted(self._diffs)
+        period = percentile(diffs, 10)
+        for _ in range(2):  # from the 10th percentile, then from that median: the median of what each spans
+            period = percentile([x / max(1, round(x / period)) for x in diffs], 50)
+        off = [abs(x / period - round(x / period)) if x >= 0.5 * period else 0.5 for x in diffs]
+        self.period_ns, self.regular = period, percentile(off, REGULAR_Q) < REGULAR_OFF
+
+    def camera_rate_hz(self) -> float:
+        """The camera's own rate from its stamps (NaN until ``GAP_MIN`` differences were seen)."""
+        return 1e9 / self.period_ns if self.period_ns > 0 else float("nan")
+
+    def received_rate_hz(self) -> float:
+        """Frames received per second of camera time over the last ``GAP_WINDOW`` frames."""
+        if len(self._stamps) < 2 or self._stamps[-1] <= self._stamps[0]:
+            return float("nan")
+        return (len(self._stamps) - 1) * 1e9 / (self._stamps[-1] - self._stamps[0])
+
+    def missing_frac(self) -> float:
+        """Missing frames as a share of the camera's frames over the last ``GAP_WINDOW`` differences."""
+        total = sum(self._spans)
+        return (total - len(self._spans)) / total if total else 0.0
+
+
+def missing_frames_advice(frac: float, camera_hz: float, received_hz: float, topic: str, reliability: str,
+                          compressed: bool) -> str:
+    """The warning for camera frames missing by their stamps, with what to do about it."""
+    what = f"{frac:.0%} of the camera frames on {topic} never arrived (header stamps: {received_hz:.1f} Hz " \
+           f"received of the camera's {camera_hz:.1f} Hz; frames_missing in /diagnostics)"
+    if reliability == "best_effort" and not compressed:
+        return what + ": a best-effort subscription loses a whole raw frame with any one of its fragments (a 1080p " \
+                      "rgb8 frame is 6 MB); set camera_reliability:=reliable (the driver publishes reliable, as " \
+                      "REP-2003 asks), or use the compressed input (use_compressed:=true)"
+    return what + ": lost before the node (the driver, the network, or a camera_depth the executor outran); for " \
+                  "large raw frames use the compressed input (use_compressed:=true) or run on the camera's host"
+
+
 @dataclass
 class Thresholds:
     """What turns a number into a WARN (from the node parameters)."""
@@ -105,13 +195,16 @@ class NodeStats:
         self._rate_window_s = rate_window_s
         self.engine_state = "unconfigured"
         self.counts = dict.fromkeys(COUNTERS, 0)  # since the node started
+        self.frames_missing = 0  # since the node started, by camera stamp gaps (not a fault counter: no frame came)
         self._reported = dict(self.counts)
+        self._reported_missing = 0  # frames_missing at the last summary
         self.reset()
 
     def reset(self) -> None:
         """Clear rates, windows and the fault state, keeping the counters and the engine state (on activate)."""
         with self._lock:
             self.input_rate = RateMeter(self._rate_window_s)
+            self.gaps = StampGaps()
             self.plan_rate = RateMeter(self._rate_window_s)
             self.latency_ms: deque[float] = deque(maxlen=self._window)  # camera stamp -> publish (node clock)
             self.cycle_ms: deque[float] = deque(maxlen=self._window)  # whole worker cycle (steady clock)
@@ -131,12 +224,23 @@ class NodeStats:
         with self._lock:
             self.counts[name] += n
 
-    def frame_received(self, now_s: float, replaced: bool) -> None:
+    def frame_received(self, now_s: float, replaced: bool,
+                       stamp_ns: int | None = None) -> tuple[float, float, float] | None:
+        """Count a camera message; with its stamp, also the frames missing before it. Returns ``(missing share,
+        camera Hz, received Hz)`` when the share is above ``MISSING_WARN_FRAC`` (else None)."""
         with self._lock:
             self.counts["frames_received"] += 1
             self.counts["dropped_frames"] += int(replaced)
             self.input_rate.tick(now_s)
             self.last_frame_s = now_s
+            if stamp_ns is None:
+                return None
+            missing = self.gaps.add(stamp_ns)
+            self.frames_missing += missing
+            frac = self.gaps.missing_frac()
+            if missing and frac > MISSING_WARN_FRAC:
+                return frac, self.gaps.camera_rate_hz(), self.gaps.received_rate_hz()
+            return None
 
     def fault(self, counter: str, message: str, now_s: float) -> None:
         """A bad frame, an engine exception or a NaN plan: counted, and ERROR until the next good plan."""
@@ -170,6 +274,10 @@ class NodeStats:
         return {
             "engine_state": self.engine_state,
             "input_rate_hz": self.input_rate.rate_hz(now_s),
+            "camera_rate_hz": self.gaps.camera_rate_hz(),  # from the camera's stamps
+            "received_rate_hz": self.gaps.received_rate_hz(),  # frames received per second of camera time
+            "frames_missing": self.frames_missing,
+            "missing_frac": self.gaps.missing_frac(),
             "plan_rate_hz": self.plan_rate.rate_hz(now_s),
             "latency_p50_ms": percentile(self.latency_ms, 50),
             "latency_p99_ms": percentile(self.latency_ms, 99),
@@ -191,6 +299,7 @@ class NodeStats:
             values = self._values(now_s)
             new = {k: self.counts[k] - self._reported[k] for k in COUNTERS}
             self._reported = dict(self.counts)
+            new_missing, self._reported_missing = self.frames_missing - self._reported_missing, self.frames_missing
             problems: list[tuple[int, str]] = []
             state = self.engine_state
             if state.startswith("error"):
@@ -206,6 +315,9 @@ class NodeStats:
                            if self.counts["qos_incompatible"] else ": check the topic name and camera_reliability")
                     problems.append((WARN, f"no camera frame on {camera_topic or 'the camera topic'} for "
                                            f"{since_frame:.1f} s{why}"))
+                if new_missing and values["missing_frac"] > MISSING_WARN_FRAC:
+                    problems.append((WARN, f"{values['missing_frac']:.0%} of the camera frames missing by their "
+                                           f"stamps ({new_missing} in this period): see the log for the remedy"))
                 if new["stale_frames"]:
                     problems.append((WARN, f"{new['stale_frames']} frames older than max_frame_age_ms skipped "
                                            "(slow inference, clock offset, or use_sim_time mismatch)"))

@@ -35,7 +35,7 @@ from visualization_msgs.msg import MarkerArray
 
 from pwm_model.errors import ConfigError, PwmError
 from pwm_model.runtime.types import EgoInput, Plan
-from pwm_ros import conversions, odometry, params
+from pwm_ros import conversions, diagnostics, odometry, params
 from pwm_ros.descriptors import descriptor
 from pwm_ros.diagnostics import LOG_PERIOD_S, WARN_KINDS_MAX, LogLimiter, NodeStats, Thresholds, fault_kind
 from pwm_ros.overlay import draw_path
@@ -276,7 +276,11 @@ class PwmNode(LifecycleNode):
         worker = self._worker
         if worker is None:
             return
-        self._stats.frame_received(now_s, worker.submit((msg, now_s)))
+        lost = self._stats.frame_received(now_s, worker.submit((msg, now_s)), conversions.stamp_to_ns(msg.header.stamp))
+        if lost is not None:  # frames missing by the camera's stamps: said once, counted in /diagnostics
+            n = self._cfg
+            self._warn_once("camera frames missing", diagnostics.missing_frames_advice(
+                *lost, self._camera_topic, n.camera_reliability, n.use_compressed))
 
     def _on_odom(self, msg: Odometry) -> None:
         t_ns, speed, yaw_rate = conversions.odometry_twist(msg)

@@ -297,3 +297,66 @@ def test_pwm_index_command(store_path: Path, tmp_path: Path, capsys: pytest.Capt
     # bad parameters: exit 2 with one sentence, nothing written
     rc = cli.main(["index", str(bag), "--out", str(tmp_path / "other"), "--set", "data.frame_stride=0"])
     assert rc == 2 and "frame_stride" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+def _camera_only_bag(path: Path, n_frames: int = N_FRAMES) -> Path:
+    """The arc drive's camera frames alone, at 10 Hz: no odometry, command, boxes or scenario topic."""
+    ts = typestore()
+    msgs = []
+    for i in range(n_frames):
+        t_ns = T0_NS + i * 100_000_000
+        msgs.append((TOPICS.image, "sensor_msgs/msg/Image", t_ns,
+                     image_msg(ts, t_ns, frame_image(i, 64, 128).tobytes(), "rgb8", 128, 64, 128 * 3)))
+    return write_raw_bag(path, msgs)
+
+
+def test_drives_without_odometry_index_into_a_store_without_labels(store_path: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """docs/TRAINING.md: stores of drives without odometry serve pretraining. `pwm index` takes such bags (it used to
+    refuse them); the store says it has no labels and the label reader (fine-tuning, `pwm eval`) refuses it."""
+    from pwm_model.data.tokens import load_labels
+
+    bag = _camera_only_bag(tmp_path / "cam_only")
+    out = tmp_path / "store"
+    assert cli.main(["index", str(bag), "--out", str(out), *SET_SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "note: no bag has odometry on /odom" in err and "pretraining" in err
+    store = ClipStore(out)
+    assert len(store) == N_CLIPS and not store.meta.ego_labels and store.meta.drives[0]["odometry"] is False
+    assert json.loads((out / "index.json").read_text())["ego_labels"] is False
+    for m in (0, 20):
+        clip = store[m]
+        assert not clip.waypoints_valid.any() and not clip.boxes_valid.any()
+        assert clip.speed_mps == 0.0 and clip.command == 1 and not clip.history_xyyaw.any()
+        want = cv2.resize(frame_image(m * STEP, 64, 128), CTX_HW[::-1], interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(clip.frames_rgb[0], want)  # the frames are the drive's, as with odometry
+    with pytest.raises(DataError, match="without odometry") as exc:
+        load_labels(out)
+    assert "pretrain" in str(exc.value) and "\n" not in str(exc.value)
+    assert ClipStore(store_path).meta.ego_labels and len(load_labels(store_path)["ego"]) == N_CLIPS
+    # one store never mixes drives with and without odometry
+    labelled = write_drive(tmp_path / "arc", arc_drive(30), CAM, TOPICS)
+    assert cli.main(["index", str(labelled), str(bag), "--out", str(tmp_path / "mixed"), *SET_SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "cam_only has no odometry on /odom, but other bags given have" in err and "store of their own" in err
+    assert not (tmp_path / "mixed").exists()
+
+
+def test_pwm_index_camera_topic_names_the_camera_as_the_node_does(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """`pwm index --camera-topic TOPIC`: Image on TOPIC or CompressedImage on TOPIC/compressed (pwm_node's
+    camera_topic), instead of --set data.topics.image=... --set data.topics.compressed_image=..."""
+    import dataclasses
+
+    raw = write_drive(tmp_path / "raw", arc_drive(30), CAM, dataclasses.replace(TOPICS, image="/cam_left/image_raw"))
+    jpeg = write_drive(tmp_path / "jpeg", arc_drive(30), CAM,
+                       dataclasses.replace(TOPICS, compressed_image="/cam_left/image_raw/compressed"), compressed=True)
+    assert cli.main(["index", str(raw), "--out", str(tmp_path / "s0"), "--quiet", *SET_SMALL]) == 2
+    assert "has no camera topic /camera/front/image_raw" in capsys.readouterr().err
+    for bag, topic in ((raw, "/cam_left/image_raw"), (jpeg, "/cam_left/image_raw"),
+                       (jpeg, "/cam_left/image_raw/compressed")):
+        out = tmp_path / f"store_{bag.name}_{topic.count('/')}"
+        assert cli.main(["index", str(bag), "--out", str(out), "--quiet", "--camera-topic", topic, *SET_SMALL]) == 0
+        assert len(ClipStore(out)) == 6
+    assert cli.main(["index", str(raw), "--out", str(tmp_path / "s1"), "--camera-topic", "cam_left"]) == 2
+    assert "--camera-topic 'cam_left' must be an absolute topic name" in capsys.readouterr().err

@@ -287,12 +287,42 @@ def test_topics_of_another_robot_are_named_with_topics(tmp_path: Path, capsys: p
     args = ["eval-bag", str(bag), "--predictions", str(pred), "--quiet", "--no-video"]
     r = _pwm_here(capsys, *args, "--out", str(tmp_path / "a"))
     assert r.returncode == 2 and "has no camera topic /camera/front/image_raw" in r.stderr
-    r = _pwm_here(capsys, *args, "--out", str(tmp_path / "b"), "--topics", "image=/zed/left/image_rect",
+    r = _pwm_here(capsys, *args, "--out", str(tmp_path / "b"), "--camera-topic", "/zed/left/image_rect",
+                  "--topics", "odometry=/odometry/filtered")
+    assert r.returncode == 0, r.stderr
+    assert "deprecated" not in r.stderr
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["l2_3s"] == pytest.approx(0.4, abs=1e-4)
+    # the old spelling still works, with a warning that names the new one
+    r = _pwm_here(capsys, *args, "--out", str(tmp_path / "d"), "--topics", "image=/zed/left/image_rect",
                   "odometry=/odometry/filtered")
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["l2_3s"] == pytest.approx(0.4, abs=1e-4)
+    assert "warning: --topics image=/zed/left/image_rect is deprecated" in r.stderr and "--camera-topic" in r.stderr
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["l2_3s"] == pytest.approx(0.4, abs=1e-4)
+    r = _pwm_here(capsys, *args, "--out", str(tmp_path / "e"), "--camera-topic", "/zed/left/image_rect",
+                  "--topics", "image=/zed/left/image_rect", "odometry=/odometry/filtered")
+    assert r.returncode == 2 and "name the camera once" in r.stderr
     r = _pwm_here(capsys, *args, "--out", str(tmp_path / "c"), "--topics", "camera=/zed")
     assert r.returncode == 2 and "must look like KEY=TOPIC" in r.stderr
+    r = _pwm_here(capsys, *args, "--out", str(tmp_path / "f"), "--camera-topic", "zed/left")
+    assert r.returncode == 2 and "--camera-topic 'zed/left' must be an absolute topic name" in r.stderr
+
+
+def test_camera_topic_is_named_as_the_node_names_it() -> None:
+    """--camera-topic (pwm index, pwm eval-bag, export_onnx.py) reads like pwm_node's camera_topic: raw Image on the
+    topic, CompressedImage on <topic>/compressed; a topic ending in /compressed is the compressed one."""
+    from pwm_model.commands.eval_bag import topic_items
+    from pwm_model.data.bag_format import camera_topics
+    from pwm_model.errors import ConfigError
+
+    both = {"image": "/zed/left/image_rect", "compressed_image": "/zed/left/image_rect/compressed"}
+    assert camera_topics("/zed/left/image_rect") == both
+    assert camera_topics("/zed/left/image_rect/compressed") == both == camera_topics("/zed/left/image_rect/")
+    for bad in ("zed", "/", "/compressed", "/a b"):
+        with pytest.raises(ConfigError, match="absolute topic name"):
+            camera_topics(bad)
+    assert topic_items("/zed/left/image_rect", ["odometry=/o"]) == [
+        "odometry=/o", "image=/zed/left/image_rect", "compressed_image=/zed/left/image_rect/compressed"]
+    assert topic_items(None, ["image=/x", "odometry=/o"]) == ["image=/x", "odometry=/o"]  # the old meaning kept
 
 
 def test_overlays_use_the_bag_s_own_camera_intrinsics(tmp_path: Path) -> None:
@@ -448,3 +478,31 @@ def test_the_node_counters_read_back_are_the_node_s() -> None:
     from pwm_ros.diagnostics import COUNTERS
 
     assert NODE_COUNTERS == COUNTERS
+
+
+def test_progress_lines_carry_the_elapsed_time_and_an_eta(tmp_path: Path) -> None:
+    """eval-bag's progress lines (every tenth of the bag's frames) say how long it has taken and how long it will
+    still take, from the rate of the frames done so far."""
+    import contextlib
+    import io
+
+    from pwm_model.eval.bag_eval import EvalOptions, progress_line
+
+    assert progress_line("", "drive_seed0", "offline", 30, 300, 3, 12.0) == \
+        "eval-bag drive_seed0 (offline): frame 30/300, 3 plans, 12 s, ETA 1m48s"
+    assert progress_line("      ", "b", "live", 150, 600, 15, 1900.0).endswith("31m40s, ETA 1h35m")
+    last = progress_line("", "b", "offline", 300, 300, 30, 59.6)
+    assert last == "eval-bag b (offline): frame 300/300, 30 plans, 1m00s"  # done: no ETA
+    assert "ETA" not in progress_line("", "b", "offline", 0, 300, 0, 0.0)
+    # the lines of a real run
+    bag = write_arc(tmp_path / "arc")
+    pred = write_predictions(tmp_path / "pred", STAMPS[:20:2], lambda t: truth_plan())
+    cfg = config()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        evaluate_bag(bag, RecordedPlans(read_predictions(pred)), cfg, PinholeCamera.from_config(cfg.camera),
+                     options=EvalOptions(video=False, progress=True))
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) >= 9 and all(line.startswith("eval-bag arc (live): frame ") for line in lines)
+    assert all(", ETA " in line for line in lines[:-1])
+    assert lines[-1].startswith(f"eval-bag arc (live): frame {FRAMES}/") and "ETA" not in lines[-1]

@@ -136,3 +136,30 @@ def test_cli_errors_are_one_sentence(setup: dict[str, Path], tmp_path: Path, cap
     assert main(["train", "--stage", "pretrain", "--data", str(tmp_path / "nostore"), "--tokenizer",
                  str(setup["tok"]), "--out", str(tmp_path / "y"), *_sets()]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_store_without_odometry_pretrains_and_fine_tuning_and_eval_refuse_it(tmp_path: Path, capsys) -> None:
+    """docs/TRAINING.md's promise, end to end: drives without odometry -> `pwm index` -> `pwm train --stage
+    pretrain`; fine-tuning and `pwm eval` on that store stop with one sentence saying why."""
+    from pwm_model.checkpoint import save_checkpoint
+    from pwm_model.tokenizer.model import Tokenizer
+
+    from .test_clips import _camera_only_bag
+
+    bag = _camera_only_bag(tmp_path / "cam_only", 60)
+    store, tok, pre = tmp_path / "store", tmp_path / "tok", tmp_path / "pre"
+    assert main(["index", str(bag), "--out", str(store), "--quiet", *_sets()]) == 0
+    cfg = apply_overrides(preset("tiny"), MICRO)
+    torch.manual_seed(0)
+    save_checkpoint(tok, cfg, {"tokenizer": Tokenizer(cfg.tokenizer)})
+    assert main(["train", "--stage", "pretrain", "--data", str(store), "--tokenizer", str(tok), "--out", str(pre),
+                 "--steps", "2", "--threads", "1", "--no-tensorboard", *_sets()]) == 0
+    assert (pre / "world_model.safetensors").is_file()
+    for argv in (["train", "--stage", "finetune", "--data", str(store), "--init", str(pre), "--out",
+                  str(tmp_path / "fine"), "--steps", "1", "--threads", "1"],
+                 ["eval", "--checkpoint", str(pre), "--data", str(store), "--threads", "1", "--quiet"]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: clip store") and "without odometry" in err[-1], err
+    assert not (tmp_path / "fine").exists()

@@ -76,7 +76,7 @@ def test_export_graphs_match_the_model_rollout_and_training_preprocessing():
     rng = np.random.default_rng(1)
     ctx = torch.from_numpy(rng.integers(0, tk.codebook_size, (1, tk.ctx_tokens)))
     hist = torch.from_numpy(rng.integers(0, tk.codebook_size, (1, cfg.data.history_frames, tk.dyn_tokens)))
-    ego = torch.tensor([[7.5, 0.4, 0.0, 0.0, 1.0]])
+    ego = torch.tensor([[7.5, 0.4, 0.0, 0.0, 1.0, 0.08]])
     with torch.no_grad():
         ref_f, ref_w = wm.rollout(ctx, hist, ego)
         f, w = g["rollout"].module(ctx, hist, ego)
@@ -159,6 +159,25 @@ def test_export_cli_errors_are_one_sentence_and_leave_nothing(tmp_path: Path, ca
     assert not list(tmp_path.glob(".model.*"))  # no temporary directory left behind
 
 
+def test_export_camera_topic_and_its_deprecated_spelling(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    """--camera-topic names the --frames bag's camera (as pwm index and pwm eval-bag do); --frames-topic, its old
+    name, still works with a warning; both at once are refused."""
+    from pwm_model.export import onnx
+
+    got = []
+    monkeypatch.setattr(onnx, "export_model", lambda *a, **k: got.append(k["camera_topic"]) or {})
+    base = ["--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "m"), "--frames", str(tmp_path / "bag")]
+    assert onnx.main([*base, "--camera-topic", "/cam_left/image_raw"]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert onnx.main([*base, "--frames-topic", "/cam_left/image_raw/compressed"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --frames-topic is deprecated: use --camera-topic" in err
+    assert got == ["/cam_left/image_raw", "/cam_left/image_raw/compressed"]
+    assert onnx.main([*base, "--frames-topic", "/a", "--camera-topic", "/a"]) == 2
+    assert "error: name the camera once" in capsys.readouterr().err and len(got) == 2
+
+
 def test_failed_export_keeps_the_previous_model_dir(tmp_path: Path):
     from pwm_model.errors import DataError
     from pwm_model.export.onnx import export_model
@@ -190,7 +209,7 @@ def test_resize_in_the_graph_plans_like_one_cv2_resize_on_the_cpu():
 
 
 def test_verification_on_ones_own_bag_names_its_camera_topic(tmp_path: Path):
-    """--frames BAG with the camera on another topic: refused in one sentence without --frames-topic, verified
+    """--frames BAG with the camera on another topic: refused in one sentence without --camera-topic, verified
     on the bag's own frames with it."""
     import dataclasses
 
@@ -208,7 +227,7 @@ def test_verification_on_ones_own_bag_names_its_camera_topic(tmp_path: Path):
         export_model(checkpoint(), tmp_path / "m1", frames=str(bag), preview=False, verify_frames=4,
                      echo=lambda *a, **k: None)
     assert not (tmp_path / "m1").exists()
-    manifest = export_model(checkpoint(), tmp_path / "m2", frames=str(bag), frames_topic="/cam_left/image_raw",
+    manifest = export_model(checkpoint(), tmp_path / "m2", frames=str(bag), camera_topic="/cam_left/image_raw",
                             preview=False, verify_frames=4, echo=lambda *a, **k: None)
     assert manifest["verification"]["status"] == "passed" and manifest["verification"]["frames"] == 4
     assert str(bag) in manifest["verification"]["source"]

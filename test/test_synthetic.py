@@ -319,12 +319,24 @@ def test_gen_data_bad_arguments_exit_2_and_touch_nothing(tmp_path: Path, capsys)
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    assert pwm_main(["gen-data", "--out", str(foreign), "--seconds", "0.2", "--width", "64", "--height", "32"]) == 2
+    assert pwm_main(["gen-data", "--out", str(foreign), "--seconds", "0.2", "--width", "64", "--height", "32",
+                     "--seed", "1000"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep me" and len(list(foreign.iterdir())) == 1
-    for bad in (["--scenes", "0"], ["--seconds", "-1"], ["--seed", "-3"], ["--width", "8"]):
+    for bad in (["--scenes", "0", "--seed", "1000"], ["--seconds", "-1", "--seed", "1000"], ["--seed", "-3"],
+                ["--width", "8", "--seed", "1000"], ["--scenes", "2"]):
         assert pwm_main(["gen-data", "--out", str(tmp_path / "x"), *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ")
     assert not (tmp_path / "x").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_gen_data_needs_a_seed_so_that_held_out_drives_are_never_made_by_default(tmp_path: Path, capsys):
+    """Without --seed, gen-data wrote seeds 0.. (the demo drive and the held-out drives): now it says which to
+    choose and writes nothing."""
+    assert pwm_main(["gen-data", "--out", str(tmp_path / "drives"), "--scenes", "80", "--seconds", "0.2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --seed is required")
+    assert "--seed 1000" in err[0] and "held-out" in err[0] and "demo drive" in err[0]
+    assert not (tmp_path / "drives").exists() and not list(tmp_path.iterdir())

@@ -192,3 +192,23 @@ def test_bf16_autocast_on_the_cpu_gives_the_fp32_losses_within_two_percent():
     for key in ("video_loss", "traj_loss"):
         assert abs(float(low[key]) - float(ref[key])) <= 0.02 * abs(float(ref[key])), key
     assert not torch.equal(low["waypoints"], ref["waypoints"])  # bf16 really ran
+
+
+def test_a_config_file_with_init_or_resume_is_refused_with_the_way_out(tmp_path: Path, capsys) -> None:
+    """--config is merged over its preset, not over the checkpoint: with --init or --resume it would reset the
+    checkpoint's values, so it is refused in one sentence that names --set (docs/TRAINING.md, the flags table)."""
+    from pwm_model.cli import main
+
+    conf = tmp_path / "mine.yaml"
+    conf.write_text("preset: tiny\ntrain:\n  lr: 0.0001\n")
+    ckpt, store, out = str(tmp_path / "ckpt"), str(tmp_path / "store"), str(tmp_path / "out")
+    for argv in (["train", "--stage", "finetune", "--data", store, "--init", ckpt, "--out", out],
+                 ["train", "--stage", "finetune", "--data", store, "--out", out, "--resume"],
+                 ["train-tokenizer", "--init", ckpt, "--branch", "dyn", "--data", store, "--out", out,
+                  "--threads", "1"]):
+        capsys.readouterr()
+        assert main([*argv, "--config", str(conf)]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        assert "--config" in err[0] and "--set KEY=VALUE" in err[0], err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.yaml"]

@@ -11,7 +11,7 @@ DESCRIPTION = """Replay recorded drives through the planner and score every plan
 
   pwm eval-bag out/sample_drive --model out/models/pwm-tiny-onnx
   pwm eval-bag drive_a drive_b --model MODEL_DIR --backend tensorrt --out out/eval/ab
-  pwm eval-bag mybag.mcap --model MODEL_DIR --topics image=/cam/image_raw odometry=/odometry/filtered
+  pwm eval-bag mybag.mcap --model MODEL_DIR --camera-topic /cam/image_raw --topics odometry=/odometry/filtered
   pwm eval-bag out/sample_drive --predictions out/predictions --model MODEL_DIR   # plans recorded live
 
 Offline (default) the model runs here, through the same PolicyRunner as the ROS 2 node, at the model's planning
@@ -25,6 +25,27 @@ frames that really came (copy-last-frame beside it); surprise over time; latency
 is marked "better" or "worse", with 95 % intervals (a bootstrap over 5 s blocks of drive time). Writes
 OUT/metrics.json, OUT/report.html, OUT/plans.csv (one row per plan) and OUT/overlay.mp4 (+ overlay.webm; default
 OUT: out/eval/<bag name>). A bag without odometry gets forecast metrics only. See docs/EVALUATION.md."""
+
+CAMERA_KEYS = ("image", "compressed_image")  # --topics keys of the camera: the deprecated spelling of --camera-topic
+
+
+def topic_items(camera_topic: str | None, topics: list[str]) -> list[str]:
+    """``--topics`` items with ``--camera-topic`` added; ``--topics image=`` / ``compressed_image=`` (the old
+    spelling) keep their meaning, with a deprecation warning on stderr."""
+    from pwm_model.data.bag_format import camera_topics
+    from pwm_model.errors import ConfigError
+
+    old = [t for t in topics if t.partition("=")[0] in CAMERA_KEYS]
+    if old:
+        if camera_topic:
+            raise ConfigError(f"name the camera once: --camera-topic {camera_topic} and --topics {' '.join(old)} "
+                              "(the deprecated spelling of --camera-topic) were both given")
+        print(f"warning: --topics {' '.join(old)} is deprecated: name the camera with --camera-topic TOPIC (Image on "
+              "TOPIC, CompressedImage on TOPIC/compressed, as the node's camera_topic)", file=sys.stderr)
+    if not camera_topic:
+        return list(topics)
+    return [*topics, *(f"{k}={v}" for k, v in camera_topics(camera_topic).items())]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pwm_model.eval.drives import TOPIC_KEYS
@@ -42,8 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inference backend (default: the model's runtime.backend)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device (default: the model's runtime.device)")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: out/eval/<first bag name>)")
+    parser.add_argument("--camera-topic", metavar="TOPIC",
+                        help="the camera in the bag, named as the node's camera_topic: sensor_msgs/Image on TOPIC or "
+                             "CompressedImage on TOPIC/compressed (default: /camera/front/image_raw)")
     parser.add_argument("--topics", nargs="+", default=[], metavar="KEY=TOPIC",
-                        help=f"topic names in the bag, e.g. image=/cam/image_raw (keys: {', '.join(TOPIC_KEYS)})")
+                        help="other topic names in the bag, e.g. odometry=/odometry/filtered (keys: "
+                             f"{', '.join(k for k in TOPIC_KEYS if k not in CAMERA_KEYS)}; image= and "
+                             "compressed_image= still work but are deprecated: use --camera-topic)")
     parser.add_argument("--planning-rate-hz", type=float, metavar="HZ",
                         help="plans per second of bag time (default: the model's runtime.planning_rate_hz)")
     parser.add_argument("--forecast-every", type=int, default=5, metavar="N",
@@ -63,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("out/eval") / Path(args.bags[0]).resolve().name
     evals, metrics = evaluate_drives(args.bags, model=args.model, out=out, predictions=args.predictions,
                                      prediction_topic=args.prediction_topic, backend=args.backend,
-                                     device=args.device, topics=args.topics, planning_rate_hz=args.planning_rate_hz,
+                                     device=args.device, topics=topic_items(args.camera_topic, args.topics),
+                                     planning_rate_hz=args.planning_rate_hz,
                                      forecast_every=args.forecast_every, video=not args.no_video,
                                      video_codec=args.video_codec, progress=not args.quiet)
     write_outputs(out, evals, metrics, title=args.title)

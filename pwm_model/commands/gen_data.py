@@ -11,7 +11,9 @@ route command, ground-truth boxes and the scenario label. OUT/scenes.json lists 
 frame count and scenario-label spans. OUT is written to a temporary sibling and renamed at the end: a failed run
 leaves nothing behind. An existing OUT is replaced only if it is empty or an earlier gen-data output.
 
-Seeds >= 1000 are for training data, seeds < 1000 for held-out evaluation (seed 0 is the demo drive).
+--seed is required: it decides whether the drives are training or held-out data. Seeds >= 1000 are for
+training (the shipped model: 1000-1079), seeds < 1000 are held out for evaluation and never trained on: 0 is the
+demo's sample drive, 0-7 the tokenizer's held-out drives, 1-16 and 100-147 the world model's (docs/DATA.md).
 
   pwm gen-data --out out/sample_drive --scenes 1 --seconds 30 --seed 0
   pwm gen-data --out out/train_drives --scenes 200 --seconds 60 --seed 1000 --compressed
@@ -20,12 +22,14 @@ Seeds >= 1000 are for training data, seeds < 1000 for held-out evaluation (seed 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pwm_model.commands.common import add_config_arguments
-    from pwm_model.data.synthetic.names import SCENARIOS
+    from pwm_model.data.synthetic.names import SCENARIOS, TRAIN_SEED_MIN
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (bags and scenes.json)")
     parser.add_argument("--scenes", type=int, default=1, metavar="N", help="number of drives (default: 1)")
     parser.add_argument("--seconds", type=float, default=30.0, metavar="S", help="length of each drive (default: 30)")
-    parser.add_argument("--seed", type=int, default=0, metavar="X", help="seed of the first drive (default: 0)")
+    parser.add_argument("--seed", type=int, default=None, metavar="X",
+                        help=f"seed of the first drive (required): {TRAIN_SEED_MIN} and up for training data, "
+                             f"below {TRAIN_SEED_MIN} for held-out drives (0 is the demo drive)")
     parser.add_argument("--scenario", choices=SCENARIOS, default=None,
                         help="restrict every drive to one scenario family (default: a mix)")
     parser.add_argument("--compressed", action="store_true",
@@ -41,9 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     import math
 
+    from pwm_model.data.synthetic.names import TRAIN_SEED_MIN
     from pwm_model.data.synthetic.world import MAX_SECONDS
     from pwm_model.errors import ConfigError
 
+    if args.seed is None:
+        raise ConfigError(f"--seed is required: --seed {TRAIN_SEED_MIN} (or higher) for training drives, a seed below "
+                          f"{TRAIN_SEED_MIN} for held-out evaluation drives (0 is the demo drive, 0-7 and 1-16 the "
+                          "held-out drives of the shipped model: never train on them)")
     if args.scenes < 1:
         raise ConfigError(f"--scenes must be at least 1, got {args.scenes}")
     if not math.isfinite(args.seconds) or not 0 < args.seconds <= MAX_SECONDS:

@@ -11,6 +11,10 @@ waypoints, boxes, speed and command of every clip. The store is written atomical
 
   pwm index out/drives --out out/clips --preset tiny
   pwm index drive_a drive_b/drive_b_0.mcap --out clips --set data.clip_step_frames=4
+  pwm index my_drives --out clips/mycar --camera-topic /sensing/camera/front/image_raw \
+      --set data.topics.odometry=/localization/kinematic_state
+
+Bags without odometry give a store without labels: tokenizer and pretraining only (docs/DATA.md).
 """
 
 
@@ -19,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("bags", nargs="+", metavar="BAG", help="bag directory, .mcap / .db3 file, or a folder of bags")
     parser.add_argument("--out", required=True, metavar="STORE", help="clip store directory to write (replaced)")
+    parser.add_argument("--camera-topic", metavar="TOPIC",
+                        help="the camera in the bags, named as the node's camera_topic: sensor_msgs/Image on TOPIC or "
+                             "CompressedImage on TOPIC/compressed (sets data.topics.image and "
+                             "data.topics.compressed_image; default: /camera/front/image_raw)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_config_arguments(parser)
 
@@ -36,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from pwm_model.data.clip_builder import build_clip_store
 
     cfg = config_from_args(args)
+    if args.camera_topic:
+        import dataclasses
+
+        from pwm_model.data.bag_format import camera_topics
+
+        cfg.data.topics = dataclasses.replace(cfg.data.topics, **camera_topics(args.camera_topic))
     meta = build_clip_store(args.bags, args.out, cfg, progress=not args.quiet)
     print(f"wrote {meta.num_clips} clips from {len(meta.drives)} drive(s) in {meta.num_shards} shard(s) "
           f"({_size(meta.size_bytes)}) to {meta.path}")

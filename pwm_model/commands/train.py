@@ -18,14 +18,20 @@ checkpoint and cached beside the store as <store>.tokens/<tokenizer sha>/).
 
 pretrain ignores every label (clips without ego labels are fine); finetune optimises
 world_model.video_weight * L_video + world_model.traj_weight * L_traj. With --init the config (and the tokenizer)
-come from that checkpoint, then --set applies; otherwise --preset/--config, and the tokenizer section always comes
-from the tokenizer checkpoint. Steps default to train.pretrain_steps / train.finetune_steps. The output directory
-receives config.yaml, world_model.safetensors, tokenizer.safetensors, metrics.json, COMMANDS.md, train_log.jsonl,
-train_state.pt (for --resume) and tb/ (TensorBoard: scalars, held-out losses, forecast grids).
+come from that checkpoint, then --set applies (--config is refused with --init and --resume: a config file is
+merged over its own preset, not over the checkpoint; use --set); otherwise --preset/--config, and the tokenizer
+section always comes from the tokenizer checkpoint. Steps default to train.pretrain_steps / train.finetune_steps.
+The output directory receives config.yaml, world_model.safetensors, tokenizer.safetensors, metrics.json,
+COMMANDS.md, train_log.jsonl, train_state.pt (for --resume) and tb/ (TensorBoard: scalars, held-out losses,
+forecast grids).
 
 Under torchrun every process trains on its share of each step's batch (train.batch_size clips per process;
 NCCL with --device cuda, gloo on the CPU); train.strategy picks ddp (replicas) or fsdp (sharded, the paper
 preset). Rank 0 alone prints and writes."""
+
+
+RESUME_WITH_CONFIG = ("--resume continues with the config saved in --out, and a --config file would reset every value "
+                      "it does not name to its preset's: change single values with --set KEY=VALUE instead")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +72,8 @@ def _config(args: argparse.Namespace):
     from pwm_model.errors import ConfigError
 
     if args.resume:
+        if args.config:
+            raise ConfigError(RESUME_WITH_CONFIG)
         cfg = load_config(args.out)
         return apply_overrides(cfg, args.overrides or []) if args.overrides else cfg
     cfg = config_from_args(args)

@@ -54,3 +54,17 @@ def normalise_msgtype(name: str) -> str:
     return f"{parts[0]}/msg/{parts[1]}" if len(parts) == 2 else "/".join(parts)
 
 
+
+
+def camera_topics(topic: str, flag: str = "--camera-topic") -> dict[str, str]:
+    """The ``TopicsConfig`` camera fields one camera topic stands for, named as the node's ``camera_topic`` is
+    (image_transport): raw Image on TOPIC, CompressedImage on TOPIC/compressed; a TOPIC ending in /compressed is
+    the compressed one and its base the raw one (a bag with both is read from the raw topic)."""
+    from pwm_model.errors import ConfigError
+
+    name = str(topic).strip()
+    name = name.rstrip("/") if name != "/" else name
+    base = name[: -len("/compressed")] if name.endswith("/compressed") else name
+    if not base.startswith("/") or base == "/" or " " in base:
+        raise ConfigError(f"{flag} {topic!r} must be an absolute topic name such as /camera/front/image_raw")
+    return {"image": base, "compressed_image": f"{base}/compressed"}

@@ -4,6 +4,10 @@
 
 Each drive is read once; clips are cut at the model's timing, labelled with the ego's future poses and the boxes at
 each waypoint time, and written shard by shard. The store is built in a temporary directory and renamed at the end.
+
+Drives without odometry make a store without labels (``index.json`` ``"ego_labels": false``): every waypoint
+invalid, ego state, history poses and boxes zero. It serves the tokenizer and pretraining, which read frames only;
+``load_labels`` (fine-tuning, ``pwm eval``) refuses it. One store never mixes drives with and without odometry.
 """
 
 from __future__ import annotations
@@ -103,12 +107,30 @@ class _ClipRecord:
     scenario: int
 
 
+def _unlabelled_clip(reader: DriveReader, plan: _Plan, frame_t: np.ndarray, max_boxes: int, drive: int,
+                     scenario_ids: dict[str, int]) -> _ClipRecord:
+    """A clip of a drive without odometry: its frames, command and scenario; no ego state, poses or boxes."""
+    H, K = plan.history, plan.waypoints
+    t = int(frame_t[H])
+    label = reader.scenarios.at(t)
+    return _ClipRecord(
+        t_ns=t, frame_t_ns=frame_t.astype(np.int64), ego=np.zeros(3, np.float32), command=reader.commands.at(t),
+        history_xyyaw=np.zeros((H, 3), np.float32), waypoints_xyyaw=np.zeros((K, 3), np.float32),
+        waypoints_valid=np.zeros(K, bool), boxes=np.zeros((K, max_boxes, 7), np.float32),
+        boxes_valid=np.zeros((K, max_boxes), bool), drive=drive,
+        scenario=scenario_ids.setdefault(label, len(scenario_ids)))
+
+
 def _make_clip(reader: DriveReader, plan: _Plan, frame_t: np.ndarray, max_boxes: int, drive: int,
-               scenario_ids: dict[str, int], box_max_age_ns: int | None) -> tuple[_ClipRecord | None, str]:
-    """The labels of one clip whose frames have stamps ``frame_t``; ``(None, reason)`` when it must be skipped."""
+               scenario_ids: dict[str, int], box_max_age_ns: int | None, labelled: bool = True
+               ) -> tuple[_ClipRecord | None, str]:
+    """The labels of one clip whose frames have stamps ``frame_t``; ``(None, reason)`` when it must be skipped.
+    ``labelled`` False (a drive without odometry): the clip carries no labels (``_unlabelled_clip``)."""
     gaps = np.abs(np.diff(frame_t) - plan.model_dt_ns)
     if np.any(gaps > GAP_TOLERANCE * plan.camera_period_ns):
         return None, "dropped_frames"
+    if not labelled:
+        return _unlabelled_clip(reader, plan, frame_t, max_boxes, drive, scenario_ids), ""
     H, K = plan.history, plan.waypoints
     t = int(frame_t[H])
     hist, hist_ok = reader.ego.poses_at(frame_t[1:H + 1])
@@ -209,9 +231,6 @@ class _ShardWriter:
 
 def _check_bag(reader: DriveReader, cfg: PwmConfig) -> None:
     s = reader.summary
-    if not s.has_odometry:
-        raise DataError(f"bag {reader.path} has no odometry on {reader.topics.odometry}, which clips need for the "
-                        f"ego trajectory")
     cam = cfg.camera
     if (s.image_width_px, s.image_height_px) != (cam.width_px, cam.height_px):
         raise DataError(f"bag {reader.path} has {s.image_width_px}x{s.image_height_px} px camera images, but the "
@@ -225,6 +244,17 @@ def _check_bag(reader: DriveReader, cfg: PwmConfig) -> None:
             rate = 1.0 / period_s if period_s > 0 else math.inf
             raise DataError(f"bag {reader.path} has its camera at {rate:.3g} Hz, but camera.frame_rate_hz is "
                             f"{cam.frame_rate_hz:g}: set camera.frame_rate_hz to match")
+
+
+def _check_odometry(readers: Sequence[DriveReader]) -> bool:
+    """Whether the store gets labels: every bag has odometry (True) or none has (False); a mix is refused."""
+    without = [r for r in readers if not r.summary.has_odometry]
+    if without and len(without) < len(readers):
+        r = without[0]
+        raise DataError(f"bag {r.path} has no odometry on {r.topics.odometry}, but other bags given have: index the "
+                        f"{len(without)} bag(s) without odometry into a store of their own (no labels: tokenizer and "
+                        f"pretraining only), or name their odometry topic with --set data.topics.odometry=TOPIC")
+    return not without
 
 
 def _drive_ids(bags: Sequence[Path]) -> list[str]:
@@ -249,7 +279,7 @@ def _progress(enabled: bool, text: str, final: bool = False) -> None:
 
 
 def _iter_drive(reader: DriveReader, plan: _Plan, drive: int, max_boxes: int, scenario_ids: dict[str, int],
-                stats: dict[str, int], progress: bool, prefix: str
+                stats: dict[str, int], progress: bool, prefix: str, labelled: bool = True
                 ) -> Iterator[tuple[_ClipRecord, list[tuple[tuple[int, int], np.ndarray]]]]:
     """Stream one drive's camera frames once, keeping only the frames that pending clips still need."""
     period = reader.box_sets.median_period_ns()
@@ -268,7 +298,7 @@ def _iter_drive(reader: DriveReader, plan: _Plan, drive: int, max_boxes: int, sc
         while m * plan.step + plan.span <= i:
             idx = [m * plan.step + j * plan.stride for j in range(plan.frames)]
             frame_t = np.array([window[k][0] for k in idx], np.int64)
-            rec, why = _make_clip(reader, plan, frame_t, max_boxes, drive, scenario_ids, box_max_age)
+            rec, why = _make_clip(reader, plan, frame_t, max_boxes, drive, scenario_ids, box_max_age, labelled)
             if rec is None:
                 stats[why] = stats.get(why, 0) + 1
             else:
@@ -285,9 +315,10 @@ def build_clip_store(bags: Sequence[str | os.PathLike[str]], out: str | os.PathL
                      progress: bool = True) -> ClipStoreMeta:
     """Index bags (or directories of bags, searched recursively) into a clip store at ``out``.
 
-    Every bag is opened and checked first (camera, odometry, image size, frame rate); nothing is written when
-    one is unusable. The store is built in a temporary sibling directory and renamed at the end; an existing clip
-    store at ``out`` is replaced. Raises DataError (one sentence) on bad input or when no clip fits any drive.
+    Every bag is opened and checked first (camera, image size, frame rate, odometry in all bags or in none);
+    nothing is written when one is unusable. Bags without odometry give a store without labels (module docstring).
+    The store is built in a temporary sibling directory and renamed at the end; an existing clip store at ``out``
+    is replaced. Raises DataError (one sentence) on bad input or when no clip fits any drive.
     """
     cfg.validate()
     out = Path(out)
@@ -306,7 +337,12 @@ def build_clip_store(bags: Sequence[str | os.PathLike[str]], out: str | os.PathL
         reader = DriveReader(p, cfg.data.topics)
         _check_bag(reader, cfg)
         readers.append(reader)
-    max_boxes = max(r.box_sets.max_boxes for r in readers)
+    labelled = _check_odometry(readers)
+    if not labelled:
+        _progress(progress, f"note: no bag has odometry on {cfg.data.topics.odometry}: the clips get no ego labels "
+                  "(the store serves the tokenizer and pretraining; fine-tuning and `pwm eval` refuse it)",
+                  final=True)
+    max_boxes = max(r.box_sets.max_boxes for r in readers) if labelled else 0  # boxes need the ego pose
     ids = _drive_ids(paths)
     scenario_ids: dict[str, int] = {}
     drives: list[dict[str, Any]] = []
@@ -317,12 +353,13 @@ def build_clip_store(bags: Sequence[str | os.PathLike[str]], out: str | os.PathL
         for k, (reader, drive_id) in enumerate(zip(readers, ids)):
             prefix = f"[{k + 1}/{len(readers)}] {drive_id}"
             stats: dict[str, int] = {"frames": 0, "clips": 0}
-            for rec, frames in _iter_drive(reader, plan, k, max_boxes, scenario_ids, stats, progress, prefix):
+            for rec, frames in _iter_drive(reader, plan, k, max_boxes, scenario_ids, stats, progress, prefix,
+                                           labelled):
                 writer.add(rec, frames)
             sha, size = _hash_bag(reader.path)
             skipped = {key: v for key, v in stats.items() if key not in ("frames", "clips")}
             drives.append({"drive_id": drive_id, "path": str(reader.path), "storage": reader.summary.storage,
-                           "size_bytes": size, "sha256": sha, "camera_frames": stats["frames"],
+                           "size_bytes": size, "sha256": sha, "odometry": labelled, "camera_frames": stats["frames"],
                            "duration_s": round(reader.summary.duration_s, 3), "clips": stats["clips"],
                            "skipped_clips": skipped})
             _progress(progress, f"{prefix}: {stats['frames']} frames -> {stats['clips']} clips"
@@ -331,8 +368,8 @@ def build_clip_store(bags: Sequence[str | os.PathLike[str]], out: str | os.PathL
         if writer.num_clips == 0:
             need_s = plan.span / cfg.camera.frame_rate_hz
             raise DataError(f"no clip fits in the {len(paths)} bag(s): a clip needs {plan.frames} model frames "
-                            f"({need_s:.1f} s of camera) with odometry throughout")
-        index = _index_dict(cfg, plan, writer, drives, scenario_ids, max_boxes, tmp)
+                            f"({need_s:.1f} s of camera)" + (" with odometry throughout" if labelled else ""))
+        index = _index_dict(cfg, plan, writer, drives, scenario_ids, max_boxes, tmp, labelled)
         write_json_atomic(tmp / INDEX_FILE, index)
     _progress(progress, f"indexed {index['num_clips']} clips in {time.monotonic() - started:.1f} s", final=True)
     return ClipStoreMeta.from_index(out, index)
@@ -343,7 +380,7 @@ def _dir_size(path: Path) -> int:
 
 
 def _index_dict(cfg: PwmConfig, plan: _Plan, writer: _ShardWriter, drives: list[dict[str, Any]],
-                scenario_ids: dict[str, int], max_boxes: int, root: Path) -> dict[str, Any]:
+                scenario_ids: dict[str, int], max_boxes: int, root: Path, labelled: bool) -> dict[str, Any]:
     names = sorted(scenario_ids, key=scenario_ids.__getitem__)
     counts = dict.fromkeys(names, 0)
     for s in writer.shards:
@@ -358,6 +395,7 @@ def _index_dict(cfg: PwmConfig, plan: _Plan, writer: _ShardWriter, drives: list[
         "preset": cfg.preset,
         "num_clips": writer.num_clips,
         "num_shards": len(writer.shards),
+        "ego_labels": labelled,  # false: drives without odometry, no ego / waypoint / box labels
         "clip_frames": plan.frames,
         "frame_height_px": plan.frame_hw[0],
         "frame_width_px": plan.frame_hw[1],

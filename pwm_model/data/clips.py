@@ -6,7 +6,8 @@
 Layout (every array a plain ``.npy`` file, opened with ``np.load(mmap_mode="r")``):
 
     STORE/index.json          format version, counts, the config sections that shaped the clips, source bags
-                              (path, size, sha256, clips), scenario names and counts, shards
+                              (path, size, sha256, odometry, clips), scenario names and counts, shards, and
+                              ``ego_labels``: false for a store of drives without odometry (no labels below)
     STORE/shard_00000/
       frames.npy              (M, h, w, 3) uint8   the distinct model frames of the shard's clips (ctx size)
       frame_index.npy         (n, T) int32         rows of frames.npy of each clip's T = 1 + H + F frames
@@ -74,6 +75,7 @@ class ClipStoreMeta:
     size_bytes: int
     preset: str
     shards: list[dict[str, Any]] = field(default_factory=list)
+    ego_labels: bool = True  # False: indexed from drives without odometry (no ego, waypoint or box labels)
 
     @property
     def history_frames(self) -> int:
@@ -98,7 +100,8 @@ class ClipStoreMeta:
             data=dict(cfg["data"]), tokenizer=dict(cfg["tokenizer"]), drives=list(index["drives"]),
             scenarios=[str(s) for s in index["scenarios"]],
             scenario_counts={str(k): int(v) for k, v in index["scenario_counts"].items()},
-            size_bytes=int(index["size_bytes"]), preset=str(index.get("preset", "")), shards=list(index["shards"]))
+            size_bytes=int(index["size_bytes"]), preset=str(index.get("preset", "")), shards=list(index["shards"]),
+            ego_labels=bool(index.get("ego_labels", True)))
 
 
 def _read_index(path: Path) -> ClipStoreMeta:

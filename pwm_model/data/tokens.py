@@ -181,10 +181,16 @@ def token_cache(store_path: str | os.PathLike[str], tokenizer_dir: str | os.Path
 
 
 def load_labels(store_path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every clip's labels (``LABELS``), concatenated over the shards, read straight from the store's arrays."""
+    """Every clip's labels (``LABELS``), concatenated over the shards, read straight from the store's arrays.
+
+    A store indexed from drives without odometry has none: DataError (fine-tuning and ``pwm eval`` need them)."""
     from pwm_model.data.clips import ClipStore
 
     store = ClipStore(store_path)
+    if not store.meta.ego_labels:
+        raise DataError(f"clip store {store.path} was indexed from drives without odometry, so its clips have no ego "
+                        "state or waypoint labels: it serves `pwm train-tokenizer` and `pwm train --stage pretrain` "
+                        "only; fine-tuning and `pwm eval` need a store of drives with odometry")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in LABELS}
     for s in store.meta.shards:
         a = _shard_arrays(store.path, s["name"], LABELS)

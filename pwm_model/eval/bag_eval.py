@@ -145,6 +145,19 @@ def _progress(enabled: bool, text: str) -> None:
         sys.stderr.flush()
 
 
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    return f"{s} s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_line(prefix: str, bag: str, mode: str, done: int, total: int, plans: int, elapsed_s: float) -> str:
+    """``eval-bag NAME (mode): frame done/total, N plans, elapsed, ETA`` (the ETA from the frames' rate so far)."""
+    text = f"{prefix}eval-bag {bag} ({mode}): frame {done}/{total}, {plans} plans, {_duration(elapsed_s)}"
+    if 0 < done < total:
+        text += f", ETA {_duration(elapsed_s * (total - done) / done)}"
+    return text
+
+
 class _MomentPicker:
     """Keeps camera thumbnails of evenly spread plans and of the worst ones, without holding every frame.
 
@@ -236,6 +249,7 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     last: tuple[PlanRecord, np.ndarray] | None = None  # latest plan and the ego pose (x, y, yaw) at its stamp
     t0_ns = None
     next_report = 0.1
+    loop_started = time.monotonic()
     try:
         for i, t_ns, rgb in reader.frames():
             t0_ns = t_ns if t0_ns is None else t0_ns
@@ -278,8 +292,8 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
                 video.add(_video_frame(reader, rgb, t_ns, t0_ns, last, truth_now, has_odom, camera, cfg, dt_ns,
                                        max_age, cmd, state.speed_mps if state else math.nan))
             if opt.progress and frames and (i + 1) / frames >= next_report:
-                _progress(True, f"{opt.progress_prefix}eval-bag {Path(bag).name} ({source.mode}): frame "
-                                f"{i + 1}/{frames}, {len(rows['t'])} plans")
+                _progress(True, progress_line(opt.progress_prefix, Path(bag).name, source.mode, i + 1, frames,
+                                              len(rows["t"]), time.monotonic() - loop_started))
                 next_report += 0.1
         scorer.close()
         if not rows["t"]:

@@ -221,11 +221,12 @@ def failures(graph: str, stats: dict[str, float]) -> list[str]:
 
 
 def verify(model_dir: Path, mods: dict[str, Any], frames_source: str | None, n_frames: int,
-           camera_size: tuple[int, int] | None, frames_topic: str | None = None) -> dict[str, Any]:
+           camera_size: tuple[int, int] | None, camera_topic: str | None = None) -> dict[str, Any]:
     """Run the PyTorch graphs over real frames, replay every call's inputs through ONNX Runtime and compare.
 
-    ``frames_topic``: the camera topic of a ``frames_source`` bag recorded with other names than the config's
-    (a sensor_msgs/Image topic, or a CompressedImage one ending in /compressed)."""
+    ``camera_topic``: the camera topic of a ``frames_source`` bag recorded with other names than the config's,
+    named as the node's ``camera_topic`` (``bag_format.camera_topics``: Image on it, CompressedImage on
+    it/compressed)."""
     import dataclasses
 
     from pwm_model.config import RuntimeConfig
@@ -241,10 +242,11 @@ def verify(model_dir: Path, mods: dict[str, Any], frames_source: str | None, n_f
     runner = PolicyRunner(m, RuntimeConfig(backend="torch"), torch_engines)
     plans, steps = [], []
     cfg = m.config
-    if frames_topic:
-        key = "compressed_image" if frames_topic.rstrip("/").endswith("/compressed") else "image"
+    if camera_topic:
+        from pwm_model.data.bag_format import camera_topics
+
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, topics=dataclasses.replace(
-            cfg.data.topics, **{key: frames_topic})))
+            cfg.data.topics, **camera_topics(camera_topic))))
     for rgb, t_ns, ego in camera_frames(frames_source, cfg, n_frames, camera_size):
         plans.append(runner.step(rgb, t_ns, ego))
         steps.append((rgb, t_ns, ego))
@@ -302,7 +304,7 @@ def source_info(checkpoint: Path) -> dict[str, Any]:
 
 def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[int, int] | None = None,
                  rollout: str = "unrolled", preview: bool = True, frames: str | None = None,
-                 frames_topic: str | None = None, verify_frames: int = VERIFY_FRAMES, opset: int = DEFAULT_OPSET,
+                 camera_topic: str | None = None, verify_frames: int = VERIFY_FRAMES, opset: int = DEFAULT_OPSET,
                  threads: int = 2, echo: Any = print) -> dict[str, Any]:
     """Export, check and verify; returns the manifest written to ``out/manifest.json``."""
     import torch
@@ -377,7 +379,7 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
         if problems:
             raise ModelError(f"graph {problems[0]} (TensorRT compatibility check; {len(problems)} problem(s))")
         echo(f"  onnx.checker and the TensorRT {support_matrix()['tensorrt_version']} operator check pass")
-        report = verify(tmp, mods, frames, verify_frames, camera_size, frames_topic)
+        report = verify(tmp, mods, frames, verify_frames, camera_size, camera_topic)
         manifest["verification"] = {"status": "passed", **report,
                                     "tolerances": {"token_agreement": TOKEN_AGREEMENT, "waypoint_m": WAYPOINT_TOL_M,
                                                    "float_atol": FLOAT_ATOL, "float_rtol": FLOAT_RTOL}}
@@ -390,6 +392,17 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
          f"{100 * e2e['forecast_token_agreement']:.2f} % equal, waypoints within {e2e['waypoint_max_abs_m']:.1e} m")
     echo(f"wrote {out} in {time.monotonic() - t_start:.1f} s")
     return json.loads((out / MANIFEST_FILE).read_text())
+
+
+def _camera_topic_arg(args: argparse.Namespace) -> str | None:
+    """``--camera-topic``, or the deprecated ``--frames-topic`` with a warning on stderr."""
+    if args.frames_topic is None:
+        return args.camera_topic
+    if args.camera_topic is not None:
+        raise ConfigError("name the camera once: --frames-topic is the deprecated spelling of --camera-topic")
+    print("warning: --frames-topic is deprecated: use --camera-topic TOPIC (Image on TOPIC, CompressedImage on "
+          "TOPIC/compressed, as the node's camera_topic)", file=sys.stderr)
+    return args.frames_topic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,9 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-preview", action="store_true", help="skip the preview decoder graphs")
     parser.add_argument("--frames", metavar="SOURCE",
                         help="rosbag2 drive or clip store to verify on (default: a held-out synthetic drive)")
-    parser.add_argument("--frames-topic", metavar="TOPIC",
-                        help="camera topic in the --frames bag when it is not the config's (an Image topic, or a "
-                             "CompressedImage one ending in /compressed)")
+    parser.add_argument("--camera-topic", metavar="TOPIC",
+                        help="camera topic in the --frames bag when it is not the config's, named as the node's "
+                             "camera_topic: sensor_msgs/Image on TOPIC or CompressedImage on TOPIC/compressed")
+    parser.add_argument("--frames-topic", metavar="TOPIC", help="deprecated spelling of --camera-topic")
     parser.add_argument("--verify-frames", type=int, default=VERIFY_FRAMES,
                         help=f"camera frames to verify on (default: {VERIFY_FRAMES})")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
@@ -415,9 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        camera_topic = _camera_topic_arg(args)
         export_model(args.checkpoint, args.out, camera_size=parse_camera_size(args.camera_size),
                      rollout=args.rollout, preview=not args.no_preview, frames=args.frames,
-                     frames_topic=args.frames_topic,
+                     camera_topic=camera_topic,
                      verify_frames=args.verify_frames, opset=args.opset, threads=args.threads)
     except PwmError as exc:
         print(f"error: {exc}", file=sys.stderr)
