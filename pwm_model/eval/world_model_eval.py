@@ -57,10 +57,15 @@ def _progress(text: str) -> None:
 
 @torch.no_grad()
 def rollout_all(model: torch.nn.Module, cache: TokenCache, ego: np.ndarray, batch_size: int = 64,
-                device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Greedy rollouts of every clip: (forecast tokens (N, F, Ld), waypoints (N, K, 3))."""
+                device: str = "cpu", label: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy rollouts of every clip: (forecast tokens (N, F, Ld), waypoints (N, K, 3)).
+
+    With a ``label``, a progress line (clips done, elapsed, ETA) goes to stderr every 10 s or so.
+    """
     h = model.history_frames
     fc, wp = [], []
+    started = last = time.monotonic()
+    n = len(cache.ctx)
     for s in range(0, len(cache.ctx), batch_size):
         ctx = torch.from_numpy(cache.ctx[s:s + batch_size].astype(np.int64)).to(device)
         hist = torch.from_numpy(cache.dyn[s:s + batch_size, :h].astype(np.int64)).to(device)
@@ -68,6 +73,10 @@ def rollout_all(model: torch.nn.Module, cache: TokenCache, ego: np.ndarray, batc
         f, w = model.rollout(ctx, hist, e, temperature=0.0)
         fc.append(f.cpu().numpy())
         wp.append(w.cpu().numpy())
+        done, now = min(s + batch_size, n), time.monotonic()
+        if label is not None and done < n and now - last >= 10.0:
+            last, rate = now, done / max(now - started, 1e-9)
+            _progress(f"eval: {label} {done}/{n} clips, {now - started:.0f} s, ETA {(n - done) / rate:.0f} s")
     return np.concatenate(fc), np.concatenate(wp)
 
 
@@ -147,13 +156,15 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
                         horizons_s=[round((i + 1) * model_dt, 3) for i in range(f)])
     if progress:
         _progress(f"eval: {n} clips, rolling out {Path(checkpoint).name} ...")
-    forecast, wp = rollout_all(model, cache, ego, batch_size, device)
+    forecast, wp = rollout_all(model, cache, ego, batch_size, device, Path(checkpoint).name if progress else None)
     report.planning["PWM"], pwm_hits = _planning(wp, labels, cfg)
     for other in compare or []:
         m2, cfg2 = load_world_model(other, device=device)
         c2 = token_cache(store, other, cfg2, progress=progress)
         c2 = TokenCache(c2.ctx[clip_rows], c2.dyn[clip_rows], c2.path)
-        _, wp2 = rollout_all(m2, c2, ego, batch_size, device)
+        if progress:
+            _progress(f"eval: rolling out {Path(other).name} ...")
+        _, wp2 = rollout_all(m2, c2, ego, batch_size, device, Path(other).name if progress else None)
         name = f"{Path(other).name} (F={m2.forecast_frames})"
         report.planning[name], hits2 = _planning(wp2, labels, cfg2)
         report.paired[name] = M.paired_collisions(pwm_hits, hits2)
