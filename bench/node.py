@@ -63,6 +63,44 @@ def make_tiny_model(out: Path) -> Path:
     return out
 
 
+def ros_env() -> None:
+    """This benchmark's own DDS domain, discovery on this host only, Fast DDS (unless already set)."""
+    os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+def start_node(model_dir: Path, threads: int = 0, params: tuple[str, ...] = ("odom_topic:=''",),
+               **popen: object) -> subprocess.Popen:
+    """``pwm_node`` in its own process: autostart, ``model_dir``, ``intra_op_threads``, log level warn, and
+    ``params`` (``name:=value``); ``popen`` goes to ``subprocess.Popen`` (default env: this process's)."""
+    node_exe = Path(sys.executable).parent / "pwm_node"
+    cmd = [str(node_exe)] if node_exe.exists() else [sys.executable, "-m", "pwm_ros.node"]
+    extra = [arg for p in params for arg in ("-p", p)]
+    popen.setdefault("env", dict(os.environ))
+    return subprocess.Popen([*cmd, "--ros-args", "-p", f"model_dir:={model_dir}", "-p", "autostart:=true",
+                             "-p", f"intra_op_threads:={threads}", *extra, "--log-level", "warn"], **popen)
+
+
+def wait_subscribed(pub: object, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """Until the node subscribes to ``pub``'s topic (configured and active); SystemExit if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while pub.get_subscription_count() == 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("pwm_node did not become active")
+        time.sleep(0.1)
+
+
+def stop_node(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """SIGINT (as Ctrl-C), then SIGKILL after ``timeout_s``."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, help="model directory (default: export a tiny random one)")
@@ -72,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="node intra_op_threads (default 0: ORT default)")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    ros_env()
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -89,11 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pwm_bench_node_") as tmp:
         model_dir = args.model_dir or make_tiny_model(Path(tmp) / "model")
         cam = preset("tiny").camera
-        node_exe = Path(sys.executable).parent / "pwm_node"
-        cmd = [str(node_exe)] if node_exe.exists() else [sys.executable, "-m", "pwm_ros.node"]
-        proc = subprocess.Popen([*cmd, "--ros-args", "-p", f"model_dir:={model_dir}", "-p", "autostart:=true",
-                                 "-p", f"intra_op_threads:={args.threads}", "-p", "odom_topic:=''",
-                                 "--log-level", "warn"], env=dict(os.environ))
+        proc = start_node(model_dir, args.threads)
         rclpy.init()
         node = rclpy.create_node("pwm_bench_camera")
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -135,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         spin = threading.Thread(target=executor.spin, daemon=True)
         spin.start()
         try:
-            deadline = time.monotonic() + 120.0
-            while pub.get_subscription_count() == 0:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("pwm_node did not become active")
-                time.sleep(0.1)
+            wait_subscribed(pub, proc)
             node.create_timer(1.0 / args.camera_hz, tick)
             time.sleep(args.warmup_s)
             with lock:
@@ -157,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             executor.shutdown()
             node.destroy_node()
             rclpy.shutdown()
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_node(proc)
 
     lat = np.array(latencies_ms)
     duration_s = t1 - t0
