@@ -162,7 +162,7 @@ def test_baselines() -> None:
     n = 256
     speed = rng.uniform(0, 15, n)
     cmd = rng.integers(0, 3, n)
-    ego = np.zeros((n, 5), np.float32)
+    ego = np.zeros((n, 6), np.float32)
     ego[:, 0] = speed
     ego[np.arange(n), 2 + cmd] = 1
     wp = constant_velocity(speed, 4, DT)

@@ -131,6 +131,9 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._perm, self._perm_epoch = torch.zeros(0, dtype=torch.long), -1
         self.ema: dict[str, torch.Tensor] | None = None  # name -> fp32 average, with train.ema_decay > 0
+        if t.ema_decay > 0 and is_sharded(self.wrapped):
+            raise ConfigError("train.ema_decay keeps a full copy of every weight per process, which FSDP's shards do "
+                              "not: set train.ema_decay=0 with train.strategy=fsdp (or use ddp)")
         if t.ema_decay > 0:
             self.ema = {k: p.detach().float().clone() for k, p in model.named_parameters()}
 
