@@ -196,6 +196,10 @@ class WorldModelConfig:
     prior: str = "none"  # the head predicts the correction to: none, cv (straight on at the speed) or ctra (physics)
     traj_loss_per_horizon: bool = False  # each waypoint's error divided by its horizon's scale (all count alike)
     plan_reads_forecast: bool = True  # false: the plan reads the history only; the video loss stays (an ablation)
+    # an MLP of the ego vector alone beside the head (its correction to the prior added in), fitted to the training
+    # clips before fine-tuning (train.ego_branch_fit_steps): the plan starts where the ego-status MLP ends
+    ego_branch: bool = False
+    ego_branch_hidden: int = 128
 
     def validate(self, prefix: str) -> None:
         _check(self.layers >= 1, prefix, "layers", "must be at least 1")
@@ -208,6 +212,7 @@ class WorldModelConfig:
         _check(self.temperature >= 0, prefix, "temperature", "must not be negative")
         _check(0.0 <= self.plan_on_rollout <= 1.0, prefix, "plan_on_rollout", "must be in [0, 1]")
         _check(self.prior in ("none", "cv", "ctra"), prefix, "prior", "must be none, cv or ctra")
+        _check(self.ego_branch_hidden >= 1, prefix, "ego_branch_hidden", "must be at least 1")
 
 
 @dataclass
@@ -228,6 +233,7 @@ class TrainConfig:
     trunk_lr_scale: float = 1.0  # fine-tuning: the trunk at lr * this, the heads (ego MLP, plan_ego, waypoints) at lr
     ema_decay: float = 0.0  # > 0: checkpoints hold an EMA of the weights (train_state.pt the raw ones, for resume)
     clip_stride: int = 1  # > 1: an epoch takes one clip of every window of this many consecutive (near-copy) clips
+    ego_branch_fit_steps: int = 2000  # Adam steps fitting world_model.ego_branch before fine-tuning (0: start at zero)
     # several processes (torchrun): ddp replicates the model on every rank; fsdp shards parameters, gradients and
     # AdamW state across the ranks (the paper preset: 1.26B parameters would need ~20 GB per replica in fp32)
     strategy: str = "ddp"
@@ -255,6 +261,7 @@ class TrainConfig:
         _check(self.grad_clip > 0, prefix, "grad_clip", "must be positive")
         _check(0.0 < self.trunk_lr_scale <= 10.0, prefix, "trunk_lr_scale", "must be in (0, 10]")
         _check(0.0 <= self.ema_decay < 1.0, prefix, "ema_decay", "must be in [0, 1)")
+        _check(self.ego_branch_fit_steps >= 0, prefix, "ego_branch_fit_steps", "must not be negative")
         _check(self.precision in ("fp32", "bf16"), prefix, "precision", "must be fp32 or bf16")
         _check(self.strategy in ("ddp", "fsdp"), prefix, "strategy", "must be ddp or fsdp")
         _check(self.tokenizer_decoder_lr > 0, prefix, "tokenizer_decoder_lr", "must be positive")

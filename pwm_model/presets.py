@@ -26,7 +26,7 @@ def _tiny() -> PwmConfig:
                                   num_res_blocks=1, dyn_patchify=True, dyn_patch=(1, 2), dyn_mlp_hidden=128,
                                   gan_start_step=400),
         world_model=WorldModelConfig(layers=4, d_model=256, heads=4, forecast_frames=5, ego_hidden=128,
-                                     head_hidden=256, plan_on_rollout=1.0, prior="ctra",
+                                     head_hidden=256, plan_on_rollout=1.0, prior="ctra", ego_branch=True,
                                      # the per-horizon loss is about a tenth of the metre one: weight 10 keeps the
                                      # paper's balance against the video loss
                                      traj_loss_per_horizon=True, traj_weight=10.0),

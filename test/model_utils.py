@@ -32,6 +32,8 @@ def random_world_model(cfg, std: float = 0.02):  # noqa: ANN001, ANN201 - PwmCon
     model = PolicyWorldModel(cfg)
     with torch.no_grad():
         model.waypoint_head[-1].weight.normal_(0.0, std)
+        if model.ego_branch is not None:  # world_model.ego_branch: random too, so exports carry it
+            model.ego_branch[-1].weight.normal_(0.0, std)
     return model
 
 

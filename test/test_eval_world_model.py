@@ -91,6 +91,8 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
     assert "--stage pretrain" in commands and "--stage finetune" in commands  # the history carries over
     metrics = json.loads((fine / "metrics.json").read_text())
     assert metrics["train_finetune"]["steps"] == 2 and metrics["train_pretrain"]["steps"] == 3
+    fit = metrics["train_finetune"]["ego_branch_fit"]  # the tiny preset's ego branch, fitted before the 2 steps
+    assert fit["l1_after"] < fit["l1_before"]
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(fine), "--data", ev, "--train-data", train, "--compare",
                  str(plan_only), "--image-clips", "4", "--threads", "1", "--quiet", "--save"]) == 0

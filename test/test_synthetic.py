@@ -246,8 +246,9 @@ def test_mixed_drive_has_several_events_and_no_collisions():
 @pytest.mark.parametrize("seed", [1005, 1007])
 def test_in_mixed_drives_the_command_comes_a_second_before_the_lateral_move(seed):
     """What the planner can learn from the command: in the drives the data is made of (lane changes, parked
-    obstacles), every left/right command is on for at least 1 s before the ego leaves its lane centre, and the ego
-    then moves over by about a lane width in the commanded direction (left is +d) while the command holds."""
+    obstacles), every left/right command is on for at least 1 s before the ego leaves its lane centre, the ego is
+    moving over within 3 s of it, and it moves by about a lane width in the commanded direction (left is +d) while
+    the command holds."""
     w = World(seed, SMALL, seconds=60.0)
     road, ego = w.road, w.ego
     rows = []  # (command, centre offset from the lane the ego started the command in)
@@ -272,6 +273,10 @@ def test_in_mixed_drives_the_command_comes_a_second_before_the_lateral_move(seed
             j += 1
         held = rows[i:j]
         assert max(abs(d) for _, d in held[:10]) < 0.2  # the first second: still in its lane
+        # the command announces a manoeuvre that begins: the ego is on its way within 3 s (lead 1-2 s), so a
+        # planner that reads the command can plan the move instead of guessing whether the lane will clear
+        moved = [k for k, (_, d) in enumerate(held) if abs(d) > 0.3]
+        assert moved and moved[0] <= 30, f"command at frame {i} not followed by a move within 3 s"
         if j < len(rows):  # completed within the drive
             sign = 1.0 if rows[i][0] == COMMAND_LEFT else -1.0
             assert sign * held[-1][1] > 0.8 * road.lane_width_m

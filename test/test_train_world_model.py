@@ -212,3 +212,37 @@ def test_a_config_file_with_init_or_resume_is_refused_with_the_way_out(tmp_path:
         assert len(err) == 1 and err[0].startswith("error: "), err
         assert "--config" in err[0] and "--set KEY=VALUE" in err[0], err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.yaml"]
+
+
+def test_the_ego_branch_fits_the_ego_labels_before_fine_tuning(tmp_path: Path) -> None:
+    """A fresh branch changes nothing; fitted, the plan follows what the ego vector says (here: the command moves
+    the car sideways), and a checkpoint without a branch loads into a model with one and plans as it did."""
+    from pwm_model.train.ego_branch import fit_ego_branch
+    from pwm_model.world_model.prior import kinematic_prior
+
+    cfg = _cfg("world_model.prior=ctra", "world_model.ego_branch=true")
+    data = _data(cfg, n=96)
+    prior = kinematic_prior("ctra", data.ego, torch.arange(1, cfg.data.num_waypoints + 1) * cfg.data.waypoint_dt_s)
+    side_m = (data.ego[:, 2] - data.ego[:, 4])[:, None] * torch.linspace(0.5, 2.0, cfg.data.num_waypoints)  # left +
+    data.waypoints = prior + torch.stack([torch.zeros_like(side_m), side_m, torch.zeros_like(side_m)], -1)
+    torch.manual_seed(0)
+    model = PolicyWorldModel(cfg).eval()
+    b = data.batch(torch.arange(96))
+    _, fresh = model.rollout(b["ctx_tokens"], b["dyn_tokens"][:, :cfg.data.history_frames], b["ego"])
+    torch.testing.assert_close(fresh, prior)  # zero branch, zero head: the prior
+    fit = fit_ego_branch(model, data, 400, log=lambda s: None)
+    assert fit["l1_after"] < 0.2 * fit["l1_before"]
+    with torch.no_grad():
+        _, planned = model.rollout(b["ctx_tokens"], b["dyn_tokens"][:, :cfg.data.history_frames], b["ego"])
+    lateral_err = (planned[..., 1] - data.waypoints[..., 1]).abs().mean()
+    assert lateral_err < 0.2 * side_m.abs().mean()
+    # an earlier checkpoint (no branch) into a model with one: the same plan
+    plain_cfg = _cfg("world_model.prior=ctra", "world_model.ego_branch=false")
+    torch.manual_seed(1)
+    plain = PolicyWorldModel(plain_cfg).eval()
+    torch.nn.init.normal_(plain.waypoint_head[-1].weight, 0.0, 0.02)
+    save_world_model(tmp_path / "plain", plain_cfg, plain)
+    branched = PolicyWorldModel(cfg).eval()
+    init_from(branched, tmp_path / "plain")
+    x = (b["ctx_tokens"][:4], b["dyn_tokens"][:4, :cfg.data.history_frames], b["ego"][:4])
+    torch.testing.assert_close(branched.rollout(*x)[1], plain.rollout(*x)[1])

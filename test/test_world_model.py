@@ -125,7 +125,7 @@ def test_ego_token_changes_the_plan_and_no_ego_uses_the_learned_embedding() -> N
 
 
 def test_cv_prior_adds_driving_on_at_the_current_speed() -> None:
-    model = small_model("world_model.prior=cv")
+    model = small_model("world_model.prior=cv", "world_model.ego_branch=false")
     torch.nn.init.zeros_(model.waypoint_head[-1].weight)  # the head itself predicts no correction
     torch.nn.init.zeros_(model.waypoint_head[-1].bias)
     x = small_inputs(model)
@@ -135,7 +135,7 @@ def test_cv_prior_adds_driving_on_at_the_current_speed() -> None:
     assert torch.all(wp[..., 1:] == 0)
     _, wp_invalid = model.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"], ego_valid=torch.zeros(3, dtype=bool))
     assert torch.all(wp_invalid == 0)  # no ego labels: no speed to extrapolate
-    off = small_model("world_model.prior=none")
+    off = small_model("world_model.prior=none", "world_model.ego_branch=false")
     off.load_state_dict(model.state_dict())
     assert torch.all(off.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])[1] == 0)
 
@@ -143,7 +143,7 @@ def test_cv_prior_adds_driving_on_at_the_current_speed() -> None:
 def test_ctra_prior_is_the_ctra_baseline() -> None:
     from pwm_model.eval.baselines import kinematic
 
-    model = small_model("world_model.prior=ctra")
+    model = small_model("world_model.prior=ctra", "world_model.ego_branch=false")
     torch.nn.init.zeros_(model.waypoint_head[-1].weight)
     torch.nn.init.zeros_(model.waypoint_head[-1].bias)
     x = small_inputs(model)
@@ -156,7 +156,7 @@ def test_ctra_prior_is_the_ctra_baseline() -> None:
 
 def test_waypoints_stay_float32_under_bf16_autocast() -> None:
     """A bf16 waypoint 40 m ahead has a 0.25 m resolution: the head's corrections and the loss would round away."""
-    model = small_model("world_model.prior=ctra")
+    model = small_model("world_model.prior=ctra", "world_model.ego_branch=false")
     x = small_inputs(model)
     x["ego"][:, 0] = 12.0  # far enough that bf16 would round the prior to 0.25 m
     torch.nn.init.zeros_(model.waypoint_head[-1].weight)

@@ -62,6 +62,7 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
     from pwm_model.checkpoint import load_metrics, save_checkpoint
     from pwm_model.data.tokens import load_labels, token_cache
     from pwm_model.train.distributed import broadcast_flag, full_model_state, is_sharded, rank0_first, wrap_model
+    from pwm_model.train.ego_branch import fit_ego_branch
     from pwm_model.train.provenance import append_command, copy_tokenizer
     from pwm_model.train.tb_logging import TBLogger
     from pwm_model.train.wm_data import WorldModelData
@@ -95,6 +96,11 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
         init_from(model, spec.out)
     elif spec.init:
         init_from(model, spec.init)
+    fit = None
+    if (stage == "finetune" and not spec.resume and model.ego_branch is not None and cfg.train.ego_branch_fit_steps
+            and not bool(model.ego_branch[-1].weight.any())):  # a fresh branch: fit it to the ego labels first
+        fit = fit_ego_branch(model, data, cfg.train.ego_branch_fit_steps, seed=cfg.train.seed,
+                             log=functools.partial(print, flush=True) if env.is_main else (lambda text: None))
     model.to(env.device)
     n_params = count_parameters(model)
     # after loading the weights, before the optimizer; pretraining (or planning without forecasting) leaves a head
@@ -133,6 +139,8 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
             metrics = {**{k: v for k, v in prior.items() if k.startswith("train_")},
                        f"train_{stage}": {"steps": t.step, "clips": len(data), "init": spec.init,
                                           "processes": env.world_size,
+                                          **({"ego_branch_fit": {k: round(v, 6) for k, v in fit.items()}}
+                                             if fit else {}),
                                           "final": {k: round(float(v), 6) for k, v in last.items()}}}
             save_checkpoint(spec.out, cfg, {"world_model": weights}, metrics, dtype=dtype)
 

@@ -59,7 +59,7 @@ TRAIN_STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.jsonl"
 
 
-HEAD_MODULES = ("ego_mlp", "plan_ego", "waypoint_head")  # what fine-tuning adds to the pretrained trunk
+HEAD_MODULES = ("ego_mlp", "plan_ego", "waypoint_head", "ego_branch")  # what fine-tuning adds to the pretrained trunk
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float = 1.0, trunk_lr_scale: float = 1.0

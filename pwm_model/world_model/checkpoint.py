@@ -28,11 +28,15 @@ def init_from(model: PolicyWorldModel, directory: str | os.PathLike[str]) -> Non
     """Load ``world_model.safetensors`` of ``directory`` into ``model`` (names and shapes must match).
 
     A checkpoint from before the yaw rate and ``plan_ego`` (5-entry ego vector, no ``plan_ego`` tensors) loads with
-    zeros there: it then plans exactly as it did (``upgrade_state``).
+    zeros there: it then plans exactly as it did (``upgrade_state``). A model with ``world_model.ego_branch`` loaded
+    from a checkpoint without one keeps its fresh branch (zero output).
     """
     state = upgrade_state(dict(load_state_dict(directory, "world_model")))
-    check_state_dict(state, model, f"checkpoint file {module_file(directory, 'world_model')}")
     own = model.state_dict()
+    if model.ego_branch is not None and not any(k.startswith("ego_branch.") for k in state):
+        # a checkpoint without world_model.ego_branch (e.g. a pretrained trunk): the fresh branch, zero last layer
+        state.update({k: v for k, v in own.items() if k.startswith("ego_branch.")})
+    check_state_dict(state, model, f"checkpoint file {module_file(directory, 'world_model')}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 

@@ -11,7 +11,8 @@ Training (teacher forcing): the dyn slots of frames t .. t+F-1 predict the same 
 (history frames are read but not supervised: the ctx frame t precedes them, so predicting frame t-k+1 from t-k
 could copy from frame t). ACT and the K queries read everything before them (with ``plan_reads_forecast`` false only
 the history: the plan-only ablation that keeps the video loss); the waypoint head regresses (x, y, yaw) in the ego
-frame at t, as the correction to a kinematic prior (``world_model.prior``: none, cv or ctra; world_model/prior.py).
+frame at t, as the correction to a kinematic prior (``world_model.prior``: none, cv or ctra; world_model/prior.py);
+with ``world_model.ego_branch`` an MLP of the ego vector alone adds its own correction beside the head's.
 
 Inference (``rollout``): one prefill pass over ``[EGO][ctx t][dyn t-H+1 .. t]``, one KV-cached pass per forecast
 frame (all Ld slots at once), the last forecast frame is not fed back, then one pass over ``[ACT][Q_1 .. Q_K]``
@@ -120,6 +121,15 @@ class PolicyWorldModel(nn.Module):
             module.reset_parameters()
         nn.init.zeros_(self.waypoint_head[-1].weight)
         nn.init.zeros_(self.waypoint_head[-1].bias)
+        # world_model.ego_branch: an MLP of the ego vector alone, its correction added beside the head's; zero last
+        # layer, so a fresh branch changes nothing until fitted (train/ego_branch.py) or trained
+        self.ego_branch: nn.Sequential | None = None
+        if wm.ego_branch:
+            e = wm.ego_branch_hidden
+            self.ego_branch = nn.Sequential(nn.Linear(EGO_DIM, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU(),
+                                            nn.Linear(e, self.num_waypoints * 3))
+            nn.init.zeros_(self.ego_branch[-1].weight)
+            nn.init.zeros_(self.ego_branch[-1].bias)
 
     # ------------------------------------------------------------------------------------------------
     # embeddings and passes
@@ -166,17 +176,26 @@ class PolicyWorldModel(nn.Module):
         that kinematic extrapolation of it (the head predicts the correction).
         """
         prior = self.cfg.world_model.prior
+        valid = None
         if ego is not None:
             valid = torch.ones(ego.shape[0], 1, device=ego.device) if ego_valid is None else \
                 ego_valid.float()[:, None]  # (B, 1)
-            ego = ego.float() * valid  # no ego labels: a zero state, no prior
+            ego = ego.float() * valid  # no ego labels: a zero state, no prior, no ego branch
             h_queries = h_queries + (self.plan_ego(ego / self.ego_scale) * valid)[:, None, :]
         # float32 from here on, also under bf16 autocast: a bf16 waypoint 40 m ahead has a 0.25 m resolution, which
         # would round the head's corrections (and the loss's gradient) away
         wp = self.waypoint_head(h_queries).float() * self.waypoint_scale  # (B, K, 3) * (K, 3)
+        if self.ego_branch is not None and ego is not None and valid is not None:
+            wp = wp + self.ego_branch_correction(ego) * valid[:, :, None]
         if prior != "none" and ego is not None:
             wp = wp + kinematic_prior(prior, ego, self.waypoint_t_s)
         return wp
+
+    def ego_branch_correction(self, ego: torch.Tensor) -> torch.Tensor:
+        """The ego branch's correction to the prior, (B, EGO_DIM) -> (B, K, 3) in metres and radians (fp32)."""
+        assert self.ego_branch is not None
+        out = self.ego_branch(ego.float() / self.ego_scale).float()
+        return out.view(-1, self.num_waypoints, 3) * self.waypoint_scale
 
     # ------------------------------------------------------------------------------------------------
     # training

@@ -34,12 +34,15 @@ def ego_box(x_m: float, y_m: float, yaw_rad: float) -> np.ndarray:
 
 @dataclass
 class LaneChangeRequest:
-    """A commanded lane change: issued (the route command goes out) before the manoeuvre may start."""
+    """A lane change the route asks for. The route command goes out (``announced``) once the target lane is free,
+    ``lead_s`` before the manoeuvre may start; until then the ego keeps its lane with the command straight."""
 
     direction: int  # COMMAND_LEFT or COMMAND_RIGHT
     issued_s: float
-    start_after_s: float  # the manoeuvre starts no earlier than this (the command leads it by 1-2 s)
+    lead_s: float  # how long the command leads the manoeuvre (1-2 s in the scenarios)
     target_lane: int
+    announced: bool = False
+    start_after_s: float = float("inf")  # the manoeuvre starts no earlier than this (announcement + lead)
 
 
 class EgoDriver:
@@ -84,14 +87,23 @@ class EgoDriver:
         return ego_box(self.x_m, self.y_m, self.yaw_rad)
 
     # --- commands ------------------------------------------------------------------------------------
-    def request_lane_change(self, direction: int, t_s: float, lead_s: float) -> bool:
-        """Issue route command ``direction`` now; the manoeuvre starts after ``lead_s`` (when the lane is free)."""
+    def request_lane_change(self, direction: int, t_s: float, lead_s: float,
+                            agents: list[Agent] | None = None) -> bool:
+        """Ask for a lane change towards ``direction``. The route command goes out now if the target lane is free
+        (of ``agents``), else as soon as it is; the manoeuvre starts ``lead_s`` after the command. So a left or
+        right command always announces a manoeuvre that begins within about ``lead_s``."""
         target = self.lane - 1 if direction == COMMAND_LEFT else self.lane + 1
         if self.request is not None or self.lateral is not None or not 0 <= target < self.road.n_forward:
             return False
-        self.request = LaneChangeRequest(direction, t_s, t_s + lead_s, target)
-        self.command = direction
+        self.request = LaneChangeRequest(direction, t_s, lead_s, target)
+        self._announce_if_free(t_s, agents or [])
         return True
+
+    def _announce_if_free(self, t_s: float, agents: list[Agent]) -> None:
+        req = self.request
+        if req is not None and not req.announced and self.lane_free(req.target_lane, agents):
+            req.announced, req.start_after_s = True, t_s + req.lead_s
+            self.command = req.direction
 
     def lane_free(self, lane: int, agents: list[Agent]) -> bool:
         """No vehicle in ``lane`` close enough ahead or behind to make a lane change unsafe."""
@@ -166,7 +178,9 @@ class EgoDriver:
 
     def step(self, dt_s: float, t_s: float, agents: list[Agent]) -> None:
         road = self.road
-        # 1. lane-change state machine
+        # 1. lane-change state machine: announce once the target lane is free, start after the lead (if still free)
+        if self.request is not None and self.lateral is None:
+            self._announce_if_free(t_s, agents)
         if self.request is not None and self.lateral is None and t_s >= self.request.start_after_s:
             if self.lane_free(self.request.target_lane, agents):
                 duration = float(np.clip(2.6 + 0.06 * self.speed_mps, 3.0, 4.5))

@@ -3,7 +3,8 @@
 A drive strings events one after another; the active event names the scenario family of every frame
 (between events the label is ``curve`` when a tight curve is near, else ``cruise``). Every event shows its cue
 before it matters to the ego's plan: brake lamps before a lead brakes, the indicator and a drift before a cut-in,
-a parked obstacle in view when the lane-change command is issued, curvature visible well ahead on the road.
+a parked obstacle in view before the lane-change command goes out (once the target lane is free), curvature
+visible well ahead on the road.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def _free_directions(w: World) -> list[int]:
 
 
 class LaneChangeEvent(Event):
-    """A route lane change: the command leads the manoeuvre by 1-2 s and holds until it is complete."""
+    """A route lane change: the command goes out when the target lane is free, leads the manoeuvre by 1-2 s and
+    holds until it is complete."""
 
     label = "lane_change"
 
@@ -84,7 +86,7 @@ class LaneChangeEvent(Event):
         direction = int(choice[self.rng.integers(len(choice))])
         self.done_changes = w.ego.lane_changes_done
         self.finished_s: float | None = None
-        return w.ego.request_lane_change(direction, w.t_s, float(self.rng.uniform(1.0, 2.0)))
+        return w.ego.request_lane_change(direction, w.t_s, float(self.rng.uniform(1.0, 2.0)), w.agents)
 
     def update(self, w: World) -> bool:
         if self.finished_s is None and w.ego.lane_changes_done > self.done_changes:
@@ -131,7 +133,7 @@ class ParkedObstacleEvent(Event):
             free = [d for d in dirs if ego.lane_free(ego.lane + (-1 if d == COMMAND_LEFT else 1), w.agents)]
             choice = free or dirs
             direction = int(choice[self.rng.integers(len(choice))])
-            self.commanded = ego.request_lane_change(direction, w.t_s, float(self.rng.uniform(1.0, 2.0)))
+            self.commanded = ego.request_lane_change(direction, w.t_s, float(self.rng.uniform(1.0, 2.0)), w.agents)
         passed = gap < -15.0 and ego.lane_changes_done > self.done_changes and not ego.changing_lane
         return passed or w.t_s - self.t0_s > 60.0
 
