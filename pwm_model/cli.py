@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "check-onnx": "check_onnx",
     "check-parity": "check_parity",
     "convert": "convert",
+    "sim": "sim",
     "demo": "demo",
 }
 

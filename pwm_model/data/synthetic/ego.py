@@ -201,9 +201,7 @@ class EgoDriver:
         dx, dy = target_xy[0] - self.x_m, target_xy[1] - self.y_m
         c, s = math.cos(self.yaw_rad), math.sin(self.yaw_rad)
         x_l, y_l = c * dx + s * dy, -s * dx + c * dy
-        kappa_cmd = 2.0 * y_l / max(x_l * x_l + y_l * y_l, 1.0)
-        kappa_cmd = float(np.clip(kappa_cmd, -math.tan(0.5) / WHEELBASE_M, math.tan(0.5) / WHEELBASE_M))
-        self.kappa_1pm += (kappa_cmd - self.kappa_1pm) * min(dt_s / 0.12, 1.0)
+        self.steer_towards(dt_s, 2.0 * y_l / max(x_l * x_l + y_l * y_l, 1.0))
 
         # 3. longitudinal: IDM towards min(speed limit, curve speed), following the leader
         gap, v_lead, a_lead, self.leader_id = self._leader(agents, t_s)
@@ -214,6 +212,16 @@ class EgoDriver:
         s0 = 6.0 if self.request is not None and self.lateral is None else 3.0
         a_cmd = idm_accel(v, v0, gap, v - v_lead, a_max=1.6, b_comf=2.5, headway_s=1.4, s0_m=s0,
                           lead_accel_mps2=a_lead)
+        self.apply_controls(dt_s, a_cmd)
+
+    def steer_towards(self, dt_s: float, kappa_cmd_1pm: float) -> None:
+        """Steering: the curvature follows ``kappa_cmd_1pm`` (clipped to the steering lock) with a 0.12 s lag."""
+        kappa_cmd = float(np.clip(kappa_cmd_1pm, -math.tan(0.5) / WHEELBASE_M, math.tan(0.5) / WHEELBASE_M))
+        self.kappa_1pm += (kappa_cmd - self.kappa_1pm) * min(dt_s / 0.12, 1.0)
+
+    def apply_controls(self, dt_s: float, a_cmd: float) -> None:
+        """Acceleration ``a_cmd`` (clipped, jerk-limited) and the current curvature: one kinematic step (midpoint)."""
+        road, v = self.road, self.speed_mps
         a_cmd = float(np.clip(a_cmd, -MAX_DECEL_MPS2, 2.0))
         # jerk limit: gentle when accelerating, quick when braking
         jerk = 4.0 if a_cmd > self.accel_mps2 else 25.0

@@ -57,6 +57,7 @@ class World:
         self.ego.speed_mps = min(0.9 * v_limit, self.ego.curve_speed_mps())
         self.agents: list[Agent] = []
         self.reserved_lane: int | None = None  # a lane an event needs clear of ambient traffic
+        self.agents_see_ego = True  # False: the others drive as if the ego were not there (non-reactive closed loop)
         self._next_id = 1
         self.pinhole = PinholeCamera.from_config(camera)
         self.t_s = 0.0
@@ -126,7 +127,9 @@ class World:
         ego = self.ego
         others = [(b.s_m, b.d_m, b.width_m, b.length_m, b.speed_mps, b.accel_mps2, b.direction)
                   for b in self.agents if b is not a]
-        others.append((ego.center_s_m, ego.center_d_m, EGO_WIDTH_M, EGO_LENGTH_M, ego.speed_mps, ego.accel_mps2, 1))
+        if self.agents_see_ego:
+            others.append((ego.center_s_m, ego.center_d_m, EGO_WIDTH_M, EGO_LENGTH_M, ego.speed_mps, ego.accel_mps2,
+                           1))
         d_a = a.lateral.d1_m if a.lateral is not None else a.d_m
         for s, d, w, length, v, acc, direction in others:
             if direction != a.direction:

@@ -1,0 +1,178 @@
+"""A suite of closed-loop drives: every planner drives the same held-out scenarios, scored against the expert.
+
+Intervals are a bootstrap over scenarios (each drive is one cluster: its windows are not independent); differences
+between planners are paired by scenario. ``save_suite`` writes ``metrics.json``, ``drives.csv`` and a PNG of the
+frame at each of the worst infractions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pwm_model.config import PwmConfig
+from pwm_model.eval.intervals import cluster_bootstrap
+from pwm_model.sim.loop import DriveLog, run_drive
+from pwm_model.sim.planners import Planner
+from pwm_model.sim.score import DriveScore, score_drive
+
+WORST_FRAMES = 12  # infractions whose frame is saved
+SEVERITY = ("collision", "static_collision", "drivable_area", "driving_direction", "ttc", "lane_keeping", "comfort")
+
+
+@dataclass
+class SuiteResult:
+    seeds: list[int]
+    seconds: float
+    reactive: bool
+    scores: dict[str, list[DriveScore]] = field(default_factory=dict)  # planner -> one per seed
+    frames: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)  # (planner, seed, frame) -> rgb
+    end_reasons: dict[tuple[str, int], str] = field(default_factory=dict)
+    wall_s: dict[str, float] = field(default_factory=dict)
+    simulated_s: dict[str, float] = field(default_factory=dict)
+
+    def summary(self, planner: str) -> dict[str, float]:
+        rows = self.scores[planner]
+        seeds = np.array([r.seed for r in rows])
+        out: dict[str, float] = {"planner": planner, "scenarios": len(rows)}  # type: ignore[dict-item]
+        for key in ("epdms", "driving_score", "route_completion"):
+            mean, lo, hi = cluster_bootstrap(np.array([getattr(r, key) for r in rows]), seeds)
+            out.update({key: round(mean, 4), f"{key}_ci95_lo": round(lo, 4), f"{key}_ci95_hi": round(hi, 4)})
+        out["collisions_at_fault"] = int(sum(r.collisions_at_fault for r in rows))
+        subs = [r.summary() for r in rows]
+        for key in ("nc", "dac", "ddc", "ttc", "ep", "lk", "hc", "ec"):
+            out[key] = round(float(np.mean([s[key] for s in subs])), 4)
+        out["ended_early"] = sum(1 for (p, _), why in self.end_reasons.items() if p == planner and why)
+        if self.wall_s.get(planner):
+            out["sim_rt_factor"] = round(self.simulated_s[planner] / self.wall_s[planner], 3)
+        return out
+
+    def paired(self, a: str, b: str, key: str = "epdms") -> tuple[float, float, float]:
+        """Mean of a - b over the same scenarios with its scenario-bootstrap interval."""
+        va = np.array([getattr(r, key) for r in self.scores[a]])
+        vb = np.array([getattr(r, key) for r in self.scores[b]])
+        return cluster_bootstrap(va - vb, np.array(self.seeds))
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_suite(planners: dict[str, Callable[[], Planner] | None], seeds: Sequence[int], cfg: PwmConfig, *,
+              seconds: float = 20.0, reactive: bool = True, progress: bool = True) -> SuiteResult:
+    """Drive every seed with the expert and with each planner (a factory; None: the expert) and score them."""
+    res = SuiteResult(seeds=list(seeds), seconds=seconds, reactive=reactive)
+    made = {name: (factory() if factory is not None else None) for name, factory in planners.items()}
+    started = time.monotonic()
+    total = len(seeds) * (1 + sum(p is not None for p in made.values()))
+    done = 0
+    experts: dict[int, DriveLog] = {}
+    for seed in seeds:
+        t0 = time.monotonic()
+        experts[seed] = run_drive(seed, None, cfg, seconds=seconds, reactive=reactive)
+        res.wall_s["expert"] = res.wall_s.get("expert", 0.0) + time.monotonic() - t0
+        res.simulated_s["expert"] = res.simulated_s.get("expert", 0.0) + len(experts[seed].ticks) * \
+            experts[seed].frame_dt_s
+        done += 1
+        for name, planner in made.items():
+            if planner is None:
+                log = experts[seed]
+            else:
+                t0 = time.monotonic()
+                log = run_drive(seed, planner, cfg, seconds=seconds, reactive=reactive)
+                res.wall_s[name] = res.wall_s.get(name, 0.0) + time.monotonic() - t0
+                res.simulated_s[name] = res.simulated_s.get(name, 0.0) + len(log.ticks) * log.frame_dt_s
+                done += 1
+            score = score_drive(log, None if planner is None else experts[seed])
+            res.scores.setdefault(name, []).append(score)
+            res.end_reasons[(name, seed)] = log.end_reason
+            for inf in score.infractions:
+                if inf.frame in log.frames_rgb:
+                    res.frames[(name, seed, inf.frame)] = log.frames_rgb[inf.frame]
+            if progress:
+                elapsed = time.monotonic() - started
+                eta = elapsed / done * (total - done)
+                _progress(f"sim: seed {seed} {name}: EPDMS {score.epdms:.3f}, driving score {score.driving_score:.3f}"
+                          f"{', ' + log.end_reason if log.end_reason else ''} ({done}/{total} drives, "
+                          f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s)")
+        experts[seed].frames_rgb.clear()
+    for p in made.values():
+        if p is not None and hasattr(p, "close"):
+            p.close()
+    return res
+
+
+def format_suite(res: SuiteResult) -> str:
+    mode = "reactive" if res.reactive else "non-reactive"
+    lines = [f"Closed loop: {len(res.seeds)} held-out scenarios (seeds {res.seeds[0]}..{res.seeds[-1]}), "
+             f"{res.seconds:g} s each, {mode} traffic; 95 % intervals by scenario bootstrap",
+             f"  {'planner':<22} {'EPDMS':>19} {'driving score':>19} {'route compl.':>8} {'at-fault':>8} "
+             f"{'NC':>5} {'DAC':>5} {'DDC':>5} {'TTC':>5} {'EP':>5} {'LK':>5} {'HC':>5} {'EC':>5}"]
+    for name in res.scores:
+        s = res.summary(name)
+        lines.append(
+            f"  {name:<22} {s['epdms']:.3f} ({s['epdms_ci95_lo']:.3f}..{s['epdms_ci95_hi']:.3f}) "
+            f"{s['driving_score']:.3f} ({s['driving_score_ci95_lo']:.3f}..{s['driving_score_ci95_hi']:.3f}) "
+            f"{s['route_completion']:>12.3f} {s['collisions_at_fault']:>8d} "
+            + " ".join(f"{s[k]:>5.2f}" for k in ("nc", "dac", "ddc", "ttc", "ep", "lk", "hc", "ec")))
+    names = [n for n in res.scores if n != "expert"]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            m, lo, hi = res.paired(a, b)
+            lines.append(f"  EPDMS {a} - {b}: {m:+.3f} ({lo:+.3f}..{hi:+.3f}), paired by scenario")
+    worst = worst_infractions(res, 8)
+    if worst:
+        lines.append("Worst infractions:")
+        for name, seed, inf in worst:
+            lines.append(f"  {name:<22} seed {seed:<4} {inf.t_s:5.1f} s  {inf.kind:<18} {inf.detail}")
+    return "\n".join(lines)
+
+
+def worst_infractions(res: SuiteResult, n: int) -> list[tuple[str, int, object]]:
+    rows = [(name, s.seed, inf) for name, scores in res.scores.items() for s in scores for inf in s.infractions]
+    rows.sort(key=lambda r: (SEVERITY.index(r[2].kind) if r[2].kind in SEVERITY else 99, r[2].t_s))
+    return rows[:n]
+
+
+def save_suite(res: SuiteResult, out_dir: str | Path, extra: dict | None = None) -> Path:
+    """metrics.json, drives.csv and frames/ of the worst infractions into ``out_dir`` (written whole, then moved)."""
+    import cv2
+
+    from pwm_model.io_utils import atomic_path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {"seeds": res.seeds, "seconds": res.seconds, "reactive": res.reactive,
+               "planners": {name: res.summary(name) for name in res.scores},
+               "drives": {name: [s.summary() for s in scores] for name, scores in res.scores.items()},
+               "infractions": [{"planner": name, "seed": seed, "t_s": round(inf.t_s, 2), "kind": inf.kind,
+                                "detail": inf.detail} for name, seed, inf in worst_infractions(res, 10_000)],
+               **(extra or {})}
+    with atomic_path(out / "metrics.json") as tmp:
+        Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n")
+    with atomic_path(out / "drives.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        keys = ["seed", "epdms", "driving_score", "route_completion", "collisions_at_fault", "windows",
+                "windows_lost", "nc", "dac", "ddc", "ttc", "ep", "lk", "hc", "ec"]
+        writer.writerow(["planner", *keys, "end_reason"])
+        for name, scores in res.scores.items():
+            for s in scores:
+                row = s.summary()
+                writer.writerow([name, *[row[k] if not isinstance(row[k], float) else round(row[k], 4)
+                                         for k in keys], res.end_reasons.get((name, s.seed), "")])
+    frames_dir = out / "frames"
+    frames_dir.mkdir(exist_ok=True)
+    for name, seed, inf in worst_infractions(res, WORST_FRAMES):
+        image = res.frames.get((name, seed, inf.frame))
+        if image is not None:
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+            cv2.imwrite(str(frames_dir / f"{safe}_seed{seed}_{inf.t_s:05.1f}s_{inf.kind}.png"),
+                        cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return out
