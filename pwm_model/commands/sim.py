@@ -11,7 +11,8 @@ controller on a kinematic bicycle) and replanned at the model's rate, the other 
 (--non-reactive: they drive as if the ego were not there). Each drive is scored in 4 s windows with NAVSIM v2's
 sub-scores against the world's own driver (the expert) on the same seed: EPDMS, and Bench2Drive's route completion
 and driving score. Prints a table, then one JSON line for the first planner named (--model first, then --planner);
---out writes metrics.json, drives.csv and frames/ with the worst infractions.
+--out writes metrics.json, drives.csv, report.html (suite table, EPDMS per scenario, the worst infractions with
+their frames, bird's-eye views), drive.mp4 (the first planner's first drive with its plan drawn in) and frames/.
 
   pwm sim --planner expert --planner ctra --scenarios 10
   pwm sim --model models/pwm-tiny-export --planner ctra --scenarios 50 --seconds 20 --out out/sim
@@ -104,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
             "scenarios": s["scenarios"], "reactive": args.reactive,
             **{f"{n}_epdms": res.summary(n)["epdms"] for n in res.scores if n != first}}
     if args.out:
-        save_suite(res, args.out)
+        from pwm_model.geometry import PinholeCamera
+
+        save_suite(res, args.out, camera=PinholeCamera.from_config(cfg.camera))
         print(f"wrote {args.out}/metrics.json", flush=True)
     print(json.dumps(line))
     return 0

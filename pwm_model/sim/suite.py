@@ -2,7 +2,7 @@
 
 Intervals are a bootstrap over scenarios (each drive is one cluster: its windows are not independent); differences
 between planners are paired by scenario. ``save_suite`` writes ``metrics.json``, ``drives.csv`` and a PNG of the
-frame at each of the worst infractions.
+frame at each of the worst infractions, ``report.html`` (sim/report.py) and a video of one drive.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from pwm_model.config import PwmConfig
 from pwm_model.eval.intervals import cluster_bootstrap
+from pwm_model.geometry import PinholeCamera
 from pwm_model.sim.loop import DriveLog, run_drive
 from pwm_model.sim.planners import Planner
 from pwm_model.sim.score import DriveScore, score_drive
@@ -37,6 +38,9 @@ class SuiteResult:
     end_reasons: dict[tuple[str, int], str] = field(default_factory=dict)
     wall_s: dict[str, float] = field(default_factory=dict)
     simulated_s: dict[str, float] = field(default_factory=dict)
+    # (planner, seed) -> (ego rear-axle xy (N, 2), {track id: xy (M, 2)}) for the bird's-eye views
+    paths: dict[tuple[str, int], tuple[np.ndarray, dict[int, np.ndarray]]] = field(default_factory=dict)
+    video_log: DriveLog | None = None  # the drive kept whole for the video (the first planner's first scenario)
 
     def summary(self, planner: str) -> dict[str, float]:
         rows = self.scores[planner]
@@ -91,6 +95,9 @@ def run_suite(planners: dict[str, Callable[[], Planner] | None], seeds: Sequence
                 res.simulated_s[name] = res.simulated_s.get(name, 0.0) + len(log.ticks) * log.frame_dt_s
                 done += 1
             score = score_drive(log, None if planner is None else experts[seed])
+            res.paths[(name, seed)] = _paths(log)
+            if res.video_log is None and name == next(iter(made)):
+                res.video_log = log
             res.scores.setdefault(name, []).append(score)
             res.end_reasons[(name, seed)] = log.end_reason
             for inf in score.infractions:
@@ -102,11 +109,22 @@ def run_suite(planners: dict[str, Callable[[], Planner] | None], seeds: Sequence
                 _progress(f"sim: seed {seed} {name}: EPDMS {score.epdms:.3f}, driving score {score.driving_score:.3f}"
                           f"{', ' + log.end_reason if log.end_reason else ''} ({done}/{total} drives, "
                           f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s)")
-        experts[seed].frames_rgb.clear()
+        for log in (experts[seed],):
+            if log is not res.video_log:
+                log.frames_rgb.clear()
     for p in made.values():
         if p is not None and hasattr(p, "close"):
             p.close()
     return res
+
+
+def _paths(log: DriveLog) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    ego = np.array([t.ego_xyyaw[:2] for t in log.ticks])
+    agents: dict[int, list[np.ndarray]] = {}
+    for t in log.ticks[::5]:
+        for tid, box in zip(t.agent_ids, t.agent_boxes):
+            agents.setdefault(int(tid), []).append(box[:2])
+    return ego, {k: np.array(v) for k, v in agents.items() if len(v) > 1}
 
 
 def format_suite(res: SuiteResult) -> str:
@@ -141,8 +159,10 @@ def worst_infractions(res: SuiteResult, n: int) -> list[tuple[str, int, object]]
     return rows[:n]
 
 
-def save_suite(res: SuiteResult, out_dir: str | Path, extra: dict | None = None) -> Path:
-    """metrics.json, drives.csv and frames/ of the worst infractions into ``out_dir`` (written whole, then moved)."""
+def save_suite(res: SuiteResult, out_dir: str | Path, extra: dict | None = None, camera: PinholeCamera | None = None
+               ) -> Path:
+    """metrics.json, drives.csv, report.html, drive.mp4 (with ``camera``: one drive with its plan drawn in) and
+    frames/ of the worst infractions into ``out_dir`` (each file written whole, then moved into place)."""
     import cv2
 
     from pwm_model.io_utils import atomic_path
@@ -167,6 +187,16 @@ def save_suite(res: SuiteResult, out_dir: str | Path, extra: dict | None = None)
                 row = s.summary()
                 writer.writerow([name, *[row[k] if not isinstance(row[k], float) else round(row[k], 4)
                                          for k in keys], res.end_reasons.get((name, s.seed), "")])
+    video = None
+    if res.video_log is not None and res.video_log.frames_rgb and camera is not None:
+        from pwm_model.sim.report import write_drive_video
+
+        info = write_drive_video(res.video_log, camera, out / "drive.mp4")
+        if info is not None:
+            video = (info.web_path or info.path).name
+    from pwm_model.sim.report import write_sim_report
+
+    write_sim_report(out / "report.html", res, video=video)
     frames_dir = out / "frames"
     frames_dir.mkdir(exist_ok=True)
     for name, seed, inf in worst_infractions(res, WORST_FRAMES):
