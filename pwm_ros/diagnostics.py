@@ -17,7 +17,7 @@ OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 COUNTERS = ("frames_received", "frames_planned", "dropped_frames", "stale_frames", "future_frames", "duplicate_frames",
             "bad_frames", "engine_errors", "nan_plans", "time_jumps", "bad_commands", "bad_odometry",
-            "qos_incompatible", "camera_type_mismatch", "previews_published")
+            "qos_incompatible", "camera_type_mismatch", "previews_published", "cropped_frames")
 
 
 def percentile(values: list[float] | deque[float], q: float) -> float:

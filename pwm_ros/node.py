@@ -356,6 +356,10 @@ class PwmNode(LifecycleNode):
             self._stats.fault("bad_frames", f"bad frame: {exc}", time.monotonic())
             self._warn_once(fault_kind(exc), f"bad camera frame skipped: {exc}")
             return
+        note = runner.fit_note(rgb.shape[:2])  # the contract's aspect rule: a centre crop, never a squash
+        if note is not None:
+            self._stats.count("cropped_frames")
+            self._warn_once("camera aspect", note)
         ego, odom_age_ms = self._ego(stamp_ns)
         t_run = time.monotonic()
         try:

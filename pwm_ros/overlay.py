@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pwm_model.data.contract import camera_on_image
 from pwm_model.geometry import PinholeCamera
 
 PATH_RGB = (40, 230, 80)
@@ -35,10 +36,11 @@ def project_path(camera: PinholeCamera, waypoints_xyyaw: np.ndarray, near_m: flo
 
 
 def draw_path(rgb: np.ndarray, camera: PinholeCamera, waypoints_xyyaw: np.ndarray) -> np.ndarray:
-    """A copy of ``rgb`` (H, W, 3) with the path and its waypoints drawn; ``camera`` is rescaled to the image."""
+    """A copy of ``rgb`` (H, W, 3) with the path and its waypoints drawn; ``camera`` is fitted to the image
+    (``contract.camera_on_image``: the aspect rule where the sizes differ)."""
     img = np.ascontiguousarray(rgb).copy()
     h, w = img.shape[:2]
-    cam = camera if (camera.width_px, camera.height_px) == (w, h) else camera.scaled(w, h)
+    cam = camera_on_image(camera, h, w)  # the contract's aspect rule where the sizes differ
     thickness = max(1, round(w / 160))
     uv, visible = project_path(cam, waypoints_xyyaw)
     for i in range(len(uv) - 1):  # segments with both ends visible

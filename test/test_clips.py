@@ -219,7 +219,6 @@ def test_clip_builder_errors_leave_no_store(tmp_path: Path) -> None:
     out = tmp_path / "store"
     bag = write_drive(tmp_path / "arc", arc_drive(24), CAM, TOPICS)
     cases = [
-        ([bag], small_config("camera.width_px=256", "camera.height_px=128"), "camera.width_px"),
         ([bag], small_config("camera.frame_rate_hz=20"), "camera.frame_rate_hz"),
         ([write_drive(tmp_path / "short", arc_drive(12), CAM, TOPICS)], CFG, "no clip fits"),
         ([tmp_path / "nope"], CFG, "does not exist"),
@@ -360,3 +359,30 @@ def test_pwm_index_camera_topic_names_the_camera_as_the_node_does(tmp_path: Path
         assert len(ClipStore(out)) == 6
     assert cli.main(["index", str(raw), "--out", str(tmp_path / "s1"), "--camera-topic", "cam_left"]) == 2
     assert "--camera-topic 'cam_left' must be an absolute topic name" in capsys.readouterr().err
+
+
+def test_pwm_index_takes_a_16_9_camera_and_says_it_crops(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A 160x90 camera (16:9) for a 2:1 model: indexed (not refused), each frame centre-cropped to 160x80 (rows 5-84)
+    and then resized, never squashed; the summary says so in one line and index.json records the camera. The
+    config's camera size need not match the bag's."""
+    wide = small_config("camera.width_px=160", "camera.height_px=90")
+    samples = arc_drive(30, 90, 160)
+    for x in samples:  # bands the crop removes: white on top, black at the bottom
+        x.image_rgb[:5], x.image_rgb[85:] = 255, 0
+    bag = write_drive(tmp_path / "wide", samples, wide.camera, TOPICS)
+    out = tmp_path / "store"
+    assert cli.main(["index", str(bag), "--out", str(out), "--quiet", *SET_SMALL]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("wrote 6 clips")
+    assert lines[1:] == ["note: 1 drive(s): camera images are 160x90 px (1.78:1) but the model takes 2:1 (64x32 px): "
+                         "each is centre-cropped to 160x80 px (rows 5-84), then resized (never squashed)"]
+    store = ClipStore(out)
+    cam = store.meta.drive_cameras()[0]
+    assert (cam["width_px"], cam["height_px"], cam["topic"], cam["camera_info"]) == (160, 90, TOPICS.image, True)
+    assert cam["model_window_px"] == {"top": 5, "left": 0, "rows": 80, "cols": 160}
+    for m in (0, 5):
+        clip = store[m]
+        for j, t in enumerate(clip.frame_t_ns):
+            i = round((int(t) - T0_NS) / 1e8)
+            want = cv2.resize(frame_image(i, 80, 160), CTX_HW[::-1], interpolation=cv2.INTER_AREA)
+            np.testing.assert_array_equal(clip.frames_rgb[j], want)  # the bands are gone: cropped, not squashed

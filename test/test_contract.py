@@ -1,5 +1,6 @@
 """One camera frame, every path into the model: the clip store, the torch datasets, the bag evaluator and the
-runtime all give the model the same input (``pwm_model.data.contract``), whatever the camera's size or shape."""
+runtime all give the model the same input (``pwm_model.data.contract``), whatever the camera's size or shape; a
+camera of another aspect ratio is centre-cropped to the model's, never squashed (the aspect rule)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from pwm_model.config import apply_overrides, preset
-from pwm_model.data.contract import EGO_DIM, EgoInput, ego_vectors, resize_rgb
+from pwm_model.data.contract import EGO_DIM, EgoInput, camera_on_image, ego_vectors, fit_note, fit_rgb, resize_rgb
 from test.export_helpers import SMALL_OVERRIDES, model_dir
 
 torch.set_num_threads(2)
@@ -23,6 +24,7 @@ CAMERAS = {
     "wider but shorter": (200, 40),
     "narrower but taller": (100, 80),
     "square": (160, 160),
+    "16:9": (192, 108),
 }
 
 
@@ -50,7 +52,7 @@ def test_every_path_gives_the_model_the_same_input(tmp_path, camera):
     cols, rows = CAMERAS[camera]
     cfg, bag, frames = _drive(tmp_path, cols, rows)
     tk = cfg.tokenizer
-    want_ctx = {t: resize_rgb(f, tk.ctx_height_px, tk.ctx_width_px) for t, f in frames.items()}
+    want_ctx = {t: fit_rgb(f, tk.ctx_height_px, tk.ctx_width_px) for t, f in frames.items()}
     assert all(f.shape == (rows, cols, 3) for f in frames.values())
 
     # the clip store: camera frames at the ctx resolution
@@ -103,7 +105,7 @@ def test_the_exported_resize_matches_the_contract_within_a_grey_level(camera):
     tk = cfg.tokenizer
     rng = np.random.default_rng(cols * rows)
     frame = rng.integers(0, 256, (rows, cols, 3), dtype=np.uint8)
-    ctx = resize_rgb(frame, tk.ctx_height_px, tk.ctx_width_px)
+    ctx = fit_rgb(frame, tk.ctx_height_px, tk.ctx_width_px)
     dyn = resize_rgb(ctx, tk.dyn_height_px, tk.dyn_width_px)
     for stages, want in (([(tk.ctx_height_px, tk.ctx_width_px)], ctx),
                          ([(tk.ctx_height_px, tk.ctx_width_px), (tk.dyn_height_px, tk.dyn_width_px)], dyn)):
@@ -111,6 +113,42 @@ def test_the_exported_resize_matches_the_contract_within_a_grey_level(camera):
             x = ImageInput((rows, cols), stages)(torch.from_numpy(frame))  # (1, 3, h, w) in [-1, 1]
         grey = ((x[0].permute(1, 2, 0) + 1.0) * 127.5).round().numpy()
         assert np.abs(grey - want.astype(np.float64)).max() <= 1.0
+
+
+def test_a_16_9_camera_is_centre_cropped_to_the_model_s_aspect_never_squashed():
+    rng = np.random.default_rng(16)
+    frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)  # 16:9 for a 2:1 model input of 64 x 128
+    got = fit_rgb(frame, 64, 128)
+    np.testing.assert_array_equal(got, resize_rgb(frame[40:680], 64, 128))  # rows 40-679: the centre 1280 x 640
+    assert not np.array_equal(got, resize_rgb(frame, 64, 128))  # not the squashed whole
+    marked = frame.copy()
+    marked[:40], marked[680:] = 255, 0  # what the crop drops never reaches the model
+    np.testing.assert_array_equal(fit_rgb(marked, 64, 128), got)
+    assert fit_note((720, 1280), (64, 128)) == (
+        "camera images are 1280x720 px (1.78:1) but the model takes 2:1 (128x64 px): each is centre-cropped to "
+        "1280x640 px (rows 40-679), then resized (never squashed)")
+    # a wider camera (3:1) loses columns at both sides
+    wide = rng.integers(0, 256, (100, 300, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(fit_rgb(wide, 64, 128), resize_rgb(wide[:, 50:250], 64, 128))
+    assert "centre-cropped to 200x100 px (columns 50-249)" in fit_note((100, 300), (64, 128))
+    # within 2 % of the model's aspect ratio: resized whole, nothing said
+    near = rng.integers(0, 256, (64, 130, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(fit_rgb(near, 32, 64), resize_rgb(near, 32, 64))
+    assert fit_note((64, 130), (32, 64)) is None and fit_note((128, 256), (64, 128)) is None
+
+
+def test_the_synthetic_camera_sees_the_centre_crop_of_another_aspect_ratio():
+    from pwm_model.geometry import PinholeCamera
+
+    cam = PinholeCamera.from_config(preset("tiny").camera)  # 256 x 128, 2:1
+    on_wide = camera_on_image(cam, 720, 1280)
+    assert on_wide.fx == on_wide.fy == pytest.approx(cam.fx * 5.0)  # square pixels: 1280 / 256 both ways
+    ground = np.array([[8.0, 1.0, 0.0], [20.0, -2.0, 0.0], [40.0, 0.5, 0.0]])
+    uv_model, _ = cam.project(ground)
+    uv_wide, _ = on_wide.project(ground)
+    np.testing.assert_allclose((uv_wide - [0.0, 40.0] + 0.5) / 5.0 - 0.5, uv_model, atol=1e-9)  # rows 40-679
+    same = camera_on_image(cam, 64, 128)  # the same aspect ratio: resampled
+    assert same.fx == pytest.approx(cam.fx / 2) and same.cy == pytest.approx((cam.cy + 0.5) / 2 - 0.5)
 
 
 def test_the_ego_vector_is_written_once():

@@ -91,6 +91,16 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
     assert "--stage pretrain" in commands and "--stage finetune" in commands  # the history carries over
     metrics = json.loads((fine / "metrics.json").read_text())
     assert metrics["train_finetune"]["steps"] == 2 and metrics["train_pretrain"]["steps"] == 3
+    # the camera of the clip stores trained on, per stage, in the checkpoint and in what the export copies
+    from pwm_model.export.onnx import source_info
+
+    topics = TopicsConfig()
+    for stage in ("train_pretrain", "train_finetune"):
+        cam = metrics[stage]["camera"]
+        assert (cam["width_px"], cam["height_px"], cam["sizes_px"]) == (128, 64, [[128, 64]]), cam
+        assert cam["camera_topic"] == topics.image and cam["camera_info"] is True and cam["stores"] == [train]
+        assert cam["topics"]["odometry"] == topics.odometry and cam["topics"]["camera_info"] == topics.camera_info
+    assert source_info(fine)["metrics"]["train_finetune"]["camera"] == metrics["train_finetune"]["camera"]
     fit = metrics["train_finetune"]["ego_branch_fit"]  # the tiny preset's ego branch, fitted before the 2 steps
     assert fit["l1_after"] < fit["l1_before"]
     capsys.readouterr()

@@ -24,7 +24,13 @@ collision against the bag's future poses and boxes, constant velocity beside it;
 frames that really came (copy-last-frame beside it); surprise over time; latency. Every comparison with a baseline
 is marked "better" or "worse", with 95 % intervals (a bootstrap over 5 s blocks of drive time). Writes
 OUT/metrics.json, OUT/report.html, OUT/plans.csv (one row per plan) and OUT/overlay.mp4 (+ overlay.webm; default
-OUT: out/eval/<bag name>). A bag without odometry gets forecast metrics only. See docs/EVALUATION.md."""
+OUT: out/eval/<bag name>). A bag without odometry gets forecast metrics only. See docs/EVALUATION.md.
+
+Overlays project the plan with the bag's sensor_msgs/CameraInfo (--topics camera_info=TOPIC) where it has one, else
+with --camera-intrinsics, else with the model's synthetic camera (said on stderr); the mounting is the model's
+camera.mount_* / pitch_down_deg unless --camera-mount / --camera-pitch-down-deg give it:
+
+  pwm eval-bag mybag --model MODEL_DIR --camera-intrinsics 1003.5,1003.5,959.5,539.5 --camera-mount 1.9,0,1.45"""
 
 CAMERA_KEYS = ("image", "compressed_image")  # --topics keys of the camera: the deprecated spelling of --camera-topic
 
@@ -70,6 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other topic names in the bag, e.g. odometry=/odometry/filtered (keys: "
                              f"{', '.join(k for k in TOPIC_KEYS if k not in CAMERA_KEYS)}; image= and "
                              "compressed_image= still work but are deprecated: use --camera-topic)")
+    parser.add_argument("--camera-intrinsics", metavar="FX,FY,CX,CY",
+                        help="the camera's focal lengths and principal point in px at the bag's image size, for "
+                             "overlays on bags without camera_info (default: the bag's camera_info, else the "
+                             "model's synthetic camera)")
+    parser.add_argument("--camera-mount", metavar="X,Y,Z",
+                        help="the camera's position in base_link in m (x forward, y left, z up; default: the model's "
+                             "camera.mount_x_m, mount_y_m, mount_z_m)")
+    parser.add_argument("--camera-pitch-down-deg", type=float, metavar="DEG",
+                        help="the camera's downward tilt in degrees (default: the model's camera.pitch_down_deg)")
     parser.add_argument("--planning-rate-hz", type=float, metavar="HZ",
                         help="plans per second of bag time (default: the model's runtime.planning_rate_hz)")
     parser.add_argument("--forecast-every", type=int, default=5, metavar="N",
@@ -85,14 +100,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pwm_model.eval.bag_summary import format_table
     from pwm_model.eval.drives import evaluate_drives, write_outputs
+    from pwm_model.eval.overlay_camera import camera_options
 
+    camera = camera_options(args.camera_intrinsics, args.camera_mount, args.camera_pitch_down_deg)
     out = Path(args.out) if args.out else Path("out/eval") / Path(args.bags[0]).resolve().name
     evals, metrics = evaluate_drives(args.bags, model=args.model, out=out, predictions=args.predictions,
                                      prediction_topic=args.prediction_topic, backend=args.backend,
                                      device=args.device, topics=topic_items(args.camera_topic, args.topics),
                                      planning_rate_hz=args.planning_rate_hz,
                                      forecast_every=args.forecast_every, video=not args.no_video,
-                                     video_codec=args.video_codec, progress=not args.quiet)
+                                     video_codec=args.video_codec, progress=not args.quiet, camera=camera)
     write_outputs(out, evals, metrics, title=args.title)
     print(format_table(metrics))
     for bag in metrics["bags"]:

@@ -14,7 +14,9 @@ waypoints, boxes, speed and command of every clip. The store is written atomical
   pwm index my_drives --out clips/mycar --camera-topic /sensing/camera/front/image_raw \
       --set data.topics.odometry=/localization/kinematic_state
 
-Bags without odometry give a store without labels: tokenizer and pretraining only (docs/DATA.md).
+Camera images of any size are taken; one whose aspect ratio differs from the model's by more than 2 % is
+centre-cropped to it before the resize (never squashed), and the summary says so. Bags without odometry give a store
+without labels: tokenizer and pretraining only (docs/DATA.md).
 """
 
 
@@ -53,4 +55,10 @@ def run(args: argparse.Namespace) -> int:
     meta = build_clip_store(args.bags, args.out, cfg, progress=not args.quiet)
     print(f"wrote {meta.num_clips} clips from {len(meta.drives)} drive(s) in {meta.num_shards} shard(s) "
           f"({_size(meta.size_bytes)}) to {meta.path}")
+    fits: dict[str, int] = {}
+    for cam in meta.drive_cameras():
+        if cam.get("fit"):
+            fits[cam["fit"]] = fits.get(cam["fit"], 0) + 1
+    for fit, n in fits.items():
+        print(f"note: {n} drive(s): {fit}")
     return 0

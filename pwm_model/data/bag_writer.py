@@ -146,14 +146,14 @@ def _check_output_dir(final: Path, what: str, marker: str) -> None:
 
 def write_drive(path: str | os.PathLike[str], samples: Iterable[DriveSample], camera: CameraConfig,
                 topics: TopicsConfig, *, compressed: bool = False, compressed_format: str = "jpeg",
-                storage: str = "mcap", encoding: str = "rgb8") -> Path:
+                storage: str = "mcap", encoding: str = "rgb8", camera_info: bool = True) -> Path:
     """Write a drive as a rosbag2 bag directory with the canonical topics; returns the bag path.
 
     Per camera frame: the image (raw ``encoding`` on ``topics.image``, or ``compressed_format`` on
-    ``topics.compressed_image``), CameraInfo, Odometry and the MarkerArray of boxes; the command on change and at
-    least once a second; the scenario label on change. Stamps (header and receive time) are the sample stamps,
-    which must increase. The bag is written to a temporary sibling and renamed at the end: a failure leaves nothing.
-    An existing bag directory at ``path`` is replaced.
+    ``topics.compressed_image``), CameraInfo (unless ``camera_info`` is False), Odometry and the MarkerArray of
+    boxes; the command on change and at least once a second; the scenario label on change. Stamps (header and
+    receive time) are the sample stamps, which must increase. The bag is written to a temporary sibling and renamed
+    at the end: a failure leaves nothing. An existing bag directory at ``path`` is replaced.
     """
     if storage not in STORAGES:
         raise ConfigError(f"bag storage {storage!r} is not supported: use mcap or sqlite3")
@@ -176,11 +176,12 @@ def write_drive(path: str | os.PathLike[str], samples: Iterable[DriveSample], ca
             image_topic = topics.compressed_image if compressed else topics.image
             conns = {
                 "image": w.add_connection(image_topic, COMPRESSED_IMAGE if compressed else IMAGE, typestore=f.store),
-                "info": w.add_connection(topics.camera_info, CAMERA_INFO, typestore=f.store),
                 "odom": w.add_connection(topics.odometry, ODOMETRY, typestore=f.store),
                 "command": w.add_connection(topics.command, UINT8, typestore=f.store),
                 "objects": w.add_connection(topics.objects, MARKER_ARRAY, typestore=f.store),
             }
+            if camera_info:
+                conns["info"] = w.add_connection(topics.camera_info, CAMERA_INFO, typestore=f.store)
             scenario_conn = None
             last_t, last_cmd, last_cmd_t, last_scenario, count = -1, None, 0, "", 0
             for s in samples:
@@ -194,7 +195,8 @@ def write_drive(path: str | os.PathLike[str], samples: Iterable[DriveSample], ca
                                     f"but the camera is {camera.width_px}x{camera.height_px} px (H, W, 3) uint8")
                 msg = f.compressed_image(t_ns, rgb, compressed_format) if compressed else f.image(t_ns, rgb, encoding)
                 w.write(conns["image"], t_ns, f.serialize(msg, COMPRESSED_IMAGE if compressed else IMAGE))
-                w.write(conns["info"], t_ns, f.serialize(f.camera_info(t_ns, cam), CAMERA_INFO))
+                if camera_info:
+                    w.write(conns["info"], t_ns, f.serialize(f.camera_info(t_ns, cam), CAMERA_INFO))
                 w.write(conns["odom"], t_ns, f.serialize(f.odometry(s.ego, t_ns), ODOMETRY))
                 w.write(conns["objects"], t_ns, f.serialize(f.markers(t_ns, s.boxes), MARKER_ARRAY))
                 cmd = int(s.command)

@@ -5,6 +5,10 @@
 Each drive is read once; clips are cut at the model's timing, labelled with the ego's future poses and the boxes at
 each waypoint time, and written shard by shard. The store is built in a temporary directory and renamed at the end.
 
+Camera images of any size are taken: each becomes a ctx frame by the contract's aspect rule (``fit_rgb``: a centre
+crop to the model's aspect ratio where the camera's differs, then the one resize); each drive's ``camera`` entry in
+index.json records its size, topic and crop, and ``pwm index`` says the crop in its summary.
+
 Drives without odometry make a store without labels (``index.json`` ``"ego_labels": false``): every waypoint
 invalid, ego state, history poses and boxes zero. It serves the tokenizer and pretraining, which read frames only;
 ``load_labels`` (fine-tuning, ``pwm eval``) refuses it. One store never mixes drives with and without odometry.
@@ -34,7 +38,7 @@ from pwm_model.data.clips import (
     INDEX_FILE,
     ClipStoreMeta,
 )
-from pwm_model.data.contract import resize_rgb
+from pwm_model.data.contract import fit_note, fit_rgb, model_window
 from pwm_model.data.schema import BOX_FIELDS
 from pwm_model.errors import DataError
 from pwm_model.geometry import boxes_to_ego_frame, interpolate_scalar, poses_to_ego_frame
@@ -68,15 +72,13 @@ class _Plan:
     camera_period_ns: int
     waypoint_dt_ns: int
     frame_hw: tuple[int, int]  # ctx (h, w)
-    camera_hw: tuple[int, int]
 
     @staticmethod
     def from_config(cfg: PwmConfig) -> _Plan:
         d = cfg.data
         return _Plan(d.history_frames, d.future_frames, d.num_waypoints, d.frame_stride, d.clip_step_frames,
                      round(cfg.model_dt_s * 1e9), round(1e9 / cfg.camera.frame_rate_hz),
-                     round(d.waypoint_dt_s * 1e9), (cfg.tokenizer.ctx_height_px, cfg.tokenizer.ctx_width_px),
-                     (cfg.camera.height_px, cfg.camera.width_px))
+                     round(d.waypoint_dt_s * 1e9), (cfg.tokenizer.ctx_height_px, cfg.tokenizer.ctx_width_px))
 
     @property
     def frames(self) -> int:
@@ -230,12 +232,7 @@ class _ShardWriter:
 # Building
 
 def _check_bag(reader: DriveReader, cfg: PwmConfig) -> None:
-    s = reader.summary
     cam = cfg.camera
-    if (s.image_width_px, s.image_height_px) != (cam.width_px, cam.height_px):
-        raise DataError(f"bag {reader.path} has {s.image_width_px}x{s.image_height_px} px camera images, but the "
-                        f"config's camera is {cam.width_px}x{cam.height_px} px: set camera.width_px and "
-                        f"camera.height_px to match")
     stamps = reader.frame_stamps(limit=33)
     if len(stamps) >= 3:
         period_s = float(np.median(np.diff(stamps))) / 1e9
@@ -244,6 +241,16 @@ def _check_bag(reader: DriveReader, cfg: PwmConfig) -> None:
             rate = 1.0 / period_s if period_s > 0 else math.inf
             raise DataError(f"bag {reader.path} has its camera at {rate:.3g} Hz, but camera.frame_rate_hz is "
                             f"{cam.frame_rate_hz:g}: set camera.frame_rate_hz to match")
+
+
+def _drive_camera(reader: DriveReader, frame_hw: tuple[int, int]) -> dict[str, Any]:
+    """What index.json records of a drive's camera: size, topic, CameraInfo, and the crop of the aspect rule."""
+    s = reader.summary
+    hw = (s.image_height_px, s.image_width_px)
+    top, left, rows, cols = model_window(hw, frame_hw)
+    return {"width_px": int(s.image_width_px), "height_px": int(s.image_height_px), "topic": s.camera_topic,
+            "compressed": bool(s.camera_compressed), "camera_info": bool(s.has_camera_info),
+            "model_window_px": {"top": top, "left": left, "rows": rows, "cols": cols}, "fit": fit_note(hw, frame_hw)}
 
 
 def _check_odometry(readers: Sequence[DriveReader]) -> bool:
@@ -285,14 +292,15 @@ def _iter_drive(reader: DriveReader, plan: _Plan, drive: int, max_boxes: int, sc
     period = reader.box_sets.median_period_ns()
     box_max_age = int(1.5 * period) + plan.camera_period_ns if period > 0 else None
     h, w = plan.frame_hw
+    camera_hw = (reader.summary.image_height_px, reader.summary.image_width_px)
     window: dict[int, tuple[int, np.ndarray | None]] = {}
     m = 0
     for i, t_ns, rgb in reader.frames(select=plan.needed):
         if rgb is not None:
-            if rgb.shape[:2] != plan.camera_hw:
+            if rgb.shape[:2] != camera_hw:
                 raise DataError(f"camera frame {i} in {reader.path} is {rgb.shape[1]}x{rgb.shape[0]} px, but the "
-                                f"drive started at {plan.camera_hw[1]}x{plan.camera_hw[0]} px")
-            small = resize_rgb(rgb, h, w)
+                                f"drive started at {camera_hw[1]}x{camera_hw[0]} px")
+            small = fit_rgb(rgb, h, w)
             window[i] = (t_ns, small)
         stats["frames"] += 1
         while m * plan.step + plan.span <= i:
@@ -315,7 +323,7 @@ def build_clip_store(bags: Sequence[str | os.PathLike[str]], out: str | os.PathL
                      progress: bool = True) -> ClipStoreMeta:
     """Index bags (or directories of bags, searched recursively) into a clip store at ``out``.
 
-    Every bag is opened and checked first (camera, image size, frame rate, odometry in all bags or in none);
+    Every bag is opened and checked first (camera, frame rate, odometry in all bags or in none);
     nothing is written when one is unusable. Bags without odometry give a store without labels (module docstring).
     The store is built in a temporary sibling directory and renamed at the end; an existing clip store at ``out``
     is replaced. Raises DataError (one sentence) on bad input or when no clip fits any drive.
@@ -361,7 +369,7 @@ def build_clip_store(bags: Sequence[str | os.PathLike[str]], out: str | os.PathL
             drives.append({"drive_id": drive_id, "path": str(reader.path), "storage": reader.summary.storage,
                            "size_bytes": size, "sha256": sha, "odometry": labelled, "camera_frames": stats["frames"],
                            "duration_s": round(reader.summary.duration_s, 3), "clips": stats["clips"],
-                           "skipped_clips": skipped})
+                           "skipped_clips": skipped, "camera": _drive_camera(reader, plan.frame_hw)})
             _progress(progress, f"{prefix}: {stats['frames']} frames -> {stats['clips']} clips"
                       + (f" (skipped: {skipped})" if skipped else ""), final=True)
         writer.flush()

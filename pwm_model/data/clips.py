@@ -89,6 +89,14 @@ class ClipStoreMeta:
     def num_waypoints(self) -> int:
         return int(self.data["num_waypoints"])
 
+    def drive_cameras(self) -> list[dict[str, Any]]:
+        """Each drive's camera (index.json ``drives[i]["camera"]``: width_px, height_px, topic, ...); a store indexed
+        before drives recorded it had the config's camera size throughout and the config's image topic."""
+        topics = self.data.get("topics") or {}
+        old = {"width_px": self.camera.get("width_px"), "height_px": self.camera.get("height_px"),
+               "topic": topics.get("image")}
+        return [dict(d.get("camera") or old) for d in self.drives]
+
     @staticmethod
     def from_index(path: Path, index: dict[str, Any]) -> ClipStoreMeta:
         cfg = index["config"]
@@ -102,6 +110,23 @@ class ClipStoreMeta:
             scenario_counts={str(k): int(v) for k, v in index["scenario_counts"].items()},
             size_bytes=int(index["size_bytes"]), preset=str(index.get("preset", "")), shards=list(index["shards"]),
             ego_labels=bool(index.get("ego_labels", True)))
+
+
+def camera_record(metas: list[ClipStoreMeta]) -> dict[str, Any]:
+    """The camera a set of clip stores came from, as a checkpoint records it: ``width_px`` / ``height_px`` (None
+    when the drives differ; every size in ``sizes_px``), ``camera_topic`` (None when they differ), the stores'
+    ``topics`` (their ``data.topics``; None when they differ), ``camera_info`` (every drive had one) and the
+    ``stores``."""
+    cams = [c for m in metas for c in m.drive_cameras()]
+    sizes = sorted({(int(c["width_px"]), int(c["height_px"])) for c in cams if c.get("width_px")})
+    cam_topics = sorted({str(c["topic"]) for c in cams if c.get("topic")})
+    topics = [m.data.get("topics") for m in metas]
+    one = len(sizes) == 1
+    return {"width_px": sizes[0][0] if one else None, "height_px": sizes[0][1] if one else None,
+            "sizes_px": [list(wh) for wh in sizes], "camera_topic": cam_topics[0] if len(cam_topics) == 1 else None,
+            "topics": topics[0] if topics and all(t == topics[0] for t in topics) else None,
+            "camera_info": bool(cams) and all(bool(c.get("camera_info")) for c in cams),
+            "stores": [str(m.path) for m in metas]}
 
 
 def _read_index(path: Path) -> ClipStoreMeta:

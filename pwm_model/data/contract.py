@@ -1,5 +1,14 @@
 """The train/serve contract: what training, evaluation and the runtime all feed the model, defined once (no torch).
 
+- **The aspect rule.** A camera image whose aspect ratio (width / height) is within ``ASPECT_TOLERANCE`` (2 %) of
+  the model input's is resized whole; any other is first centre-cropped to the model's aspect ratio (the largest
+  centred window: a wider camera loses columns at both sides, a taller one rows at top and bottom), then resized.
+  It is never squashed: squashing changes the shape of every object and the slope of every lane line, which the
+  model never saw, while a crop keeps the pixels square and the view of the road ahead as the model learnt it (a
+  letterbox would keep everything but add black bars the model never saw). ``model_window`` gives the crop,
+  ``fit_rgb`` applies it, ``fit_note`` says it in one sentence. The clip store (``pwm index``), the runtime (the ROS
+  node, ``pwm eval-bag``, the demo) and the exported graphs (``--camera-size``) all map a camera image to the model
+  input through them; ``camera_on_image`` places the model's own (synthetic) camera on such an image by the same rule.
 - **The resize.** Camera frames reach the tokenizer through ``cv2.resize``: area averaging to shrink, bilinear to
   enlarge (per image: when either axis grows the whole resize is bilinear). The clip store writes camera frames at
   the ctx resolution with it, the datasets make dyn-resolution frames with it, and the runtime, the bag evaluator and
@@ -22,7 +31,9 @@ import cv2
 import numpy as np
 
 from pwm_model.data.schema import COMMAND_STRAIGHT
+from pwm_model.geometry import PinholeCamera
 
+ASPECT_TOLERANCE = 0.02  # aspect ratios this close (relative) to the model input's are resized without a crop
 EGO_DIM = 6
 EGO_DIM_WITHOUT_YAW_RATE = 5  # the ego vector of models trained before the yaw rate joined it
 COMMANDS = 3  # left, straight, right (pwm_model.data.schema)
@@ -75,6 +86,56 @@ def resize_rgb(img: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
         return img
     interp = resize_interpolation(img.shape[:2], (height_px, width_px))
     return cv2.resize(img, (width_px, height_px), interpolation=interp)
+
+
+def model_window(in_hw: tuple[int, int], model_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(top_px, left_px, rows_px, cols_px)``: the part of an ``in_hw`` camera image that becomes the model's
+    ``model_hw`` input under the aspect rule (module docstring): the whole image, or its centred crop."""
+    rows, cols = int(in_hw[0]), int(in_hw[1])
+    h, w = int(model_hw[0]), int(model_hw[1])
+    ratio = (cols * h) / (rows * w)  # camera aspect over model aspect
+    if abs(ratio - 1.0) <= ASPECT_TOLERANCE:
+        return 0, 0, rows, cols
+    if ratio > 1.0:  # wider than the model: keep the middle columns
+        keep = min(cols, max(1, round(rows * w / h)))
+        return 0, (cols - keep) // 2, rows, keep
+    keep = min(rows, max(1, round(cols * h / w)))  # taller: keep the middle rows
+    return (rows - keep) // 2, 0, keep, cols
+
+
+def fit_rgb(img: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
+    """A camera image (H, W, 3) uint8 as the model's (height_px, width_px) input: centre-cropped to its aspect ratio
+    when the aspect rule says so, then ``resize_rgb``."""
+    top, left, rows, cols = model_window(img.shape[:2], (height_px, width_px))
+    if (rows, cols) != tuple(img.shape[:2]):
+        img = np.ascontiguousarray(img[top:top + rows, left:left + cols])
+    return resize_rgb(img, height_px, width_px)
+
+
+def fit_note(in_hw: tuple[int, int], model_hw: tuple[int, int]) -> str | None:
+    """One sentence saying how an ``in_hw`` camera image is cropped for the ``model_hw`` input, or None when it is
+    only resized."""
+    top, left, rows, cols = model_window(in_hw, model_hw)
+    if (rows, cols) == (int(in_hw[0]), int(in_hw[1])):
+        return None
+    kept = f"columns {left}-{left + cols - 1}" if cols != in_hw[1] else f"rows {top}-{top + rows - 1}"
+    return (f"camera images are {in_hw[1]}x{in_hw[0]} px ({in_hw[1] / in_hw[0]:.3g}:1) but the model takes "
+            f"{model_hw[1] / model_hw[0]:.3g}:1 ({model_hw[1]}x{model_hw[0]} px): each is centre-cropped to "
+            f"{cols}x{rows} px ({kept}), then resized (never squashed)")
+
+
+def camera_on_image(camera: PinholeCamera, height_px: int, width_px: int) -> PinholeCamera:
+    """``camera`` drawn onto an image of another size: resampled when the aspect ratios agree (aspect rule), else
+    placed on the image's centred window of the camera's aspect ratio, the part the model sees (``model_window``),
+    with square pixels kept."""
+    if (camera.width_px, camera.height_px) == (width_px, height_px):
+        return camera
+    top, left, rows, cols = model_window((height_px, width_px), (camera.height_px, camera.width_px))
+    if (rows, cols) == (height_px, width_px):
+        return camera.scaled(width_px, height_px)
+    inner = camera.scaled(cols, rows)
+    return PinholeCamera(width_px, height_px, inner.fx, inner.fy, inner.cx + left, inner.cy + top,
+                         camera.base_from_camera)
 
 
 def resize_matrix(in_len: int, out_len: int, interpolation: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pwm_model.config import PwmConfig
-from pwm_model.data.contract import EgoInput, resize_rgb
+from pwm_model.data.contract import EgoInput, fit_rgb
 from pwm_model.errors import DataError
 
 SYNTHETIC_SEED = 0  # held-out evaluation drive (seeds < 1000; pwm_model/data/synthetic)
@@ -24,11 +24,12 @@ SYNTHETIC_SEED = 0  # held-out evaluation drive (seeds < 1000; pwm_model/data/sy
 
 def camera_frames(source: str | os.PathLike[str] | None, cfg: PwmConfig, max_frames: int,
                   camera_size: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, int, EgoInput]]:
-    """Up to ``max_frames`` (rgb uint8, t_ns, EgoInput) in stamp order; ``camera_size`` (cols, rows) resizes them."""
+    """Up to ``max_frames`` (rgb uint8, t_ns, EgoInput) in stamp order; ``camera_size`` (cols, rows) fits them to that
+    size by the contract's aspect rule (``fit_rgb``)."""
     frames = _frames(source, cfg, max_frames)
     for rgb, t_ns, ego in frames:
         if camera_size is not None:
-            rgb = resize_rgb(rgb, camera_size[1], camera_size[0])
+            rgb = fit_rgb(rgb, camera_size[1], camera_size[0])
         yield np.ascontiguousarray(rgb), t_ns, ego
 
 

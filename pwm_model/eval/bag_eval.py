@@ -36,7 +36,6 @@ from pwm_model.eval import metrics as M
 from pwm_model.eval.bag_inputs import describe_inputs
 from pwm_model.eval.bag_truth import (
     ForecastScorer,
-    bag_camera,
     box_max_age_ns,
     boxes_now,
     ground_truth,
@@ -45,6 +44,7 @@ from pwm_model.eval.bag_truth import (
 )
 from pwm_model.eval.bag_types import BagEvaluation, EvalOptions, Moment, PlanRecord
 from pwm_model.eval.baselines import constant_velocity
+from pwm_model.eval.overlay_camera import describe, overlay_camera
 from pwm_model.eval.overlay_video import OverlayVideo, draw_overlay
 from pwm_model.eval.predictions import RecordedPredictions
 from pwm_model.geometry import (
@@ -226,7 +226,7 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
     dt_ns, model_dt_ns = round(dt_s * 1e9), round(model_dt_s * 1e9)
     camera_period_ns = round(1e9 / cfg.camera.frame_rate_hz)
     max_age = box_max_age_ns(reader, camera_period_ns)
-    camera = bag_camera(reader, camera)
+    camera, camera_source = overlay_camera(reader, camera, opt.camera_intrinsics_px)
     notes: list[str] = [reader.cut_off_note] if reader.cut_off_note else []
     if not has_odom:
         notes.append(f"This bag has no odometry on {reader.topics.odometry}: plans cannot be scored (no ground-truth "
@@ -334,7 +334,9 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
         latency_kind=source.latency_kind, warming_up=np.array(rows["warm"], bool), forecast_t_ns=ft,
         forecast_psnr=fpsnr, forecast_ssim=fssim, copy_psnr=cpsnr, copy_ssim=cssim, strips=scorer.strips,
         moments=picker.moments(), video=info, video_speedup=video_stride, notes=notes, extra=extra,
-        yaw_rate_radps=np.array(rows["yaw_rate"], float), inputs=describe_inputs(reader, header_ns, receive_ns, cfg))
+        yaw_rate_radps=np.array(rows["yaw_rate"], float), inputs={
+            **describe_inputs(reader, header_ns, receive_ns, cfg),
+            "overlay_camera": describe(camera, camera_source, s.image_width_px, s.image_height_px)})
 
 
 def _video_frame(reader: DriveReader, rgb: np.ndarray, t_ns: int, t0_ns: int,

@@ -5,8 +5,12 @@ reached the recorder; during a replay, when it reaches the node) and ``describe_
 summary and the model's config into the ``inputs`` of ``metrics.json`` and of the report's "Inputs" section:
 
     {"camera_topic": "/camera/front/image_raw", "camera_type": "sensor_msgs/msg/Image", "encoding": "rgb8",
-     "width_px": 448, "height_px": 256, "model_input_px": [448, 256], "camera_stamp_rate_hz": 10.0,
+     "width_px": 448, "height_px": 256, "model_input_px": [448, 256], "model_input_fit": None,
+     "camera_stamp_rate_hz": 10.0,
      "input_rate_hz": 10.0, "configured_rate_hz": 10.0, "odometry_topic": "/odom", ...}
+
+``model_input_fit`` is the contract's sentence on how the camera's images are cropped for the model (None: resized
+only); ``bag_eval`` adds ``overlay_camera`` (``overlay_camera.describe``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import math
 from typing import Any
 
 import numpy as np
+
+from pwm_model.data.contract import fit_note
 
 GAP_FACTOR = 1.5  # a stamp interval longer than this many median intervals is a gap (frames missing)
 
@@ -52,6 +58,8 @@ def describe_inputs(reader: Any, header_ns: list[int], receive_ns: list[int], cf
         "camera_topic": cam["topic"], "camera_type": cam["type"], "compressed": bool(s.camera_compressed),
         "encoding": s.image_encoding or None, "width_px": int(s.image_width_px), "height_px": int(s.image_height_px),
         "model_input_px": [int(tk.ctx_width_px), int(tk.ctx_height_px)], "frames": len(header_ns),
+        "model_input_fit": fit_note((int(s.image_height_px), int(s.image_width_px)),
+                                    (int(tk.ctx_height_px), int(tk.ctx_width_px))) if s.image_width_px else None,
         "camera_stamp_rate_hz": stamps["rate_hz"], "camera_period_p50_ms": stamps["period_p50_ms"],
         "camera_period_max_ms": stamps["period_max_ms"], "camera_stamp_gaps": stamps["gaps"],
         "camera_stamps_backwards": stamps["backwards"], "input_rate_hz": arrivals["rate_hz"],

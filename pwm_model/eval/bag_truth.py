@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pwm_model.data.bag import DriveReader
-from pwm_model.data.contract import resize_rgb
+from pwm_model.data.contract import fit_rgb, resize_rgb
 from pwm_model.eval import metrics as M
 from pwm_model.eval.bag_types import ForecastStrip, PlanRecord
 from pwm_model.geometry import (
@@ -58,15 +58,10 @@ def ground_truth(reader: DriveReader, t_ns: int, num_waypoints: int, waypoint_dt
 
 def bag_camera(reader: DriveReader, camera: PinholeCamera) -> PinholeCamera:
     """The camera to draw with: the bag's own intrinsics (sensor_msgs/CameraInfo K) when it has them, with the
-    configured mounting in base_link; else ``camera``."""
-    info = reader.camera_info
-    if not info or info["width_px"] <= 0 or info["height_px"] <= 0:
-        return camera
-    k = np.asarray(info["K"], np.float64)
-    if not (np.all(np.isfinite(k)) and k[0, 0] > 0 and k[1, 1] > 0):
-        return camera
-    return PinholeCamera(int(info["width_px"]), int(info["height_px"]), float(k[0, 0]), float(k[1, 1]),
-                         float(k[0, 2]), float(k[1, 2]), camera.base_from_camera)
+    configured mounting in base_link; else ``camera`` (``overlay_camera.overlay_camera``)."""
+    from pwm_model.eval.overlay_camera import overlay_camera
+
+    return overlay_camera(reader, camera)[0]
 
 
 def boxes_now(reader: DriveReader, t_ns: int, max_age_ns: int | None) -> np.ndarray:
@@ -124,7 +119,7 @@ class ForecastScorer:
         fc = np.asarray(rec.forecast_rgb, np.uint8)
         f, h, w = fc.shape[:3]
         targets = rec.t_ns + np.arange(1, f + 1, dtype=np.int64) * self.model_dt_ns
-        self.pending.append(PendingForecast(index, rec.t_ns, targets, fc, resize_rgb(rgb, h, w),
+        self.pending.append(PendingForecast(index, rec.t_ns, targets, fc, fit_rgb(rgb, h, w),
                                      np.zeros_like(fc), np.zeros(f, bool), rec.surprise))
 
     def frame(self, t_ns: int, rgb: np.ndarray | None) -> None:
@@ -132,7 +127,7 @@ class ForecastScorer:
         for p in self.pending:
             hit = np.flatnonzero(~p.filled & (np.abs(p.targets_ns - t_ns) <= self.tol))
             if len(hit) and rgb is not None:
-                small = resize_rgb(rgb, *p.forecast.shape[1:3])
+                small = fit_rgb(rgb, *p.forecast.shape[1:3])
                 p.truth[hit] = small
                 p.filled[hit] = True
             if p.filled.all() or p.targets_ns[-1] < t_ns - self.tol:

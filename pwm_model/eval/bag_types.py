@@ -25,6 +25,7 @@ class EvalOptions:
     worst: int = 3  # worst moments kept (highest surprise, largest L2)
     progress: bool = True  # a line on stderr every tenth of the drive
     progress_prefix: str = ""  # put before each progress line
+    camera_intrinsics_px: tuple[float, float, float, float] | None = None  # overlays on bags without CameraInfo
 
 
 @dataclass

@@ -51,20 +51,21 @@ def model_config(model_dir: str | Path) -> Any:
 def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, predictions: list[str] | None = None,
                     prediction_topic: str | None = None, backend: str | None = None, device: str | None = None,
                     topics: list[str] | None = None, planning_rate_hz: float | None = None, forecast_every: int = 5,
-                    video: bool = True, video_codec: str = "auto", progress: bool | str = True
-                    ) -> tuple[list[Any], dict[str, Any]]:
+                    video: bool = True, video_codec: str = "auto", progress: bool | str = True,
+                    camera: Any = None) -> tuple[list[Any], dict[str, Any]]:
     """Evaluate ``bags`` (the overlay videos go to ``out``); returns the ``BagEvaluation``s and the metrics.
 
     ``write_outputs`` then writes metrics.json and report.html. ``progress``: progress lines on stderr (a string:
-    with that prefix).
+    with that prefix). ``camera``: the overlay camera given on the command line (``overlay_camera.CameraOptions``).
+    How the camera's images are fitted to the model and which camera the overlays use are said once each on stderr.
     """
     from pwm_model.config import preset
     from pwm_model.data.bag import find_bags
     from pwm_model.errors import ConfigError
     from pwm_model.eval.bag_eval import EvalOptions, OfflinePlanner, RecordedPlans, evaluate_bag
     from pwm_model.eval.bag_summary import summarize
+    from pwm_model.eval.overlay_camera import mounted
     from pwm_model.eval.predictions import read_predictions
-    from pwm_model.geometry import PinholeCamera
 
     bags = [str(p) for p in find_bags(bags)]  # a folder of bags (pwm gen-data's output) stands for every bag in it
     predictions = predictions or []
@@ -78,7 +79,6 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
     runner = None
     if predictions:
         cfg = model_config(model) if model else preset("tiny")
-        camera = PinholeCamera.from_config(cfg.camera)
     else:
         from pwm_model.runtime.runner import PolicyRunner
 
@@ -86,7 +86,7 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
         rt = dataclasses.replace(cfg.runtime, **{k: v for k, v in (("backend", backend), ("device", device))
                                                   if v is not None})
         runner = PolicyRunner.from_model_dir(model, rt)
-        cfg, camera = runner.config, runner.camera
+        cfg = runner.config
         try:
             runner.warm_up()
             if topics:
@@ -96,9 +96,11 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
             raise
     if topics and runner is None:
         cfg.data.topics = parse_topics(topics, cfg.data.topics)
+    overlay = mounted(cfg.camera, camera)
     rate = planning_rate_hz if planning_rate_hz is not None else cfg.runtime.planning_rate_hz
     opts = EvalOptions(forecast_every=forecast_every, video=video, video_codec=video_codec, progress=bool(progress),
-                       progress_prefix=progress if isinstance(progress, str) else "")
+                       progress_prefix=progress if isinstance(progress, str) else "",
+                       camera_intrinsics_px=camera.intrinsics_px if camera is not None else None)
     evals = []
     try:
         for j, bag in enumerate(bags):
@@ -109,18 +111,39 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
             else:
                 source = OfflinePlanner(runner, rate, forecast_every)
             name = "overlay.mp4" if len(bags) == 1 else f"overlay_{j:02d}_{Path(bag).name}.mp4"
-            evals.append(evaluate_bag(bag, source, cfg, camera, out_dir=out, topics=cfg.data.topics, options=opts,
+            evals.append(evaluate_bag(bag, source, cfg, overlay, out_dir=out, topics=cfg.data.topics, options=opts,
                                       video_name=name))
             if predictions and not model:  # the config is a stand-in preset: it says nothing of the model's inputs
-                evals[-1].inputs.update(model_input_px=None, configured_rate_hz=None)
+                evals[-1].inputs.update(model_input_px=None, model_input_fit=None, configured_rate_hz=None)
     finally:
         if runner is not None:
             runner.close()
+    say_cameras(evals, camera)
     metrics = summarize(evals)
     metrics.update(model=str(model) if model else None,
                    backend=(backend or cfg.runtime.backend) if not predictions else "recorded (live node)",
                    planning_rate_hz=rate if not predictions else None)
     return evals, metrics
+
+
+def say_cameras(evals: list[Any], camera: Any = None) -> None:
+    """One stderr line each: how the camera's images were fitted to the model (where cropped), and that overlays
+    fell back to the synthetic camera (bags without CameraInfo and no --camera-intrinsics), or ignored it."""
+    import sys
+
+    from pwm_model.eval.overlay_camera import CAMERA_INFO, SYNTHETIC
+
+    fits = sorted({str(e.inputs.get("model_input_fit")) for e in evals if e.inputs.get("model_input_fit")})
+    for fit in fits:
+        print(f"note: {fit}", file=sys.stderr)
+    sources = [str((e.inputs.get("overlay_camera") or {}).get("source")) for e in evals]
+    if SYNTHETIC in sources:
+        which = "the bag" if len(evals) == 1 else f"{sources.count(SYNTHETIC)} of the {len(evals)} bags"
+        print(f"note: no camera_info in {which} and no --camera-intrinsics: overlays use the synthetic camera's "
+              "intrinsics", file=sys.stderr)
+    elif camera is not None and camera.intrinsics_px is not None and sources.count(CAMERA_INFO) == len(evals):
+        print("note: every bag has its camera_info: overlays use it and --camera-intrinsics is ignored",
+              file=sys.stderr)
 
 
 def write_outputs(out: str | Path, evals: list[Any], metrics: dict[str, Any], *, title: str | None = None,

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pwm_model.data.contract import camera_on_image
 from pwm_model.errors import DataError
 from pwm_model.geometry import PinholeCamera
 
@@ -87,7 +88,7 @@ def draw_overlay(rgb: np.ndarray, camera: PinholeCamera, plan_xy: np.ndarray | N
     on the ground plane, and ``caption`` in a bar underneath (H + BAR_PX rows) when ``caption_bar``."""
     img = np.ascontiguousarray(rgb).copy()
     h, w = img.shape[:2]
-    cam = camera if (camera.width_px, camera.height_px) == (w, h) else camera.scaled(w, h)
+    cam = camera_on_image(camera, h, w)  # the contract's aspect rule where the sizes differ
     thickness = max(1, round(w / 200))
     if truth_xy is not None and len(truth_xy):
         _draw_path(img, cam, truth_xy, TRUTH_RGB, thickness, dots=False)

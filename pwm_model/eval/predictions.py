@@ -34,7 +34,7 @@ LEVELS = ("OK", "WARN", "ERROR", "STALE")  # diagnostic_msgs/DiagnosticStatus le
 # names are repeated here and a test keeps the two lists equal)
 NODE_COUNTERS = ("frames_received", "frames_planned", "dropped_frames", "stale_frames", "future_frames",
                  "duplicate_frames", "bad_frames", "engine_errors", "nan_plans", "time_jumps", "bad_commands",
-                 "bad_odometry", "qos_incompatible", "camera_type_mismatch", "previews_published")
+                 "bad_odometry", "qos_incompatible", "camera_type_mismatch", "previews_published", "cropped_frames")
 
 
 @dataclass

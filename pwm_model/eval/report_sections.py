@@ -147,6 +147,18 @@ def _topic(d: dict[str, Any], key: str, count_key: str, type_key: str | None = N
     return f"<code>{name}</code>{kind} · {n} messages"
 
 
+OVERLAY_SOURCES = {"camera_info": "the bag's camera_info", "--camera-intrinsics": "--camera-intrinsics",
+                   "synthetic": "the model's synthetic camera (no camera_info in the bag, no --camera-intrinsics)"}
+
+
+def _overlay_camera(c: dict[str, Any]) -> str:
+    if not c:
+        return "not recorded"
+    src = OVERLAY_SOURCES.get(str(c.get("source")), str(c.get("source")))
+    return html.escape(f"{src}: fx {fmt(c.get('fx_px'), 1)}, fy {fmt(c.get('fy_px'), 1)}, cx {fmt(c.get('cx_px'), 1)}"
+                       f", cy {fmt(c.get('cy_px'), 1)} px; mounted at {c.get('mount_xyz_m')} m in base_link")
+
+
 def inputs_section(evals: Sequence[BagEvaluation]) -> str:
     rows = []
     for e in evals:
@@ -159,6 +171,8 @@ def inputs_section(evals: Sequence[BagEvaluation]) -> str:
         model_px = d.get("model_input_px") or []
         if len(model_px) == 2:
             res += f" (the model takes {model_px[0]} × {model_px[1]} px)"
+        if d.get("model_input_fit"):
+            res += f"; {html.escape(str(d['model_input_fit']))}"
         stamps = (f"{_rate(d.get('camera_stamp_rate_hz'))} (median interval {fmt(d.get('camera_period_p50_ms'), 1)}"
                   f" ms, longest {fmt(d.get('camera_period_max_ms'), 1)} ms, {d.get('camera_stamp_gaps', 0)} gaps "
                   f"over 1.5 × the median, {d.get('camera_stamps_backwards', 0)} stamps not after the previous)")
@@ -180,7 +194,8 @@ def inputs_section(evals: Sequence[BagEvaluation]) -> str:
                 ("odometry", odom), ("route command", cmd),
                 ("ground-truth boxes", _topic(d, "objects_topic", "objects_messages")),
                 ("camera_info", f"<code>{html.escape(str(d.get('camera_info_topic')))}</code> · "
-                                f"{'present' if d.get('camera_info') else 'absent (the configured camera is used)'}")]
+                                f"{'present' if d.get('camera_info') else 'absent'}"),
+                ("overlay camera", _overlay_camera(d.get("overlay_camera") or {}))]
         body = "".join(f"<tr><td>{k}</td><td style=\"text-align:left\">{v}</td></tr>" for k, v in info)
         rows.append(f'<h3>{html.escape(e.name)}</h3><table class="inputs">{body}</table>')
     return "".join(rows) or '<p class="cap">No input facts were recorded.</p>'

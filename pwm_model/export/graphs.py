@@ -29,7 +29,14 @@ import torch
 from torch import nn
 
 from pwm_model.config import PwmConfig
-from pwm_model.data.contract import EGO_DIM, integer_factor, resize_chain, resize_interpolation, resize_matrix
+from pwm_model.data.contract import (
+    EGO_DIM,
+    integer_factor,
+    model_window,
+    resize_chain,
+    resize_interpolation,
+    resize_matrix,
+)
 from pwm_model.tokenizer.model import Tokenizer
 from pwm_model.world_model.mask import prefix_layout
 from pwm_model.world_model.model import PolicyWorldModel
@@ -77,14 +84,20 @@ class Resize(nn.Module):
 
 
 class ImageInput(nn.Module):
-    """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32 in [-1, 1], resized through ``stages`` like the training data
-    (each resize rounds to whole grey levels, as cv2 does on uint8 images)."""
+    """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32 in [-1, 1] like the training data: centre-cropped to the first
+    stage's aspect ratio where the contract's aspect rule says so (``model_window``, a static slice), then resized
+    through ``stages`` (each resize rounds to whole grey levels, as cv2 does on uint8 images)."""
 
     def __init__(self, in_hw: tuple[int, int], stages: list[tuple[int, int]]) -> None:
         super().__init__()
-        self.steps = nn.ModuleList([Resize(a, b) for a, b in resize_chain(in_hw, stages)])
+        top, left, rows, cols = model_window(in_hw, stages[0])
+        self.window = None if (rows, cols) == tuple(in_hw) else (top, left, rows, cols)
+        self.steps = nn.ModuleList([Resize(a, b) for a, b in resize_chain((rows, cols), stages)])
 
     def forward(self, image_rgb: torch.Tensor) -> torch.Tensor:
+        if self.window is not None:
+            top, left, rows, cols = self.window
+            image_rgb = image_rgb[top:top + rows, left:left + cols]
         x = image_rgb.to(torch.float32).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
         return to_model_range(self.steps, x)
 

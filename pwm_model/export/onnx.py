@@ -355,6 +355,8 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
             "image": {"input_rows": image_hw[0], "input_cols": image_hw[1],
                       "camera_size_in_graph": camera_size is not None, "layout": "HWC", "channels": "RGB",
                       "dtype": "uint8", "normalization": "x / 127.5 - 1 (inside the encoder graphs)",
+                      "aspect": "centre-cropped to the ctx aspect ratio first where the camera's differs by more "
+                                "than 2 % (pwm_model/data/contract.py), never squashed",
                       "resize": "cv2 INTER_AREA to shrink, INTER_LINEAR to enlarge, rounded to whole grey levels "
                                 "after each step: camera -> ctx -> dyn",
                       "ctx_hw": [tk.ctx_height_px, tk.ctx_width_px], "dyn_hw": [tk.dyn_height_px, tk.dyn_width_px]},

@@ -6,7 +6,9 @@
     tiles = runner.preview(plan)        # (Hd, F * Wd, 3) uint8: the forecast frames, decoded only when asked
     runner.reset(); runner.close()
 
-One cycle per camera frame (docs/ARCHITECTURE.md): resize (in the graph when exported with ``--camera-size``, else
+One cycle per camera frame (docs/ARCHITECTURE.md): the aspect rule of ``pwm_model.data.contract`` (a centre crop to the
+model's aspect ratio where the camera's differs, counted in ``stats["cropped_frames"]``; ``fit_note`` says it) and the
+resize (in the graph when exported with ``--camera-size``, else
 one cv2.resize) -> ``ctx_encoder`` (ctx tokens and guide maps of this frame) -> ``dyn_encoder`` against the guide
 maps of the frame one model frame earlier -> the frame's tokens enter the ring buffer (history.py) -> the history
 frames are chosen by stamp -> the rollout graph(s) -> Plan with waypoints, forecast tokens, forecast surprise and
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pwm_model.config import PwmConfig, RuntimeConfig
-from pwm_model.data.contract import EGO_DIM, FRAME_PAIR_TOLERANCE, resize_rgb
+from pwm_model.data.contract import EGO_DIM, FRAME_PAIR_TOLERANCE, fit_note, fit_rgb
 from pwm_model.errors import ConfigError, DataError, ModelError
 from pwm_model.geometry import PinholeCamera
 from pwm_model.runtime.backends import open_engines
@@ -58,7 +60,9 @@ class PolicyRunner:
         self._guide_names = [n.name for n in manifest.graphs["dyn_encoder"].inputs if n.name != "image_rgb"]
         self._ego_width = manifest.ego_width  # 5 for a model exported before the yaw rate joined the ego vector
         self._cpu_resize_warned = False
-        self.stats = {"frames": 0, "ctx_encodes": 0, "dyn_encodes": 0, "rollouts": 0, "previews": 0}
+        self._notes: dict[tuple[int, int], str | None] = {}  # fit_note by camera frame size
+        self.stats = {"frames": 0, "ctx_encodes": 0, "dyn_encodes": 0, "rollouts": 0, "previews": 0,
+                      "cropped_frames": 0}
 
     # -- construction ----------------------------------------------------------------------------------
     @classmethod
@@ -86,6 +90,21 @@ class PolicyRunner:
     @property
     def camera(self) -> PinholeCamera:
         return PinholeCamera.from_config(self.manifest.config.camera)
+
+    @property
+    def model_hw(self) -> tuple[int, int]:
+        """(rows, cols) of the model's ctx input: the aspect ratio camera frames are fitted to."""
+        tk = self.manifest.config.tokenizer
+        return tk.ctx_height_px, tk.ctx_width_px
+
+    def fit_note(self, frame_hw: tuple[int, int]) -> str | None:
+        """How frames of ``frame_hw`` are cropped for the model (``contract.fit_note``), or None: resized only."""
+        key = (int(frame_hw[0]), int(frame_hw[1]))
+        if key not in self._notes:
+            if len(self._notes) >= 16:  # a camera that keeps changing size: keep the cache small
+                self._notes.clear()
+            self._notes[key] = fit_note(key, self.model_hw)
+        return self._notes[key]
 
     # -- the cycle -------------------------------------------------------------------------------------
     def step(self, frame_rgb: np.ndarray, t_ns: int, ego: EgoInput) -> Plan:
@@ -127,8 +146,11 @@ class PolicyRunner:
                     timings_ms=timings, warming_up=warming, ctx_tokens=entry.ctx_tokens)
 
     def prepare(self, frame_rgb: np.ndarray) -> np.ndarray:
-        """The uint8 image the encoder graphs take: as is when its size matches, else one cv2.resize."""
+        """The uint8 image the encoder graphs take: as is when its size matches, else ``contract.fit_rgb`` (the
+        aspect rule's crop, then one cv2.resize); a graph exported with ``--camera-size`` crops inside."""
         frame = _check_frame(frame_rgb)
+        if self.fit_note(frame.shape[:2]) is not None:
+            self.stats["cropped_frames"] += 1
         rows, cols = self.manifest.image_hw
         if frame.shape[:2] == (rows, cols):
             return np.ascontiguousarray(frame)
@@ -137,7 +159,7 @@ class PolicyRunner:
             log.warning("camera frames are %dx%d but the model was exported for --camera-size %dx%d: resizing on "
                         "the CPU (export again with the camera's size to resize on the GPU)",
                         frame.shape[1], frame.shape[0], cols, rows)
-        return np.ascontiguousarray(resize_rgb(frame, rows, cols))
+        return np.ascontiguousarray(fit_rgb(frame, rows, cols))
 
     def _rollout(self, ctx_tokens: np.ndarray, history: np.ndarray, ego: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> forecast (F, Ld) int64, waypoints (K, 3)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pwm_model.eval.report import CSS, _img, _png, _plt, _rgb_png
+from pwm_model.eval.report import CSS, _img, _plt, _png, _rgb_png
 from pwm_model.geometry import PinholeCamera, to_ego_frame
 from pwm_model.io_utils import write_text_atomic
 from pwm_model.sim.loop import DriveLog

@@ -5,6 +5,8 @@
 The driver mirrors stage 1's ``tokenizer_loop.train_tokenizer``: it reads the token caches and labels, builds (or
 loads) the model, trains it with ``Trainer`` under one process or a torchrun world, and writes the checkpoint
 (weights, config, tokenizer copy, metrics, COMMANDS.md, train_state.pt for ``resume``, TensorBoard events).
+``metrics.json`` ``train_<stage>`` records the camera of the clip stores trained on (``clips.camera_record``: image
+size, camera topic, the stores' topics), which the export carries into ``manifest.json`` (``source.metrics``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
     import torch
 
     from pwm_model.checkpoint import load_metrics, save_checkpoint
+    from pwm_model.data.clips import ClipStore, camera_record
     from pwm_model.data.tokens import load_labels, token_cache
     from pwm_model.train.distributed import broadcast_flag, full_model_state, is_sharded, rank0_first, wrap_model
     from pwm_model.train.ego_branch import fit_ego_branch
@@ -87,6 +90,7 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
         if spec.eval_data:
             eval_data = WorldModelData.from_arrays(token_cache(spec.eval_data, tok_dir, cfg, progress=env.is_main),
                                                    None if stage == "pretrain" else load_labels(spec.eval_data))
+    camera = camera_record([ClipStore(store).meta for store in spec.data])
     data = WorldModelData(*(torch.cat([getattr(p, f) for p in parts]) for f in (
         "ctx_tokens", "dyn_tokens", "ego", "ego_valid", "waypoints", "waypoints_valid")))
 
@@ -138,7 +142,7 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
             prior = load_metrics(spec.init) if spec.init and not spec.resume else {}
             metrics = {**{k: v for k, v in prior.items() if k.startswith("train_")},
                        f"train_{stage}": {"steps": t.step, "clips": len(data), "init": spec.init,
-                                          "processes": env.world_size,
+                                          "processes": env.world_size, "camera": camera,
                                           **({"ego_branch_fit": {k: round(v, 6) for k, v in fit.items()}}
                                              if fit else {}),
                                           "final": {k: round(float(v), 6) for k, v in last.items()}}}
