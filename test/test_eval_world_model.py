@@ -124,6 +124,9 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
     diff = (summary["pwm_minus_ctra_l2_3s_ci95_lo"], summary["pwm_minus_ctra_l2_3s"],
             summary["pwm_minus_ctra_l2_3s_ci95_hi"])
     assert diff[0] <= diff[1] <= diff[2] and summary["drives"] >= 1
+    mlp = (summary["pwm_minus_ego_mlp_l2_3s_ci95_lo"], summary["pwm_minus_ego_mlp_l2_3s"],
+           summary["pwm_minus_ego_mlp_l2_3s_ci95_hi"])
+    assert mlp[0] <= mlp[1] <= mlp[2] and "PWM - ego-status MLP l2_3s" in table
     for probe in ("oracle", "random", "copy_last", "none"):
         key = f"reliance_{probe}_l2_3s"
         assert summary[f"{key}_ci95_lo"] <= summary[key] <= summary[f"{key}_ci95_hi"], key

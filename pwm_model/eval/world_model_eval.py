@@ -102,6 +102,16 @@ def _l2_intervals(pwm: np.ndarray, ctra: np.ndarray, labels: dict[str, np.ndarra
             "PWM - CTRA l2_3s": paired_difference(a, b, drives)}
 
 
+def _paired_l2(a_plans: np.ndarray, b_plans: np.ndarray, labels: dict[str, np.ndarray], cfg: PwmConfig
+               ) -> tuple[float, float, float]:
+    """Mean per-clip l2_3s of ``a`` minus ``b`` with its drive-clustered 95 % interval."""
+    from pwm_model.eval.intervals import paired_difference
+
+    gt, valid, dt = labels["waypoints_xyyaw"], labels["waypoints_valid"], cfg.data.waypoint_dt_s
+    return paired_difference(M.per_clip_l2(a_plans, gt, valid, dt), M.per_clip_l2(b_plans, gt, valid, dt),
+                             labels["drive"])
+
+
 def _families(plans: dict[str, np.ndarray], labels: dict[str, np.ndarray], cfg: PwmConfig, names: list[str]
               ) -> dict[str, dict[str, float]]:
     """Per scenario family (the label at the clip's current frame): clips, and each planner's l2_3s and collision
@@ -194,8 +204,10 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
         tl = load_labels(train_store)
         train_ego = ego_vectors(tl["ego"][:, 0], tl["ego"][:, 1], tl["command"], tl["ego"][:, 2])
         mlp = EgoMLP.fit(train_ego, tl["waypoints_xyyaw"], tl["waypoints_valid"], seed=cfg.train.seed)
-        report.planning["ego-status MLP"], hits_mlp = _planning(mlp.predict(ego), labels, cfg)
+        mlp_plans = mlp.predict(ego)
+        report.planning["ego-status MLP"], hits_mlp = _planning(mlp_plans, labels, cfg)
         report.paired["ego-status MLP"] = M.paired_collisions(pwm_hits, hits_mlp)
+        report.intervals["PWM - ego-status MLP l2_3s"] = _paired_l2(wp, mlp_plans, labels, cfg)
 
     if f > 0:
         true_future = cache.dyn[:, h:h + f].astype(np.int64)  # (N, F, Ld) frames t+1 .. t+F
@@ -257,6 +269,9 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
                           f"reliance_{probe}_l2_3s_ci95_hi": hi})
     if "ego-status MLP" in report.planning:
         final["ego_mlp_l2_3s"] = report.planning["ego-status MLP"]["l2_3s"]
+        d = report.intervals["PWM - ego-status MLP l2_3s"]
+        final.update(pwm_minus_ego_mlp_l2_3s=d[0], pwm_minus_ego_mlp_l2_3s_ci95_lo=d[1],
+                     pwm_minus_ego_mlp_l2_3s_ci95_hi=d[2])
     final.update(s)
     final["copy_last_psnr_1s_db"] = copy_psnr[one_s] if 0 <= one_s < len(copy_psnr) else math.nan
     final["clips"] = n
