@@ -69,6 +69,7 @@ setup(
             "pwm = pwm_model.cli:main",
             "pwm_node = pwm_ros.node:main",
             "pwm_replay = pwm_ros.replay:main",
+            "pwm_sim = pwm_ros.sim:main",
         ],
     },
 )

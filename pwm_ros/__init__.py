@@ -6,4 +6,5 @@ conversions.py  messages <-> numpy (images incl. Bayer and cv_bridge fallback, P
 worker.py       latest-frame-only worker thread;  diagnostics.py  counters, rates, latency percentiles, levels
 odometry.py     odometry samples -> the ego input at a camera stamp (speed, acceleration, yaw rate, plausibility)
 overlay.py      the planned path drawn through the camera model;  replay.py  ``pwm_replay``: bag playback + recorder
+sim_bridge.py   ``RosPlanner``: the closed loop's planner over ROS 2 (lock-step or realtime);  sim.py  ``pwm_sim``
 """

@@ -42,7 +42,7 @@ def test_colcon_build_install_tree(tmp_path: Path) -> None:
     install = ws / "install" / "pwm_ros"
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "pwm_ros").is_file()
     assert (install / "share" / "pwm_ros" / "package.xml").is_file()
-    for script in ("pwm", "pwm_node", "pwm_replay"):
+    for script in ("pwm", "pwm_node", "pwm_replay", "pwm_sim"):
         exe = install / "lib" / "pwm_ros" / script
         assert exe.is_file(), f"lib/pwm_ros/{script} missing: `ros2 run pwm_ros {script}` would not find it"
         assert exe.stat().st_mode & 0o111

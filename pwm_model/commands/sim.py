@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pwm_model.commands.common import config_from_args
     from pwm_model.sim.planners import EgoMLPPlanner, KinematicPlanner, RunnerPlanner
-    from pwm_model.sim.suite import format_suite, run_suite, save_suite
+    from pwm_model.sim.suite import format_suite, run_suite, save_suite, summary_line
 
     _check_args(args)
     cfg = config_from_args(args)
@@ -97,13 +97,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed, args.seed + args.scenarios))
     res = run_suite(planners, seeds, cfg, seconds=args.seconds, reactive=args.reactive, progress=not args.quiet)
     print(format_suite(res))
-    first = next(iter(planners))
-    s = res.summary(first)
-    line = {"planner": first, "epdms": s["epdms"], "epdms_ci95_lo": s["epdms_ci95_lo"],
-            "epdms_ci95_hi": s["epdms_ci95_hi"], "driving_score": s["driving_score"],
-            "route_completion": s["route_completion"], "collisions_at_fault": s["collisions_at_fault"],
-            "scenarios": s["scenarios"], "reactive": args.reactive,
-            **{f"{n}_epdms": res.summary(n)["epdms"] for n in res.scores if n != first}}
+    line = summary_line(res, next(iter(planners)))
     if args.out:
         from pwm_model.geometry import PinholeCamera
 

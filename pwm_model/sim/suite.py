@@ -153,6 +153,16 @@ def format_suite(res: SuiteResult) -> str:
     return "\n".join(lines)
 
 
+def summary_line(res: SuiteResult, first: str) -> dict[str, object]:
+    """The last line ``pwm sim`` (and ``pwm_sim``) prints: the figures of planner ``first``, the others' EPDMS."""
+    s = res.summary(first)
+    return {"planner": first, "epdms": s["epdms"], "epdms_ci95_lo": s["epdms_ci95_lo"],
+            "epdms_ci95_hi": s["epdms_ci95_hi"], "driving_score": s["driving_score"],
+            "route_completion": s["route_completion"], "collisions_at_fault": s["collisions_at_fault"],
+            "scenarios": s["scenarios"], "reactive": res.reactive,
+            **{f"{n}_epdms": res.summary(n)["epdms"] for n in res.scores if n != first}}
+
+
 def worst_infractions(res: SuiteResult, n: int) -> list[tuple[str, int, object]]:
     rows = [(name, s.seed, inf) for name, scores in res.scores.items() for s in scores for inf in s.infractions]
     rows.sort(key=lambda r: (SEVERITY.index(r[2].kind) if r[2].kind in SEVERITY else 99, r[2].t_s))
