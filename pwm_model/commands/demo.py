@@ -30,6 +30,8 @@ DESCRIPTION = """The project's main command (`make demo`), step by step:
   5. the recorded plans scored (out/demo/live/metrics.json), the same drive evaluated offline (out/demo/), the
      report written and the summary table printed, live and offline L2 at 3 s side by side (within 5 %), the
      verdict on every headline metric and the node's diagnostics over the run (from the recorded /diagnostics)
+  6. closed loop: pwm_sim --start-node drives 3 held-out scenarios with the node in lock-step beside CTRA and the
+     expert (out/demo/sim/report.html); its EPDMS joins the summary
 
 Writes out/demo/report.html, out/demo/metrics.json, out/demo/plans.csv and out/demo/overlay.mp4. The node and
 the replay use ROS_DOMAIN_ID from the environment, else a private domain chosen from this process id."""
@@ -37,6 +39,7 @@ the replay use ROS_DOMAIN_ID from the environment, else a private domain chosen 
 GEN_DATA_ARGS = ("--scenes", "1", "--seconds", "30", "--seed", "0")  # as `make data`: seed 0 is held out
 AGREEMENT_PCT = 5.0  # live and offline l2_3s must agree within this (issue acceptance)
 NODE_STOP_S = 15.0
+SIM_SCENARIOS, SIM_SECONDS = 3, 13.0  # the closed-loop step: a short suite (seeds 200..202)
 DEMO_FORECAST_EVERY = 10  # forecasts decoded for PSNR/SSIM: one a second of the drive keeps the demo quick
 
 
@@ -278,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.rate > 0:
         raise ConfigError(f"--rate must be positive, got {args.rate}")
     out, drive, model_dir = Path(args.out), Path(args.drive), Path(args.model_dir)
-    steps = Steps(5)
+    steps = Steps(6)
     steps.start(f"sample drive {drive}")
     bag = sample_drive(drive)
     steps.done(str(bag))
@@ -295,6 +298,12 @@ def run(args: argparse.Namespace) -> int:
     steps.start("offline evaluation of the same drive (report, video)")
     evals, offline = evaluate_drives([str(bag)], model=str(model_dir), out=out, forecast_every=DEMO_FORECAST_EVERY,
                                      progress="      ")
+    steps.done()
+    steps.start(f"closed loop: the node drives {SIM_SCENARIOS} held-out scenarios (pwm_sim, lock-step) beside CTRA "
+                "and the expert")
+    closed = closed_loop(model_dir, out / "sim")
+    steps.done(f"EPDMS {_num(closed.get('epdms'))}, CTRA {_num(closed.get('CTRA_epdms'))}, expert "
+               f"{_num(closed.get('expert_epdms'))}: {out / 'sim' / 'report.html'}")
     diff = _diff_pct(live.get("l2_3s"), offline.get("l2_3s"))
     agree = diff is not None and diff <= AGREEMENT_PCT
     node_diagnostics = (live.get("bags") or [{}])[0].get("node_diagnostics")
@@ -304,15 +313,34 @@ def run(args: argparse.Namespace) -> int:
     agreement = (f"Live (ROS 2 node, {live.get('plans')} plans) and offline ({offline.get('plans')} plans) L2 up to "
                  f"3 s: {_num(live.get('l2_3s'))} m vs {_num(offline.get('l2_3s'))} m, "
                  + (f"within {diff:.1f} %." if agree else f"{_num(diff, 1)} % apart (more than {AGREEMENT_PCT:g} %)."))
+    closed_note = (f"Closed loop (pwm_sim through the node, {closed.get('scenarios')} held-out scenarios of "
+                   f"{SIM_SECONDS:g} s, reactive traffic): EPDMS {_num(closed.get('epdms'))} against CTRA's "
+                   f"{_num(closed.get('CTRA_epdms'))} and the expert's {_num(closed.get('expert_epdms'))}; driving "
+                   f"score {_num(closed.get('driving_score'))}, at-fault collisions "
+                   f"{closed.get('collisions_at_fault')} (sim/report.html has the drives).")
+    offline.update(closed_loop=closed)
     write_outputs(out, evals, offline, title=f"pwm demo: {Path(args.checkpoint).name} on the sample drive",
-                  compare={"live node": live}, notes=[agreement])
-    steps.done()
+                  compare={"live node": live}, notes=[agreement, closed_note])
     _say("")
     _say(format_table(offline, {"live node": live}))
     _say(agreement)
     _say(diagnostics_line(node_diagnostics))
+    _say(closed_note)
     _say(f"done in {time.monotonic() - steps.t0:.0f} s: {out / 'report.html'} and {out / 'metrics.json'}")
     return 0
+
+
+def closed_loop(model_dir: Path, out: Path) -> dict[str, Any]:
+    """``pwm_sim --start-node``: the node drives a few held-out scenarios in lock-step; its JSON line."""
+    from pwm_model.errors import ModelError
+
+    cmd = [_bin("pwm_sim"), "--model", str(model_dir), "--start-node", "--planner", "ctra", "--planner", "expert",
+           "--scenarios", str(SIM_SCENARIOS), "--seconds", f"{SIM_SECONDS:g}", "--out", str(out), "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ros_env())
+    lines = [ln for ln in r.stdout.strip().splitlines() if ln.startswith("{")]
+    if r.returncode != 0 or not lines:
+        raise ModelError(f"the closed-loop run failed: {_last_line(r.stderr) or r.returncode}")
+    return json.loads(lines[-1])
 
 
 def _num(v: Any, digits: int = 3) -> str:
