@@ -11,7 +11,7 @@ JAZZY_STAMP := $(JAZZY_VENV)/.installed
 # The test files that talk ROS 2 (rclpy, the node, the replay, message conversions, bags of ROS messages).
 ROS_TESTS := test/test_ros_node.py test/test_ros_params.py test/test_ros_replay.py test/test_ros_worker.py \
              test/test_conversions.py test/test_eval_bag.py test/test_demo.py test/test_launch.py \
-             test/test_ros_bad_inputs.py test/test_camera_gaps.py test/test_cyclone_interop.py
+             test/test_ros_bad_inputs.py test/test_camera_gaps.py test/test_cyclone_interop.py test/test_ros_sim.py
 
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
