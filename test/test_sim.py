@@ -127,6 +127,19 @@ def test_extended_comfort_compares_consecutive_plans() -> None:
     t = np.arange(9) * 0.5
     straight = np.stack([10.0 * t, np.zeros(9)], 1)
     assert plans_consistent(straight, t, straight + [2.0, 0.0], t + 0.2)  # the same plan, 0.2 s later
+    # a braking, turning car planned twice, 0.2 s apart: the same motion, so consistent (a scorer that differentiates
+    # a finer linear interpolation of the waypoints sees a jerk spike at every waypoint and fails it)
+    fine_t = np.linspace(0.0, 4.5, 4501)
+    speed, yaw = 12.0 - 1.0 * fine_t, 0.15 * fine_t
+    fx = np.cumsum(speed * np.cos(yaw)) * (fine_t[1] - fine_t[0])
+    fy = np.cumsum(speed * np.sin(yaw)) * (fine_t[1] - fine_t[0])
+
+    def sampled(t0: float) -> tuple[np.ndarray, np.ndarray]:
+        tt = t0 + np.arange(9) * 0.5
+        tt = tt[tt <= 4.5]
+        return np.stack([np.interp(tt, fine_t, fx), np.interp(tt, fine_t, fy)], 1), tt
+
+    assert plans_consistent(*sampled(0.0), *sampled(0.2))
     swerve = straight.copy()
     swerve[:, 1] = 2.0 * np.sin(t * 2.0)  # a plan that now weaves
     assert not plans_consistent(straight, t, swerve, t)

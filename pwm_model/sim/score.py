@@ -153,27 +153,28 @@ def _ttc_violation(tick, horizon_s: float = TTC_HORIZON_S) -> int | None:  # noq
     return None
 
 
-def _plan_profile(xy: np.ndarray, t_s: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
-    """Speed, acceleration, jerk, heading rate and its rate of a plan path sampled at ``times``."""
-    x, y = np.interp(times, t_s, xy[:, 0]), np.interp(times, t_s, xy[:, 1])
-    dt = times[1] - times[0]
-    vx, vy = np.gradient(x, dt), np.gradient(y, dt)
+def _plan_profile(xy: np.ndarray, t_s: np.ndarray) -> dict[str, np.ndarray]:
+    """Acceleration, jerk, heading rate and its rate of a plan on its own time grid (finite differences between
+    its waypoints: interpolating the path finer first would put kinks, and so jerk spikes, at every waypoint)."""
+    vx, vy = np.gradient(xy[:, 0], t_s), np.gradient(xy[:, 1], t_s)
     speed = np.hypot(vx, vy)
     heading = np.unwrap(np.arctan2(vy, vx))
-    accel = np.gradient(speed, dt)
-    yaw_rate = np.gradient(heading, dt)
-    return {"accel": accel, "jerk": np.gradient(accel, dt), "yaw_rate": yaw_rate,
-            "yaw_accel": np.gradient(yaw_rate, dt)}
+    accel = np.gradient(speed, t_s)
+    yaw_rate = np.gradient(heading, t_s)
+    return {"accel": accel, "jerk": np.gradient(accel, t_s), "yaw_rate": yaw_rate,
+            "yaw_accel": np.gradient(yaw_rate, t_s)}
 
 
 def plans_consistent(prev_xy: np.ndarray, prev_t: np.ndarray, xy: np.ndarray, t: np.ndarray) -> bool:
-    """EC for one pair: do two plans agree (RMS within ``EC_LIMITS``) over the times both cover?"""
+    """EC for one pair: do two plans agree (RMS within ``EC_LIMITS``) over the times both cover? Each plan's
+    profiles are taken on its own grid and compared at the newer plan's waypoint times."""
     lo, hi = max(prev_t[0], t[0]), min(prev_t[-1], t[-1])
-    if hi - lo < 1.0:
+    times = t[(t >= lo - 1e-9) & (t <= hi + 1e-9)]
+    if len(times) < 3 or len(xy) < 4 or len(prev_xy) < 4:
         return True  # too little overlap to compare
-    times = np.linspace(lo, hi, max(4, int(round((hi - lo) / 0.1)) + 1))
-    a, b = _plan_profile(prev_xy, prev_t, times), _plan_profile(xy, t, times)
-    return all(float(np.sqrt(np.mean((a[k] - b[k]) ** 2))) <= lim for k, lim in EC_LIMITS.items())
+    a, b = _plan_profile(prev_xy, prev_t), _plan_profile(xy, t)
+    return all(float(np.sqrt(np.mean((np.interp(times, prev_t, a[k]) - np.interp(times, t, b[k])) ** 2))) <= lim
+               for k, lim in EC_LIMITS.items())
 
 
 def _windows(log: DriveLog) -> tuple[int, int, int]:
