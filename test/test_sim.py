@@ -190,3 +190,12 @@ def test_pwm_sim_bad_arguments_are_one_sentence(argv: list[str], needle: str, tm
     assert pwm_main([*argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert needle in err and not (tmp_path / "x").exists()
+
+
+def test_pwm_sim_with_a_model_that_does_not_load_is_one_sentence(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text("{not json")
+    assert pwm_main(["sim", "--model", str(model), "--scenarios", "1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "corrupt" in err and len(err.splitlines()) == 1 and not (tmp_path / "x").exists()
