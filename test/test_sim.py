@@ -199,3 +199,18 @@ def test_pwm_sim_with_a_model_that_does_not_load_is_one_sentence(tmp_path: Path,
     assert pwm_main(["sim", "--model", str(model), "--scenarios", "1", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert "corrupt" in err and len(err.splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_non_reactive_traffic_does_not_see_the_ego() -> None:
+    """Reactive: a car right behind the ego follows it (its leader is the ego); non-reactive: it drives on as if the
+    lane ahead were empty."""
+    from pwm_model.data.synthetic.world import World
+
+    w = World(5, preset("tiny").camera, scenario="cruise", seconds=10.0)
+    w.agents.clear()
+    ego = w.ego
+    follower = w.spawn("car", ego.center_s_m - 15.0, w.road.lane_d_m(ego.lane), ego.speed_mps + 3.0)
+    gap, v_lead, _ = w.leader_of(follower)
+    assert gap is not None and gap < 15.0 and v_lead == pytest.approx(ego.speed_mps)
+    w.agents_see_ego = False
+    assert w.leader_of(follower)[0] is None
