@@ -1,4 +1,4 @@
-"""Closed-loop speed: simulated seconds per wall second, the expert (rendering and physics only) against PWM through
+"""Closed-loop speed: simulated seconds per wall second, the expert (rendering, physics, no planner) against PWM through
 ``PolicyRunner`` (ONNX Runtime on the CPU here), on the same held-out scenarios, one after the other in one process.
 
     .venv/bin/python bench/sim.py                                  # exports models/pwm-tiny first if needed
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         wall = simulated = 0.0
         for seed in range(args.seed, args.seed + args.scenarios):
             t0 = time.perf_counter()
-            log = run_drive(seed, p, cfg, seconds=args.seconds, keep_frames=False)
+            # the expert's drive renders its camera too (keep_frames), so both loops pay for the frames
+            log = run_drive(seed, p, cfg, seconds=args.seconds, keep_frames=p is None)
             wall += time.perf_counter() - t0
             simulated += len(log.ticks) * log.frame_dt_s
             if p is not None:
