@@ -189,3 +189,15 @@ def test_plans_csv_is_written_beside_the_report_and_linked(report: tuple[Path, d
     rows = list(csv.reader((path.parent / "plans.csv").open()))
     assert tuple(rows[0]) == COLUMNS and len(rows) - 1 == metrics["plans"]
     assert 'href="plans.csv"' in path.read_text()
+
+
+def test_the_closed_loop_section_shows_each_planner_and_links_its_report() -> None:
+    from pwm_model.eval.report_sections import closed_loop_section
+
+    assert closed_loop_section(None) == []
+    page = "".join(closed_loop_section({"planner": "pwm-tiny (ROS 2)", "epdms": 0.5351, "CTRA_epdms": 0.9526,
+                                        "expert_epdms": 1.0, "scenarios": 3, "driving_score": 0.78,
+                                        "collisions_at_fault": 1}))
+    assert "<h2>Closed loop</h2>" in page and 'href="sim/report.html"' in page
+    for name, value in (("pwm-tiny (ROS 2)", "0.535"), ("CTRA", "0.953"), ("expert", "1.000")):
+        assert f"<td>{name}</td><td>{value}</td>" in page

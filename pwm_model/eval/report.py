@@ -32,6 +32,7 @@ from pwm_model.eval.bag_types import BagEvaluation, ForecastStrip, Moment
 from pwm_model.eval.overlay_video import PLAN_RGB, TRUTH_RGB
 from pwm_model.eval.plan_table import CSV_NAME, write_plans_csv
 from pwm_model.eval.report_sections import (
+    closed_loop_section,
     details,
     diagnostics_section,
     fmt,
@@ -388,6 +389,7 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
                 "plans). A planner that anticipates curves and braking stays below constant velocity as the horizon "
                 "grows.</p></div>")
     parts.append(f'<div class="row">{summary_table(metrics, compare)}{side}</div>')
+    parts += closed_loop_section(metrics.get("closed_loop"))
     samples = [(e, m) for e in evals for m in e.moments if m.why == "sample"]
     if samples and any(e.has_odometry for e in evals):
         parts += ["<h2>Plans in bird's-eye view</h2>",

@@ -237,3 +237,19 @@ def diagnostics_section(name: str, d: dict[str, Any]) -> str:
     return head + f'<div class="row">{ptable}{ctable}</div>' + rates
 
 
+
+
+def closed_loop_section(closed: dict[str, Any] | None) -> list[str]:
+    """The demo's closed-loop step (``pwm_sim``'s JSON line): EPDMS per planner, linking its own report."""
+    if not closed:
+        return []
+    rows = [(str(closed.get("planner", "PWM")), closed.get("epdms"))]
+    rows += [(k[: -len("_epdms")], v) for k, v in closed.items() if k.endswith("_epdms")]
+    cells = "".join(f"<tr><td>{html.escape(name)}</td><td>{fmt(v)}</td></tr>" for name, v in rows)
+    return ["<h2>Closed loop</h2>",
+            f'<p class="lead">The node drove {closed.get("scenarios")} held-out scenarios itself (pwm_sim, '
+            f'lock-step simulated time, reactive traffic), beside CTRA and the world\'s own driver: EPDMS per '
+            f'planner (NAVSIM v2, 4 s windows); driving score {fmt(closed.get("driving_score"))}, at-fault '
+            f'collisions {closed.get("collisions_at_fault")}. The drives, infractions and bird\'s-eye views: '
+            '<a href="sim/report.html">sim/report.html</a>.</p>',
+            f"<table><tr><th>planner</th><th>EPDMS</th></tr>{cells}</table>"]
