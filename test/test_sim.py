@@ -214,3 +214,26 @@ def test_non_reactive_traffic_does_not_see_the_ego() -> None:
     assert gap is not None and gap < 15.0 and v_lead == pytest.approx(ego.speed_mps)
     w.agents_see_ego = False
     assert w.leader_of(follower)[0] is None
+
+
+def test_the_others_idm_can_be_set() -> None:
+    """A follower 15 m behind the ego brakes harder with a 40 m minimum gap than with the default 3 m, and a bad
+    --idm value is one sentence."""
+    from pwm_model.commands.sim import parse_idm
+    from pwm_model.data.synthetic.world import World
+    from pwm_model.errors import ConfigError
+
+    def follower_accel(idm: dict[str, float]) -> float:
+        w = World(5, preset("tiny").camera, scenario="cruise", seconds=10.0)
+        w.agents.clear()
+        w.agent_idm = idm
+        ego = w.ego
+        follower = w.spawn("car", ego.center_s_m - 15.0, w.road.lane_d_m(ego.lane), ego.speed_mps)
+        w.step_frame()
+        return follower.accel_mps2
+
+    assert parse_idm(["min_gap_m=40", "headway_s=2"]) == {"s0_m": 40.0, "headway_s": 2.0}
+    assert follower_accel(parse_idm(["min_gap_m=40"])) < follower_accel({}) - 0.3
+    for bad in (["gap=3"], ["min_gap_m=-1"], ["headway_s=x"]):
+        with pytest.raises(ConfigError):
+            parse_idm(bad)

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="other vehicles react to the ego with IDM (default)")
     mode.add_argument("--non-reactive", dest="reactive", action="store_false",
                       help="other vehicles drive as if the ego were not there")
+    parser.add_argument("--idm", action="append", default=[], metavar="KEY=VALUE",
+                        help="the other vehicles' IDM (repeatable): a_max_mps2, decel_mps2, headway_s, min_gap_m "
+                             "(default 1.5, 2.5, 1.4, 3.0; target speeds are the scenario's)")
     parser.add_argument("--out", metavar="DIR", help="write metrics.json, drives.csv and frames/ here")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_config_arguments(parser)
@@ -69,6 +72,30 @@ def _check_args(args: argparse.Namespace) -> None:
                               "checkpoint with `python export/build_engine.py` first")
 
 
+IDM_KEYS = {"a_max_mps2": "a_max", "decel_mps2": "b_comf", "headway_s": "headway_s", "min_gap_m": "s0_m"}
+
+
+def parse_idm(items: list[str]) -> dict[str, float]:
+    """``--idm KEY=VALUE`` items -> ``idm_accel`` keyword arguments (positive, finite)."""
+    import math
+
+    from pwm_model.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in IDM_KEYS:
+            raise ConfigError(f"--idm {item!r}: the key must be one of {', '.join(IDM_KEYS)}")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not math.isfinite(number) or number <= 0:
+            raise ConfigError(f"--idm {item!r}: the value must be a positive number")
+        out[IDM_KEYS[key]] = number
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -78,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from pwm_model.sim.suite import format_suite, run_suite, save_suite, summary_line
 
     _check_args(args)
+    idm = parse_idm(args.idm)
     cfg = config_from_args(args)
     if args.model:  # the world, camera and waypoints as the (first) model was trained for
         from pwm_model.runtime.manifest import load_manifest
@@ -95,13 +123,15 @@ def run(args: argparse.Namespace) -> int:
             planners["constant velocity" if name == "cv" else name.upper()] = (
                 lambda k=name: KinematicPlanner(k, cfg))
     seeds = list(range(args.seed, args.seed + args.scenarios))
-    res = run_suite(planners, seeds, cfg, seconds=args.seconds, reactive=args.reactive, progress=not args.quiet)
+    res = run_suite(planners, seeds, cfg, seconds=args.seconds, reactive=args.reactive, progress=not args.quiet,
+                    agent_idm=idm)
     print(format_suite(res))
     line = summary_line(res, next(iter(planners)))
     if args.out:
         from pwm_model.geometry import PinholeCamera
 
-        save_suite(res, args.out, camera=PinholeCamera.from_config(cfg.camera))
+        save_suite(res, args.out, extra={"agent_idm": {k: idm[v] for k, v in IDM_KEYS.items() if v in idm}},
+                   camera=PinholeCamera.from_config(cfg.camera))
         print(f"wrote {args.out}/metrics.json", flush=True)
     print(json.dumps(line))
     return 0

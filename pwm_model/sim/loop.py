@@ -125,11 +125,14 @@ def _tick(world: World, driven: bool) -> Tick:
 
 def run_drive(seed: int, planner: Planner | None, cfg: PwmConfig, *, seconds: float = 20.0, reactive: bool = True,
               plan_every_s: float | None = None, warmup_s: float = WARMUP_S, keep_frames: bool = True,
-              on_frame: Callable[[int, int], None] | None = None) -> DriveLog:
-    """Drive scenario ``seed`` for ``seconds`` with ``planner`` (None: the expert). See the module docstring."""
+              on_frame: Callable[[int, int], None] | None = None, agent_idm: dict[str, float] | None = None
+              ) -> DriveLog:
+    """Drive scenario ``seed`` for ``seconds`` with ``planner`` (None: the expert). See the module docstring.
+    ``agent_idm`` sets the other vehicles' IDM parameters (``idm_accel``'s a_max, b_comf, headway_s, s0_m)."""
     started = time.monotonic()
     world = World(seed, cfg.camera, seconds=seconds)
     world.agents_see_ego = reactive
+    world.agent_idm = dict(agent_idm or {})
     renderer = world.renderer() if planner is not None or keep_frames else None
     road = world.road
     name = "expert" if planner is None else planner.name

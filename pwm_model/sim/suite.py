@@ -70,7 +70,8 @@ def _progress(text: str) -> None:
 
 
 def run_suite(planners: dict[str, Callable[[], Planner] | None], seeds: Sequence[int], cfg: PwmConfig, *,
-              seconds: float = 20.0, reactive: bool = True, progress: bool = True) -> SuiteResult:
+              seconds: float = 20.0, reactive: bool = True, progress: bool = True,
+              agent_idm: dict[str, float] | None = None) -> SuiteResult:
     """Drive every seed with the expert and with each planner (a factory; None: the expert) and score them."""
     res = SuiteResult(seeds=list(seeds), seconds=seconds, reactive=reactive)
     made = {name: (factory() if factory is not None else None) for name, factory in planners.items()}
@@ -80,7 +81,7 @@ def run_suite(planners: dict[str, Callable[[], Planner] | None], seeds: Sequence
     experts: dict[int, DriveLog] = {}
     for seed in seeds:
         t0 = time.monotonic()
-        experts[seed] = run_drive(seed, None, cfg, seconds=seconds, reactive=reactive)
+        experts[seed] = run_drive(seed, None, cfg, seconds=seconds, reactive=reactive, agent_idm=agent_idm)
         res.wall_s["expert"] = res.wall_s.get("expert", 0.0) + time.monotonic() - t0
         res.simulated_s["expert"] = res.simulated_s.get("expert", 0.0) + len(experts[seed].ticks) * \
             experts[seed].frame_dt_s
@@ -90,7 +91,7 @@ def run_suite(planners: dict[str, Callable[[], Planner] | None], seeds: Sequence
                 log = experts[seed]
             else:
                 t0 = time.monotonic()
-                log = run_drive(seed, planner, cfg, seconds=seconds, reactive=reactive)
+                log = run_drive(seed, planner, cfg, seconds=seconds, reactive=reactive, agent_idm=agent_idm)
                 res.wall_s[name] = res.wall_s.get(name, 0.0) + time.monotonic() - t0
                 res.simulated_s[name] = res.simulated_s.get(name, 0.0) + len(log.ticks) * log.frame_dt_s
                 done += 1

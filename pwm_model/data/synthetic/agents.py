@@ -151,8 +151,9 @@ class Agent:
         self.lateral = LateralMove(self.d_m, d1_m, t_s, duration_s)
 
     def step(self, dt_s: float, t_s: float, leader_gap_m: float | None, leader_speed_mps: float,
-             leader_accel_mps2: float = 0.0) -> None:
-        """Advance by ``dt_s``: IDM (or the scripted acceleration) along s, the lateral move across."""
+             leader_accel_mps2: float = 0.0, idm: dict[str, float] | None = None) -> None:
+        """Advance by ``dt_s``: IDM (or the scripted acceleration) along s, the lateral move across. ``idm``
+        overrides ``idm_accel``'s parameters (a_max, b_comf, headway_s, s0_m)."""
         if self.parked:
             self.speed_mps = self.accel_mps2 = 0.0
             return
@@ -160,7 +161,7 @@ class Agent:
             a = self.accel_override
         else:
             a = idm_accel(self.speed_mps, self.v_desired_mps, leader_gap_m, self.speed_mps - leader_speed_mps,
-                          lead_accel_mps2=leader_accel_mps2)
+                          lead_accel_mps2=leader_accel_mps2, **(idm or {}))
         a = float(np.clip(a, -self.max_decel_mps2, 2.5))
         v = max(self.speed_mps + a * dt_s, 0.0)
         self.s_m += self.direction * 0.5 * (self.speed_mps + v) * dt_s

@@ -58,6 +58,7 @@ class World:
         self.agents: list[Agent] = []
         self.reserved_lane: int | None = None  # a lane an event needs clear of ambient traffic
         self.agents_see_ego = True  # False: the others drive as if the ego were not there (non-reactive closed loop)
+        self.agent_idm: dict[str, float] = {}  # the others' IDM parameters to override (a_max, b_comf, headway_s)
         self._next_id = 1
         self.pinhole = PinholeCamera.from_config(camera)
         self.t_s = 0.0
@@ -149,7 +150,7 @@ class World:
         leaders = [self.leader_of(a) for a in self.agents]
         self.ego.step(dt_s, self.t_s, self.agents)
         for a, (gap, v_lead, a_lead) in zip(self.agents, leaders):
-            a.step(dt_s, self.t_s, gap, v_lead, a_lead)
+            a.step(dt_s, self.t_s, gap, v_lead, a_lead, self.agent_idm or None)
             if not a.extra.get("scripted_lamps"):
                 a.brake_lamp = (not a.parked) and (a.accel_mps2 < -1.0 or (a.brake_lamp and a.accel_mps2 < -0.3)
                                                    or a.speed_mps < 0.3)
