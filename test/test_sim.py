@@ -168,7 +168,7 @@ def test_expert_drives_clean_and_extrapolation_leaves_a_curving_lane() -> None:
 def test_pwm_sim_cli_table_json_and_files(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     out = tmp_path / "sim"
     assert pwm_main(["sim", "--planner", "expert", "--planner", "ctra", "--scenarios", "2", "--seconds", "9",
-                     "--out", str(out), "--quiet"]) == 0
+                     "--seed", "203", "--out", str(out), "--quiet"]) == 0  # CTRA hits a car in seed 203 at 7.0 s
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     for key in ("epdms", "driving_score", "route_completion", "collisions_at_fault", "scenarios", "CTRA_epdms"):
@@ -177,6 +177,10 @@ def test_pwm_sim_cli_table_json_and_files(tmp_path: Path, capsys) -> None:  # no
     assert any("EPDMS" in line for line in lines[:-1])
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["planners"]) == {"expert", "CTRA"} and (out / "drives.csv").is_file()
+    assert (out / "report.html").is_file()
+    assert any(i["kind"] == "collision" and i["planner"] == "CTRA" for i in metrics["infractions"])
+    for inf in metrics["infractions"]:  # every infraction with its time and its camera frame
+        assert inf["t_s"] >= 0 and inf["frame_png"] and (out / inf["frame_png"]).is_file(), inf
 
 
 @pytest.mark.parametrize("argv, needle", [

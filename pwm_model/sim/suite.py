@@ -24,7 +24,7 @@ from pwm_model.sim.loop import DriveLog, run_drive
 from pwm_model.sim.planners import Planner
 from pwm_model.sim.score import DriveScore, score_drive
 
-WORST_FRAMES = 12  # infractions whose frame is saved
+FRAMES_SAVED_MAX = 10_000  # every infraction gets its frame in frames/ (the report shows the worst)
 SEVERITY = ("collision", "static_collision", "drivable_area", "driving_direction", "ttc", "lane_keeping", "comfort")
 
 
@@ -170,6 +170,12 @@ def worst_infractions(res: SuiteResult, n: int) -> list[tuple[str, int, object]]
     return rows[:n]
 
 
+def _frame_png(name: str, seed: int, inf: object) -> str:
+    """Where an infraction's camera frame is saved, relative to the suite's folder."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    return f"frames/{safe}_seed{seed}_{inf.t_s:05.1f}s_{inf.kind}.png"  # type: ignore[attr-defined]
+
+
 def save_suite(res: SuiteResult, out_dir: str | Path, extra: dict | None = None, camera: PinholeCamera | None = None
                ) -> Path:
     """metrics.json, drives.csv, report.html, drive.mp4 (with ``camera``: one drive with its plan drawn in) and
@@ -184,7 +190,10 @@ def save_suite(res: SuiteResult, out_dir: str | Path, extra: dict | None = None,
                "planners": {name: res.summary(name) for name in res.scores},
                "drives": {name: [s.summary() for s in scores] for name, scores in res.scores.items()},
                "infractions": [{"planner": name, "seed": seed, "t_s": round(inf.t_s, 2), "kind": inf.kind,
-                                "detail": inf.detail} for name, seed, inf in worst_infractions(res, 10_000)],
+                                "detail": inf.detail,
+                                "frame_png": _frame_png(name, seed, inf) if (name, seed, inf.frame) in res.frames
+                                else None}
+                               for name, seed, inf in worst_infractions(res, FRAMES_SAVED_MAX)],
                **(extra or {})}
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -210,10 +219,8 @@ def save_suite(res: SuiteResult, out_dir: str | Path, extra: dict | None = None,
     write_sim_report(out / "report.html", res, video=video)
     frames_dir = out / "frames"
     frames_dir.mkdir(exist_ok=True)
-    for name, seed, inf in worst_infractions(res, WORST_FRAMES):
+    for name, seed, inf in worst_infractions(res, FRAMES_SAVED_MAX):
         image = res.frames.get((name, seed, inf.frame))
         if image is not None:
-            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-            cv2.imwrite(str(frames_dir / f"{safe}_seed{seed}_{inf.t_s:05.1f}s_{inf.kind}.png"),
-                        cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(out / _frame_png(name, seed, inf)), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return out
