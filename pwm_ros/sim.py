@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pwm_model.commands.sim import add_drive_arguments, parse_idm
 from pwm_model.errors import ConfigError, ModelError, PwmError
 
-DEFAULT_SEED = 200  # as pwm sim: held-out seeds
 NODE_WAIT_S = 120.0  # --start-node: loading and warming up the model may take this long on a small machine
 BASELINES = ("expert", "cv", "ctra")
 
@@ -46,15 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the planner's name in the table (default: the model's, or 'ROS 2 planner')")
     p.add_argument("--planner", action="append", default=[], choices=BASELINES,
                    help="a baseline to drive in-process beside it (repeatable): expert, cv, ctra")
-    p.add_argument("--scenarios", type=int, default=10, metavar="N", help="number of drives (default: 10)")
-    p.add_argument("--seconds", type=float, default=20.0, metavar="S", help="length of each drive (default: 20)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="X",
-                   help=f"seed of the first drive (default: {DEFAULT_SEED}; held-out seeds are below 1000)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--reactive", dest="reactive", action="store_true", default=True,
-                      help="other vehicles react to the ego with IDM (default)")
-    mode.add_argument("--non-reactive", dest="reactive", action="store_false",
-                      help="other vehicles drive as if the ego were not there")
+    add_drive_arguments(p)
     p.add_argument("--realtime", action="store_true",
                    help="let the world run on at --rate times real time while the node thinks (late plans are "
                         "counted); default: lock-step simulated time")
@@ -154,6 +146,7 @@ def run(args: argparse.Namespace, ros_args: list[str]) -> int:
     from pwm_ros.sim_bridge import BridgeTopics, RosPlanner
 
     check_args(args)
+    idm = parse_idm(args.idm)
     if args.model:
         from pwm_model.runtime.manifest import load_manifest
 
@@ -177,7 +170,7 @@ def run(args: argparse.Namespace, ros_args: list[str]) -> int:
                 label = "expert" if baseline == "expert" else ("constant velocity" if baseline == "cv" else "CTRA")
                 planners[label] = None if baseline == "expert" else (lambda k=baseline: KinematicPlanner(k, cfg))
             res = run_suite(planners, list(range(args.seed, args.seed + args.scenarios)), cfg, seconds=args.seconds,
-                            reactive=args.reactive, progress=not args.quiet)
+                            reactive=args.reactive, progress=not args.quiet, agent_idm=idm)
         finally:
             if bridge is not None:
                 bridge.close()

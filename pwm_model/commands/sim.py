@@ -31,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--planner", action="append", default=[], choices=PLANNER_NAMES,
                         help="a baseline to drive (repeatable): expert (the world's own driver), cv, ctra, ego-mlp")
     parser.add_argument("--train-data", metavar="STORE", help="clip store the ego-mlp planner is fitted to")
+    add_drive_arguments(parser)
+    parser.add_argument("--out", metavar="DIR", help="write metrics.json, drives.csv and frames/ here")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_config_arguments(parser)
+
+
+def add_drive_arguments(parser: argparse.ArgumentParser) -> None:
+    """The suite's options, shared with ``pwm_sim``: --scenarios, --seconds, --seed, --(non-)reactive, --idm."""
     parser.add_argument("--scenarios", type=int, default=10, metavar="N", help="number of drives (default: 10)")
     parser.add_argument("--seconds", type=float, default=20.0, metavar="S", help="length of each drive (default: 20)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="X",
@@ -43,9 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idm", action="append", default=[], metavar="KEY=VALUE",
                         help="the other vehicles' IDM (repeatable): a_max_mps2, decel_mps2, headway_s, min_gap_m "
                              "(default 1.5, 2.5, 1.4, 3.0; target speeds are the scenario's)")
-    parser.add_argument("--out", metavar="DIR", help="write metrics.json, drives.csv and frames/ here")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    add_config_arguments(parser)
 
 
 def _check_args(args: argparse.Namespace) -> None:
