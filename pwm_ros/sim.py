@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pwm_model.commands.sim import add_drive_arguments, parse_idm
+from pwm_model.commands.sim import add_drive_arguments, check_drive_args, parse_idm
 from pwm_model.errors import ConfigError, ModelError, PwmError
 
 NODE_WAIT_S = 120.0  # --start-node: loading and warming up the model may take this long on a small machine
@@ -75,15 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     import math
 
-    from pwm_model.data.synthetic.names import TRAIN_SEED_MIN
-
-    if args.scenarios < 1:
-        raise ConfigError(f"--scenarios must be at least 1, got {args.scenarios}")
-    if not math.isfinite(args.seconds) or not 6.0 <= args.seconds <= 600.0:
-        raise ConfigError(f"--seconds must be in [6, 600] (a 1 s warm-up, then 4 s windows), got {args.seconds}")
-    if args.seed < 0 or args.seed + args.scenarios > TRAIN_SEED_MIN:
-        raise ConfigError(f"--seed {args.seed} with --scenarios {args.scenarios} reaches seeds the training drives use"
-                          f" ({TRAIN_SEED_MIN} and up): closed-loop scenarios must be held out")
+    check_drive_args(args)
     for name in ("timeout_s", "rate") + (("wait_s",) if args.wait_s is not None else ()):
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):

@@ -53,15 +53,13 @@ def add_drive_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 1.5, 2.5, 1.4, 3.0; target speeds are the scenario's)")
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check_drive_args(args: argparse.Namespace) -> None:
+    """``ConfigError`` (one sentence) for bad suite options (``add_drive_arguments``); --idm is ``parse_idm``'s."""
     import math
-    from pathlib import Path
 
     from pwm_model.data.synthetic.names import TRAIN_SEED_MIN
     from pwm_model.errors import ConfigError
 
-    if not args.model and not args.planner:
-        raise ConfigError("name what drives: --model MODEL_DIR and/or --planner expert|cv|ctra|ego-mlp")
     if args.scenarios < 1:
         raise ConfigError(f"--scenarios must be at least 1, got {args.scenarios}")
     if not math.isfinite(args.seconds) or not 6.0 <= args.seconds <= 600.0:
@@ -69,6 +67,16 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.seed < 0 or args.seed + args.scenarios > TRAIN_SEED_MIN:
         raise ConfigError(f"--seed {args.seed} with --scenarios {args.scenarios} reaches seeds the training drives use"
                           f" ({TRAIN_SEED_MIN} and up): closed-loop scenarios must be held out")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pwm_model.errors import ConfigError
+
+    if not args.model and not args.planner:
+        raise ConfigError("name what drives: --model MODEL_DIR and/or --planner expert|cv|ctra|ego-mlp")
+    check_drive_args(args)
     if "ego-mlp" in args.planner and not args.train_data:
         raise ConfigError("--planner ego-mlp needs --train-data STORE (the clips it is fitted to)")
     for model in args.model:
