@@ -200,6 +200,9 @@ class WorldModelConfig:
     # clips before fine-tuning (train.ego_branch_fit_steps): the plan starts where the ego-status MLP ends
     ego_branch: bool = False
     ego_branch_hidden: int = 128
+    # one output per route command (left, straight, right) in the waypoint head's and the ego branch's last layers,
+    # the command picking which (conditional imitation): a plan cannot fade the command out of a shared layer
+    command_branches: bool = False
 
     def validate(self, prefix: str) -> None:
         _check(self.layers >= 1, prefix, "layers", "must be at least 1")

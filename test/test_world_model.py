@@ -279,3 +279,37 @@ def test_planning_from_a_forecast_in_one_pass_equals_a_separate_pass() -> None:
     torch.testing.assert_close(dual["waypoints"], wp_rollout, atol=1e-5, rtol=1e-5)  # planned from the forecast
     torch.testing.assert_close(dual["logits"], teacher["logits"], atol=1e-5, rtol=1e-5)  # video loss unchanged
     assert not torch.allclose(teacher["waypoints"], wp_rollout)
+
+
+def test_command_branches_pick_the_commands_output_and_load_a_single_output_checkpoint(tmp_path) -> None:
+    """world_model.command_branches: each command has its own last-layer output; the one-hot picks it, no ego takes
+    straight, and a checkpoint without branches loads into a branched model that plans exactly as it did."""
+    from pwm_model.world_model.checkpoint import load_world_model, save_world_model
+
+    single = small_model("world_model.prior=ctra")
+    for module in (single.waypoint_head[-1], single.ego_branch[-1]):
+        torch.nn.init.normal_(module.weight, 0.0, 0.3)
+        torch.nn.init.normal_(module.bias, 0.0, 0.3)
+    x = small_inputs(model=single)
+    _, want = single.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    save_world_model(tmp_path / "single", single.cfg, single)
+    cfg = apply_overrides(single.cfg, ["world_model.command_branches=true"])
+    branched, _ = load_world_model(tmp_path / "single", cfg)
+    assert branched.waypoint_head[-1].out_features == 9
+    _, got = branched.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    torch.testing.assert_close(got, want)  # copies of the single output: the same plan
+
+    with torch.no_grad():  # make the left branch (rows 0..2) of both last layers say something of its own
+        branched.waypoint_head[-1].bias[:3] += torch.tensor([0.0, 0.05, 0.0])
+        k = branched.num_waypoints
+        branched.ego_branch[-1].bias.view(k, 3, 3)[:, 0, 1] += 0.01
+    _, moved = branched.rollout(x["ctx_tokens"], x["dyn_history"], x["ego"])
+    left = x["ego"][:, 2] == 1  # small_inputs: clip 0 left, 1 straight, 2 right
+    assert torch.all(moved[left][..., 1] > got[left][..., 1])  # only the left clip's plan moves, to the left
+    torch.testing.assert_close(moved[~left], got[~left])
+    out = torch.randn(3, branched.num_waypoints, 3, 3)
+    no_command = x["ego"].clone()
+    no_command[:, 2:5] = 0.0  # an all-zero command (as without ego labels) and no ego at all: the straight branch
+    torch.testing.assert_close(branched.select_branch(out, no_command), out[:, :, 1])
+    torch.testing.assert_close(branched.select_branch(out, None), out[:, :, 1])
+    torch.testing.assert_close(branched.select_branch(out, x["ego"]), out[torch.arange(3), :, torch.arange(3)])

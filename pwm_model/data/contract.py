@@ -37,6 +37,7 @@ ASPECT_TOLERANCE = 0.02  # aspect ratios this close (relative) to the model inpu
 EGO_DIM = 6
 EGO_DIM_WITHOUT_YAW_RATE = 5  # the ego vector of models trained before the yaw rate joined it
 COMMANDS = 3  # left, straight, right (pwm_model.data.schema)
+COMMAND_SLICE = slice(2, 2 + COMMANDS)  # the command's one-hot in the ego vector
 FRAME_PAIR_TOLERANCE = 0.25  # share of model_dt_s a consecutive model frame may deviate from its ideal stamp
 MAX_PLAUSIBLE_SPEED_MPS = 70.0  # an ego speed beyond this (252 km/h) is a sensor fault, not a state to plan from
 MAX_PLAUSIBLE_YAW_RATE_RADPS = 3.0  # a road vehicle turns slower (a full circle in 2 s); beyond is a sensor fault
@@ -53,7 +54,7 @@ def ego_vectors(speed_mps: np.ndarray, accel_mps2: np.ndarray, command: np.ndarr
     out[:, 0] = speed
     out[:, 1] = np.asarray(accel_mps2, np.float32).reshape(-1)
     cmd = np.clip(np.asarray(command).astype(np.int64).reshape(-1), 0, COMMANDS - 1)
-    out[np.arange(len(speed)), 2 + cmd] = 1.0
+    out[np.arange(len(speed)), COMMAND_SLICE.start + cmd] = 1.0
     if yaw_rate_radps is not None:
         out[:, 2 + COMMANDS] = np.asarray(yaw_rate_radps, np.float32).reshape(-1)
     return out

@@ -29,13 +29,16 @@ def init_from(model: PolicyWorldModel, directory: str | os.PathLike[str]) -> Non
 
     A checkpoint from before the yaw rate and ``plan_ego`` (5-entry ego vector, no ``plan_ego`` tensors) loads with
     zeros there: it then plans exactly as it did (``upgrade_state``). A model with ``world_model.ego_branch`` loaded
-    from a checkpoint without one keeps its fresh branch (zero output).
+    from a checkpoint without one keeps its fresh branch (zero output). A model with ``world_model.command_branches``
+    loaded from one without starts each command's output as a copy of the single one (``branch_state``).
     """
     state = upgrade_state(dict(load_state_dict(directory, "world_model")))
     own = model.state_dict()
     if model.ego_branch is not None and not any(k.startswith("ego_branch.") for k in state):
         # a checkpoint without world_model.ego_branch (e.g. a pretrained trunk): the fresh branch, zero last layer
         state.update({k: v for k, v in own.items() if k.startswith("ego_branch.")})
+    if model.branches > 1:
+        branch_state(state, own, model.branches)
     check_state_dict(state, model, f"checkpoint file {module_file(directory, 'world_model')}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
@@ -51,6 +54,20 @@ def upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         state["plan_ego.weight"] = torch.zeros(d, EGO_DIM, dtype=dtype)
         state["plan_ego.bias"] = torch.zeros(d, dtype=dtype)
     return state
+
+
+def branch_state(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], branches: int) -> None:
+    """A checkpoint with one output per waypoint (no ``world_model.command_branches``) into a branched model: each
+    command's branch starts as a copy of that output, so the model plans exactly as the checkpoint did."""
+    for name in ("waypoint_head.4", "ego_branch.4"):
+        for kind in ("weight", "bias"):
+            key = f"{name}.{kind}"
+            old, new = state.get(key), own.get(key)
+            if old is None or new is None or old.shape[0] * branches != new.shape[0]:
+                continue
+            rows = old.shape[0] // 3  # 1 for the head, K for the ego branch: (rows, 3) -> (rows, branches, 3)
+            tiled = old.reshape(rows, 1, 3, *old.shape[1:]).expand(rows, branches, 3, *old.shape[1:])
+            state[key] = tiled.reshape(new.shape).clone()
 
 
 def save_world_model(directory: str | os.PathLike[str], cfg: PwmConfig, model: PolicyWorldModel,

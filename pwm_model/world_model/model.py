@@ -12,7 +12,9 @@ Training (teacher forcing): the dyn slots of frames t .. t+F-1 predict the same 
 could copy from frame t). ACT and the K queries read everything before them (with ``plan_reads_forecast`` false only
 the history: the plan-only ablation that keeps the video loss); the waypoint head regresses (x, y, yaw) in the ego
 frame at t, as the correction to a kinematic prior (``world_model.prior``: none, cv or ctra; world_model/prior.py);
-with ``world_model.ego_branch`` an MLP of the ego vector alone adds its own correction beside the head's.
+with ``world_model.ego_branch`` an MLP of the ego vector alone adds its own correction beside the head's. With
+``world_model.command_branches`` both last layers have one output per route command and the command picks one
+(conditional imitation), so left, straight and right are learned apart and a flipped command plans the other way.
 
 Inference (``rollout``): one prefill pass over ``[EGO][ctx t][dyn t-H+1 .. t]``, one KV-cached pass per forecast
 frame (all Ld slots at once), the last forecast frame is not fed back, then one pass over ``[ACT][Q_1 .. Q_K]``
@@ -29,7 +31,8 @@ import torch
 from torch import nn
 
 from pwm_model.config import PwmConfig
-from pwm_model.data.contract import EGO_DIM
+from pwm_model.data.contract import COMMAND_SLICE, COMMANDS, EGO_DIM
+from pwm_model.data.schema import COMMAND_STRAIGHT
 from pwm_model.world_model.focal_loss import dynamic_focal_loss
 from pwm_model.world_model.mask import (
     TYPE_EGO,
@@ -99,7 +102,9 @@ class PolicyWorldModel(nn.Module):
         self.transformer = Transformer(wm.layers, d, wm.heads, wm.mlp_ratio, wm.dropout)
         self.frame_head = nn.Linear(d, c)  # logits over the dyn codes
         h = wm.head_hidden
-        self.waypoint_head = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 3))
+        self.branches = COMMANDS if wm.command_branches else 1  # outputs per waypoint: one per command, or one
+        self.waypoint_head = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(),
+                                           nn.Linear(h, 3 * self.branches))
         self.plan_ego = nn.Linear(EGO_DIM, d)  # the ego vector straight into the query states (zero at init)
         self.register_buffer("ego_scale", torch.tensor(EGO_SCALE), persistent=False)
         t_s = torch.arange(1, self.num_waypoints + 1, dtype=torch.float32) * data.waypoint_dt_s  # (K,)
@@ -127,7 +132,7 @@ class PolicyWorldModel(nn.Module):
         if wm.ego_branch:
             e = wm.ego_branch_hidden
             self.ego_branch = nn.Sequential(nn.Linear(EGO_DIM, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU(),
-                                            nn.Linear(e, self.num_waypoints * 3))
+                                            nn.Linear(e, self.num_waypoints * 3 * self.branches))
             nn.init.zeros_(self.ego_branch[-1].weight)
             nn.init.zeros_(self.ego_branch[-1].bias)
 
@@ -184,7 +189,9 @@ class PolicyWorldModel(nn.Module):
             h_queries = h_queries + (self.plan_ego(ego / self.ego_scale) * valid)[:, None, :]
         # float32 from here on, also under bf16 autocast: a bf16 waypoint 40 m ahead has a 0.25 m resolution, which
         # would round the head's corrections (and the loss's gradient) away
-        wp = self.waypoint_head(h_queries).float() * self.waypoint_scale  # (B, K, 3) * (K, 3)
+        raw = self.waypoint_head(h_queries).float()  # (B, K, 3 * branches)
+        wp = self.select_branch(raw.view(raw.shape[0], self.num_waypoints, self.branches, 3), ego) \
+            * self.waypoint_scale  # (B, K, 3) * (K, 3)
         if self.ego_branch is not None and ego is not None and valid is not None:
             wp = wp + self.ego_branch_correction(ego) * valid[:, :, None]
         if prior != "none" and ego is not None:
@@ -195,7 +202,21 @@ class PolicyWorldModel(nn.Module):
         """The ego branch's correction to the prior, (B, EGO_DIM) -> (B, K, 3) in metres and radians (fp32)."""
         assert self.ego_branch is not None
         out = self.ego_branch(ego.float() / self.ego_scale).float()
-        return out.view(-1, self.num_waypoints, 3) * self.waypoint_scale
+        return self.select_branch(out.view(-1, self.num_waypoints, self.branches, 3), ego) * self.waypoint_scale
+
+    def select_branch(self, out: torch.Tensor, ego: torch.Tensor | None) -> torch.Tensor:
+        """(B, K, branches, 3) -> (B, K, 3): with ``world_model.command_branches`` the output of the ego vector's
+        route command (its one-hot weights the branches; an all-zero command, as without ego labels, takes the
+        straight branch), else the only one."""
+        if self.branches == 1:
+            return out[:, :, 0]
+        if ego is None:
+            return out[:, :, COMMAND_STRAIGHT]
+        weights = ego[:, COMMAND_SLICE].float()  # (B, 3) one-hot
+        straight = torch.zeros_like(weights)
+        straight[:, COMMAND_STRAIGHT] = 1.0
+        weights = weights + (1.0 - weights.sum(dim=1, keepdim=True)).clamp_min(0.0) * straight
+        return (out * weights[:, None, :, None]).sum(dim=2)
 
     # ------------------------------------------------------------------------------------------------
     # training
