@@ -236,6 +236,7 @@ class TrainConfig:
     trunk_lr_scale: float = 1.0  # fine-tuning: the trunk at lr * this, the heads (ego MLP, plan_ego, waypoints) at lr
     ema_decay: float = 0.0  # > 0: checkpoints hold an EMA of the weights (train_state.pt the raw ones, for resume)
     clip_stride: int = 1  # > 1: an epoch takes one clip of every window of this many consecutive (near-copy) clips
+    turn_repeat: int = 1  # > 1: windows holding a clip whose route command is left or right are drawn this many times
     ego_branch_fit_steps: int = 2000  # Adam steps fitting world_model.ego_branch before fine-tuning (0: start at zero)
     # several processes (torchrun): ddp replicates the model on every rank; fsdp shards parameters, gradients and
     # AdamW state across the ranks (the paper preset: 1.26B parameters would need ~20 GB per replica in fp32)
@@ -258,6 +259,7 @@ class TrainConfig:
         _check(self.batch_size >= 1, prefix, "batch_size", "must be at least 1")
         _check(self.tokenizer_batch_size >= 1, prefix, "tokenizer_batch_size", "must be at least 1")
         _check(self.grad_accum >= 1 and self.clip_stride >= 1, prefix, "grad_accum", "and clip_stride must be >= 1")
+        _check(1 <= self.turn_repeat <= 20, prefix, "turn_repeat", "must be between 1 and 20")
         _check(self.lr > 0 and self.tokenizer_lr > 0, prefix, "lr", "must be positive")
         _check(self.weight_decay >= 0, prefix, "weight_decay", "must not be negative")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, prefix, "beta1", "betas must be in [0, 1)")

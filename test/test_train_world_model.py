@@ -147,6 +147,19 @@ def test_strided_epochs_take_one_clip_of_every_window() -> None:
     assert torch.equal(again.batch_indices(2, 0), t.batch_indices(2, 0))
 
 
+def test_turn_repeat_draws_left_and_right_clips_that_many_times_per_epoch() -> None:
+    cfg = _cfg("train.turn_repeat=3", "train.batch_size=7")
+    data = _data(cfg, n=12)  # commands cycle left, straight, right: 8 turning clips, 4 straight
+    t = Trainer(cfg, PolicyWorldModel(cfg), data, "pretrain", 5)
+    epoch = torch.cat([t.batch_indices(s, m) for s in range(2) for m in range(cfg.train.grad_accum)])[:28].tolist()
+    counts = [epoch.count(i) for i in range(12)]
+    assert counts == [1 if i % 3 == 1 else 3 for i in range(12)]
+    plain = Trainer(_cfg("train.batch_size=7"), PolicyWorldModel(cfg), data, "pretrain", 5)
+    assert sorted(torch.cat([plain.batch_indices(0, 0), plain.batch_indices(0, 1)])[:12].tolist()) == list(range(12))
+    with pytest.raises(ConfigError, match="turn_repeat"):
+        _cfg("train.turn_repeat=0")
+
+
 def test_ema_weights_are_saved_and_resume_exactly(tmp_path: Path) -> None:
     cfg = _cfg("train.ema_decay=0.9")
     torch.manual_seed(cfg.train.seed)

@@ -4,7 +4,9 @@
   clipping; gradient accumulation. Fine-tuning can train the pretrained trunk slower than the new heads
   (``train.trunk_lr_scale``) and keep an EMA of the weights for evaluation and export (``train.ema_decay``).
 - Sampling: with ``train.clip_stride`` s > 1 an epoch takes one clip at random from every window of s consecutive
-  clips (clips 0.2 s apart are near copies), in a seeded order.
+  clips (clips 0.2 s apart are near copies), in a seeded order. With ``train.turn_repeat`` r > 1 the windows that hold
+  a clip whose route command is left or right enter the epoch r times (they are a few percent of the clips, and the
+  only ones that teach the plan to follow the command).
 - Deterministic by seed: the batch of global step s, micro-step j is a slice of a per-epoch permutation seeded by
   ``(train.seed, epoch)``, so it depends on the step only and a resumed run draws the same batches. With
   ``world_size`` ranks each rank takes every ``world_size``-th sample of the global batch (DDP / FSDP wrap the model
@@ -40,6 +42,8 @@ from torch import nn
 
 from pwm_model.config import PwmConfig
 from pwm_model.errors import ConfigError, ModelError
+from pwm_model.data.contract import COMMAND_SLICE
+from pwm_model.data.schema import COMMAND_STRAIGHT
 from pwm_model.io_utils import atomic_path
 from pwm_model.train.distributed import (
     all_reduce_mean,
@@ -130,6 +134,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._perm, self._perm_epoch = torch.zeros(0, dtype=torch.long), -1
+        self._windows: torch.Tensor | None = None
         self.ema: dict[str, torch.Tensor] | None = None  # name -> fp32 average, with train.ema_decay > 0
         if t.ema_decay > 0 and is_sharded(self.wrapped):
             raise ConfigError("train.ema_decay keeps a full copy of every weight per process, which FSDP's shards do "
@@ -166,21 +171,36 @@ class Trainer:
                     p.copy_(raw[k])
 
     # -- batches ---------------------------------------------------------------------------------------------
+    def epoch_windows(self) -> torch.Tensor:
+        """The windows of ``train.clip_stride`` consecutive clips one epoch visits (turning windows repeated)."""
+        t = self.cfg.train
+        n, stride = len(self.data), t.clip_stride
+        windows = torch.arange(-(-n // stride))
+        if t.turn_repeat <= 1:
+            return windows
+        cmd = self.data.ego[:, COMMAND_SLICE]
+        turning = self.data.ego_valid & (cmd[:, COMMAND_STRAIGHT] < 0.5) & (cmd.sum(1) > 0.5)
+        pad = torch.zeros(len(windows) * stride - n, dtype=torch.bool)
+        turning_windows = windows[torch.cat([turning, pad]).view(-1, stride).any(1)]
+        return torch.cat([windows, turning_windows.repeat(t.turn_repeat - 1)])
+
     def batch_indices(self, step: int, micro: int) -> torch.Tensor:
         """This rank's sample indices for global step ``step``, micro-step ``micro`` (a pure function of both)."""
         t = self.cfg.train
         n, per_rank, stride = len(self.data), t.batch_size, t.clip_stride
-        windows = -(-n // stride)  # an epoch: one clip of every window of ``stride`` consecutive clips
+        if self._windows is None:
+            self._windows = self.epoch_windows()
+        epoch_len = len(self._windows)
         global_b = per_rank * self.world_size
         first = (step * t.grad_accum + micro) * global_b
         idx = []
         for c in range(first, first + global_b):
-            epoch, pos = divmod(c, windows)
+            epoch, pos = divmod(c, epoch_len)
             if epoch != self._perm_epoch:
                 g = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
-                order = torch.randperm(windows, generator=g)
+                order = self._windows[torch.randperm(epoch_len, generator=g)]
                 if stride > 1:
-                    order = (order * stride + torch.randint(0, stride, (windows,), generator=g)).clamp_max(n - 1)
+                    order = (order * stride + torch.randint(0, stride, (epoch_len,), generator=g)).clamp_max(n - 1)
                 self._perm, self._perm_epoch = order, epoch
             idx.append(int(self._perm[pos]))
         return torch.tensor(idx[self.rank::self.world_size], dtype=torch.long)
