@@ -6,14 +6,19 @@ models/pwm-tiny is absent; or ``--model``), one synthetic drive, every frame pla
 - ``ort``: PolicyRunner, backend onnxruntime (CPU), the token ring buffer: each frame encoded once;
 - ``torch``: PolicyRunner, backend torch: the same modules in eager PyTorch (the reference), same threads;
 - ``reencode``: the same ONNX Runtime graphs re-encoding the whole history every cycle (H+1 ctx and H dyn encodes,
-  each history frame against its own predecessor) before the same rollout: what the ring buffer saves.
+  each history frame against its own predecessor) before the same rollout: what the ring buffer saves;
+- ``int8``: PolicyRunner, backend onnxruntime, ``precision: int8``: the Q/DQ graphs of ``build_engine.py --precision
+  int8`` (calibrated on ``--calib``, default another synthetic drive; with the sensitivity pass unless
+  ``--int8-all``), each runner keeping its own history.
 
 The runners are stepped alternately frame by frame, so load changes on the machine hit all of them alike. Also timed:
 the world model as one unrolled graph vs prefill/step/plan graphs with the KV cache as input/output (the measurement
 behind export_onnx.py's default). Figures: ``ort_cycle_ms`` / ``torch_cycle_ms`` (median cycle, wall clock),
 ``ort_vs_torch`` (their ratio), ``*_cycle_cpu_ms`` (the cycle's CPU time: what it costs without waiting for other
 processes), ``cache_speedup`` (encoding work per new frame: re-encoding / ring buffer), ``cache_speedup_cycle`` (the
-same for the whole cycle, rollout included), ``cycle_p50_ms`` / ``cycle_p99_ms`` (ONNX Runtime cycle, wall clock).
+same for the whole cycle, rollout included), ``cycle_p50_ms`` / ``cycle_p99_ms`` (ONNX Runtime cycle, wall clock),
+``ort_int8_cycle_ms`` / ``int8_speedup`` (fp32 / int8 median cycle), ``int8_token_agreement`` (share of forecast
+tokens equal to fp32's, each runner on its own history) and ``int8_waypoint_max_delta_m``.
 Prints a table, then, last, one JSON line.
 
     .venv/bin/python bench/runtime.py                      # tiny preset, 1 thread per runtime
@@ -37,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pwm_model.io_utils import cpu_name  # noqa: E402
 
-TARGETS = {"ort_vs_torch": 1.5, "cache_speedup": 3.0, "cycle_p50_ms": 100.0}
+TARGETS = {"ort_vs_torch": 1.5, "cache_speedup": 3.0, "cycle_p50_ms": 100.0, "int8_speedup": 1.8,
+           "int8_token_agreement": 0.98}
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "pwm-tiny"
 
 
@@ -69,6 +75,19 @@ def reencode_cycle(runner, images: list[np.ndarray], ego_vec: np.ndarray) -> tup
     runner._rollout(ctx[-1]["ctx_tokens"], hist, ego_vec[None])
     t2 = time.perf_counter()
     return (t1 - t0) * 1e3, (t2 - t0) * 1e3
+
+
+def build_int8_graphs(model_dir: Path, args: argparse.Namespace) -> None:
+    """The Q/DQ graphs of ``build_engine.py --precision int8 --backend onnxruntime`` in ``model_dir``."""
+    from pwm_model.export.engines import make_parser
+    from pwm_model.export.int8_build import build_int8
+    from pwm_model.runtime.manifest import load_manifest
+
+    argv = ["--model", str(model_dir), "--backend", "onnxruntime", "--precision", "int8", "--calib", args.calib,
+            "--calib-frames", str(args.calib_frames)] + ([] if args.int8_all else ["--int8-sensitivity"])
+    m = load_manifest(model_dir)
+    print(f"INT8: quantizing {model_dir.name} (calibration {args.calib}, {args.calib_frames} frames) ...", flush=True)
+    build_int8(m, make_parser().parse_args(argv), list(m.graphs))
 
 
 def time_rollouts(model_dir: Path, stepwise_dir: Path, threads: int, repeats: int) -> tuple[float, float]:
@@ -106,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=100, help="camera frames to plan (default: 100)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for each runtime (default: 1)")
     parser.add_argument("--repeats", type=int, default=10, help="repeats of the rollout-graph timing (default: 10)")
+    parser.add_argument("--calib", default="synthetic:7",
+                        help="INT8 calibration frames: clip store, rosbag2 drive or synthetic:SEED (default: "
+                             "synthetic:7, not the drive planned here)")
+    parser.add_argument("--calib-frames", type=int, default=64, help="INT8 calibration frames (default: 64)")
+    parser.add_argument("--int8-all", action="store_true",
+                        help="quantize every layer (no sensitivity pass keeping the most damaging groups in float)")
+    parser.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
     args = parser.parse_args(argv)
 
     import torch
@@ -137,17 +163,29 @@ def main(argv: list[str] | None = None) -> int:
         export_model(ckpt, stepwise_dir, rollout="stepwise", preview=False, verify_frames=2, threads=args.threads,
                      echo=quiet)
 
+        if not args.no_int8:
+            if args.model:  # the Q/DQ graphs go into the model directory: work on a copy
+                import shutil
+
+                shutil.copytree(model_dir, tmp / "model_int8", ignore=shutil.ignore_patterns("tensorrt"))
+                model_dir = tmp / "model_int8"
+            build_int8_graphs(model_dir, args)
         base = RuntimeConfig(backend="onnxruntime", device="cpu", intra_op_threads=args.threads)
         ort = PolicyRunner.from_model_dir(model_dir, base)
+        int8 = None if args.no_int8 else PolicyRunner.from_model_dir(model_dir,
+                                                                     dataclasses.replace(base, precision="int8"))
         ref = PolicyRunner.from_model_dir(model_dir, dataclasses.replace(base, backend="torch"), checkpoint=ckpt)
         naive = PolicyRunner.from_model_dir(model_dir, base)
         cfg = ort.config
-        for r in (ort, ref, naive):
+        runners = [r for r in (ort, ref, naive, int8) if r is not None]
+        for r in runners:
             r.warm_up()
         h, stride = cfg.data.history_frames, cfg.data.frame_stride
         images: list[np.ndarray] = []
         rows = {k: [] for k in ("ort", "torch", "reencode", "ort_encode", "reencode_encode", "ort_rollout", "ort_cpu",
-                                "torch_cpu")}
+                                "torch_cpu", "int8")}
+        int8_equal = int8_tokens = 0
+        int8_wp_m = 0.0
         print(f"planning {args.frames} frames of a synthetic drive ({cfg.camera.width_px}x{cfg.camera.height_px}, "
               f"{cfg.camera.frame_rate_hz:g} Hz), {args.threads} thread(s) each ...", flush=True)
         for rgb, t_ns, ego in camera_frames(None, cfg, args.frames):
@@ -157,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             rows["ort_cpu"].append((time.thread_time() - c) * 1e3)
             rows["ort_encode"].append(p.timings_ms["ctx_encoder"] + p.timings_ms["dyn_encoder"])
             rows["ort_rollout"].append(p.timings_ms["rollout"])
+            if int8 is not None:
+                t = time.perf_counter()
+                q = int8.step(rgb, t_ns, ego)
+                rows["int8"].append((time.perf_counter() - t) * 1e3)
+                int8_equal += int((q.forecast_tokens == p.forecast_tokens).sum())
+                int8_tokens += int(p.forecast_tokens.size)
+                int8_wp_m = max(int8_wp_m, float(np.abs(q.waypoints_xyyaw - p.waypoints_xyyaw).max()))
             t, c = time.perf_counter(), time.thread_time()
             ref.step(rgb, t_ns, ego)
             rows["torch"].append((time.perf_counter() - t) * 1e3)
@@ -169,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows["reencode"].append(total_ms)
         unrolled_ms, stepwise_ms = time_rollouts(model_dir, stepwise_dir, args.threads, args.repeats)
         n_ctx, n_dyn = ort.stats["ctx_encodes"], ort.stats["dyn_encodes"]
-        for r in (ort, ref, naive):
+        for r in runners:
             r.close()
 
     med = {k: float(np.median(v)) if v else float("nan") for k, v in rows.items()}
@@ -189,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         "rollout_unrolled_ms": round(unrolled_ms, 2), "rollout_stepwise_ms": round(stepwise_ms, 2),
         "encodes_per_frame": round((n_ctx + n_dyn) / max(1, len(rows["ort"])), 3),
     }
+    if int8 is not None:
+        res.update({"ort_int8_cycle_ms": round(med["int8"], 2), "int8_speedup": round(med["ort"] / med["int8"], 3),
+                    "int8_token_agreement": round(int8_equal / max(1, int8_tokens), 4),
+                    "int8_waypoint_max_delta_m": round(int8_wp_m, 4),
+                    "int8_layers": "all" if args.int8_all else "sensitivity pass"})
     print(f"\nmachine: {res['cpu']} ({res['cpu_cores']} cores), load average {res['load_avg_start']} -> "
           f"{res['load_avg_end']}, {args.threads} thread(s) per runtime, preset {cfg.preset}")
     print(f"{'cycle per new frame':42s} {'median ms':>10s}")
@@ -199,11 +249,18 @@ def main(argv: list[str] | None = None) -> int:
           "what the cycle costs without waiting for other processes)")
     print(f"{'onnxruntime, re-encoding the history':42s} {med['reencode']:10.1f}   (encode "
           f"{med['reencode_encode']:.1f})")
+    if int8 is not None:
+        print(f"{'onnxruntime int8 (Q/DQ), ring buffer':42s} {med['int8']:10.1f}   (fp32 / int8 "
+              f"{res['int8_speedup']:.2f}; forecast tokens equal {100 * res['int8_token_agreement']:.1f} %, "
+              f"waypoints max delta {res['int8_waypoint_max_delta_m']:.3f} m)")
     print(f"{'world model: one unrolled graph':42s} {unrolled_ms:10.1f}")
     print(f"{'world model: prefill/step/plan graphs':42s} {stepwise_ms:10.1f}")
     print(f"ort_vs_torch {res['ort_vs_torch']:.2f} (target >= {TARGETS['ort_vs_torch']}), cache_speedup "
           f"{res['cache_speedup']:.2f} (encoding; target >= {TARGETS['cache_speedup']}), whole cycle "
           f"{res['cache_speedup_cycle']:.2f}, cycle p50 {p50:.1f} ms (target <= {TARGETS['cycle_p50_ms']:g})")
+    if int8 is not None:
+        print(f"int8_speedup {res['int8_speedup']:.2f} (target >= {TARGETS['int8_speedup']}), int8_token_agreement "
+              f"{res['int8_token_agreement']:.3f} (target >= {TARGETS['int8_token_agreement']})")
     print(json.dumps(res))
     return 0
 

@@ -118,8 +118,8 @@ def test_build_engine_without_tensorrt_exits_2_naming_what_to_install(capsys: py
     line = r.stderr.strip()
     assert line.startswith("error: TensorRT is not installed: install TensorRT 10") and "\n" not in line
     assert not (model_dir() / "engines" / "tensorrt").exists()
-    assert main(["--model", str(model_dir()), "--backend", "onnxruntime", "--precision", "int8"]) == 2
-    assert "fp16 and int8 are TensorRT precisions" in capsys.readouterr().err
+    assert main(["--model", str(model_dir()), "--backend", "onnxruntime", "--precision", "fp16"]) == 2
+    assert "fp16 is a TensorRT precision" in capsys.readouterr().err
 
 
 def test_onnxruntime_builds_are_keyed_reused_and_used_by_the_runner(tmp_path: Path, capsys: pytest.CaptureFixture):

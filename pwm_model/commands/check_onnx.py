@@ -29,11 +29,11 @@ def run(args: argparse.Namespace) -> int:
     reports = {path.stem: check_graph(path)} if path.suffix == ".onnx" else check_model_dir(path)
     matrix = support_matrix()
     print(f"TensorRT ONNX-parser support list: TensorRT {matrix['tensorrt_version']} ({matrix['source']})")
-    print(f"{'graph':20s} {'opset':>5s} {'nodes':>6s} {'op types':>8s}  result")
+    print(f"{'graph':26s} {'opset':>5s} {'nodes':>6s} {'op types':>8s}  result")
     bad = 0
     for name, rep in reports.items():
         nodes = sum(rep.operators.values())
-        print(f"{name:20s} {rep.opset:5d} {nodes:6d} {len(rep.operators):8d}  "
+        print(f"{name:26s} {rep.opset:5d} {nodes:6d} {len(rep.operators):8d}  "
               f"{'ok' if rep.ok else f'{len(rep.problems)} problem(s)'}")
         for problem in rep.problems:
             print(f"    - {problem}")

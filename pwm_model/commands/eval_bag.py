@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"),
                         help="inference backend (default: the model's runtime.backend)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device (default: the model's runtime.device)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                        help="engine precision (default: the model's runtime.precision; int8 with onnxruntime runs the "
+                             "Q/DQ graphs of build_engine.py --precision int8)")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: out/eval/<first bag name>)")
     parser.add_argument("--camera-topic", metavar="TOPIC",
                         help="the camera in the bag, named as the node's camera_topic: sensor_msgs/Image on TOPIC or "
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("out/eval") / Path(args.bags[0]).resolve().name
     evals, metrics = evaluate_drives(args.bags, model=args.model, out=out, predictions=args.predictions,
                                      prediction_topic=args.prediction_topic, backend=args.backend,
-                                     device=args.device, topics=topic_items(args.camera_topic, args.topics),
+                                     device=args.device, precision=args.precision,
+                                     topics=topic_items(args.camera_topic, args.topics),
                                      planning_rate_hz=args.planning_rate_hz,
                                      forecast_every=args.forecast_every, video=not args.no_video,
                                      video_codec=args.video_codec, progress=not args.quiet, camera=camera)

@@ -3,7 +3,8 @@
     for rgb, t_ns, ego in camera_frames(source, cfg, max_frames=20):
         plan = runner.step(rgb, t_ns, ego)
 
-``source`` None renders a held-out synthetic drive (seed 0, the demo drive) at the configured camera. A clip store
+``source`` None renders a held-out synthetic drive (seed 0, the demo drive) at the configured camera, ``synthetic:N``
+the synthetic drive of seed N (calibration frames without a dataset: seeds < 1000 are held out). A clip store
 yields each clip's frames at the ctx resolution (model frames only, consecutive clips merged by stamp).
 """
 
@@ -20,6 +21,7 @@ from pwm_model.data.contract import EgoInput, fit_rgb
 from pwm_model.errors import DataError
 
 SYNTHETIC_SEED = 0  # held-out evaluation drive (seeds < 1000; pwm_model/data/synthetic)
+SYNTHETIC_PREFIX = "synthetic:"
 
 
 def camera_frames(source: str | os.PathLike[str] | None, cfg: PwmConfig, max_frames: int,
@@ -33,13 +35,27 @@ def camera_frames(source: str | os.PathLike[str] | None, cfg: PwmConfig, max_fra
         yield np.ascontiguousarray(rgb), t_ns, ego
 
 
+def synthetic_seed(source: str | os.PathLike[str] | None) -> int | None:
+    """The seed a source names (None: the held-out drive; ``synthetic:N``: seed N), or None for a path."""
+    if source is None:
+        return SYNTHETIC_SEED
+    text = str(source)
+    if not text.startswith(SYNTHETIC_PREFIX):
+        return None
+    try:
+        return int(text[len(SYNTHETIC_PREFIX):])
+    except ValueError:
+        raise DataError(f"{text!r} is not a synthetic drive: write {SYNTHETIC_PREFIX}SEED, e.g. synthetic:7") from None
+
+
 def _frames(source: str | os.PathLike[str] | None, cfg: PwmConfig, max_frames: int
             ) -> Iterator[tuple[np.ndarray, int, EgoInput]]:
-    if source is None:
+    seed = synthetic_seed(source)
+    if seed is not None:
         from pwm_model.data.synthetic import simulate_drive
 
         seconds = (max_frames + 1) / cfg.camera.frame_rate_hz
-        for i, s in enumerate(simulate_drive(seed=SYNTHETIC_SEED, seconds=seconds, camera=cfg.camera)):
+        for i, s in enumerate(simulate_drive(seed=seed, seconds=seconds, camera=cfg.camera)):
             if i >= max_frames:
                 return
             yield s.image_rgb, s.t_ns, EgoInput(s.ego.speed_mps, s.ego.accel_mps2, s.command, s.ego.yaw_rate_radps)

@@ -50,7 +50,8 @@ def model_config(model_dir: str | Path) -> Any:
 
 def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, predictions: list[str] | None = None,
                     prediction_topic: str | None = None, backend: str | None = None, device: str | None = None,
-                    topics: list[str] | None = None, planning_rate_hz: float | None = None, forecast_every: int = 5,
+                    precision: str | None = None, topics: list[str] | None = None,
+                    planning_rate_hz: float | None = None, forecast_every: int = 5,
                     video: bool = True, video_codec: str = "auto", progress: bool | str = True,
                     camera: Any = None) -> tuple[list[Any], dict[str, Any]]:
     """Evaluate ``bags`` (the overlay videos go to ``out``); returns the ``BagEvaluation``s and the metrics.
@@ -83,8 +84,8 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
         from pwm_model.runtime.runner import PolicyRunner
 
         cfg = model_config(model)
-        rt = dataclasses.replace(cfg.runtime, **{k: v for k, v in (("backend", backend), ("device", device))
-                                                  if v is not None})
+        rt = dataclasses.replace(cfg.runtime, **{k: v for k, v in (("backend", backend), ("device", device),
+                                                                    ("precision", precision)) if v is not None})
         runner = PolicyRunner.from_model_dir(model, rt)
         cfg = runner.config
         try:
@@ -122,6 +123,7 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
     metrics = summarize(evals)
     metrics.update(model=str(model) if model else None,
                    backend=(backend or cfg.runtime.backend) if not predictions else "recorded (live node)",
+                   precision=(precision or cfg.runtime.precision) if not predictions else None,
                    planning_rate_hz=rate if not predictions else None)
     return evals, metrics
 

@@ -1,4 +1,5 @@
-"""INT8 calibration for TensorRT: real graph inputs from clip-store frames, fed through an entropy calibrator.
+"""INT8 calibration inputs: real graph inputs from clip-store frames (for the Q/DQ graphs of quantize.py), and the
+deprecated TensorRT entropy calibrator over them (``--trt-implicit-calibration``, for TensorRT 8).
 
 The inputs are what each graph sees on the vehicle: the camera frames of a clip store (or a rosbag2 drive) go
 through the fp32 ONNX Runtime ``PolicyRunner`` (ring buffer, guide maps, history selection included) and every call

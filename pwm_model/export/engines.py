@@ -3,13 +3,21 @@
 
     python export/build_engine.py --model out/pwm-small-onnx                       # TensorRT, runtime.precision
     python export/build_engine.py --model out/pwm-small-onnx --precision int8 --calib out/store_small
+    python export/build_engine.py --model out/pwm-tiny-onnx --precision int8 --calib out/store --backend onnxruntime
     python export/build_engine.py --model out/pwm-tiny-onnx --backend onnxruntime  # anywhere, no GPU needed
 
-TensorRT: each graph is parsed with the ONNX parser, built with a builder config (workspace limit, FP16 / INT8 with
-entropy calibration from clip-store frames and a calibration cache, per-layer FP32 fallback for the layers matching
-``--fp32-layers`` and the manifest's list, DLA with GPU fallback, optimization profiles for varying axes, a persisted
-timing cache) and stored under ``MODEL_DIR/engines/tensorrt/`` as ``<graph>.<precision>.<key>.plan`` with a JSON
-sidecar. The key hashes TensorRT version + GPU name and compute capability + precision + ONNX sha256 + builder
+INT8 (``--precision int8 --calib STORE``) is explicit quantization: ONNX Runtime's static quantization writes a Q/DQ
+graph of every graph, calibrated on the store's frames (``pwm_model/export/quantize.py``; ``--calib-method``,
+``--int8-sensitivity`` to find the layers that must stay in float), under ``MODEL_DIR/engines/int8/`` and in the
+manifest's ``int8`` section. ONNX Runtime runs those graphs as they are (``runtime.precision: int8``); TensorRT builds
+them with INT8 + FP16 and no calibrator. ``--trt-implicit-calibration`` keeps TensorRT's deprecated implicit
+calibration (an entropy calibrator on the fp32 graph) for TensorRT 8 users.
+
+TensorRT: each graph is parsed with the ONNX parser, built with a builder config (workspace limit, FP16 / INT8 (the
+Q/DQ graph, or the deprecated entropy calibration with a calibration cache), per-layer FP32 fallback for the layers
+matching ``--fp32-layers`` and the manifest's list, DLA with GPU fallback, optimization profiles for varying axes, a
+persisted timing cache) and stored under ``MODEL_DIR/engines/tensorrt/`` as ``<graph>.<precision>.<key>.plan`` with a
+JSON sidecar. The key hashes TensorRT version + GPU name and compute capability + precision + ONNX sha256 + builder
 flags: an engine whose key matches is reused, anything else is rebuilt with a log line saying what changed. Files
 are written to temporary names and renamed. Progress and elapsed time are printed while building.
 
@@ -52,8 +60,10 @@ def build_flags(args: argparse.Namespace, manifest_fp32: list[str], profiles: di
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.backend == "onnxruntime" and args.precision not in (None, "fp32"):
-        raise ConfigError("--backend onnxruntime builds fp32 graphs only; fp16 and int8 are TensorRT precisions")
+    if args.backend == "onnxruntime" and args.precision == "fp16":
+        raise ConfigError("--backend onnxruntime builds fp32 and int8 (Q/DQ) graphs; fp16 is a TensorRT precision")
+    if args.trt_implicit_calibration and (args.backend != "tensorrt" or args.precision != "int8"):
+        raise ConfigError("--trt-implicit-calibration applies to --backend tensorrt --precision int8 only")
     if args.workspace_mb < 16:
         raise ConfigError("--workspace-mb must be at least 16")
     if not 0 <= args.opt_level <= 5:
@@ -181,12 +191,27 @@ def build_tensorrt(m: Any, args: argparse.Namespace, graphs: list[str]) -> list[
     cache_file = timing_cache_path(args, m, gpu, cc, version)
     print(f"TensorRT {version} on {gpu} (sm_{cc.replace('.', '')}), {precision}, engines in {engine_dir}")
     calib_inputs: dict[str, list[dict[str, Any]]] | None = None
+    explicit = precision == "int8" and not args.trt_implicit_calibration
+    qdq: dict[str, Path] = {}
+    if explicit:
+        from pwm_model.export.int8_build import build_int8
+
+        qdq = build_int8(m, args, graphs)
+    elif precision == "int8":
+        log.warning("--trt-implicit-calibration: TensorRT's implicit INT8 calibration is deprecated since TensorRT 10; "
+                    "prefer the Q/DQ graphs (drop the flag)")
     paths = []
     for g in graphs:
         info = m.graphs[g]
         flags = build_flags(args, m.fp32_layers(), info.profiles)
+        onnx_path, onnx_sha = m.path(g), info.sha256
+        if explicit:
+            from pwm_model.io_utils import file_sha256
+
+            onnx_path, onnx_sha = qdq[g], file_sha256(qdq[g])
+            flags["quantization"] = "explicit (Q/DQ)"
         calib_cache = None
-        if precision == "int8":
+        if precision == "int8" and not explicit:
             from pwm_model.export.calibration import calibration_cache_path
 
             calib_cache = calibration_cache_path(engine_dir, g, info.sha256)
@@ -201,27 +226,28 @@ def build_tensorrt(m: Any, args: argparse.Namespace, graphs: list[str]) -> list[
                                   "rosbag2 drive)")
             else:
                 flags["calibration"] = f"frames {Path(args.calib).resolve()} x{args.calib_frames}"
-        key = EngineKey.make("tensorrt", g, info.sha256, precision, version, gpu, cc, flags)
+        key = EngineKey.make("tensorrt", g, onnx_sha, precision, version, gpu, cc, flags)
         d = decide(engine_dir, key, force=args.force)
         print(f"{g}: {d.reason}", flush=True)
         if d.action == "reuse":
             paths.append(d.path)
             continue
-        if precision == "int8" and calib_inputs is None and not (calib_cache and calib_cache.is_file()):
+        if calib_cache is not None and calib_inputs is None and not calib_cache.is_file():
             from pwm_model.export.calibration import collect_inputs
 
             print(f"  collecting INT8 calibration inputs from {args.calib} ({args.calib_frames} frames)...", flush=True)
             calib_inputs = collect_inputs(m.model_dir, args.calib, args.calib_frames)
         t0 = time.monotonic()
-        plan, matched = _build_one(trt, cudart, m, g, precision, flags, cache_file, calib_cache,
+        plan, matched = _build_one(trt, cudart, onnx_path, g, precision, flags, cache_file, calib_cache,
                                    (calib_inputs or {}).get(g, []))
         if calib_cache is not None and calib_cache.is_file():  # key the engine by the table it was calibrated with
             import hashlib
 
             flags["calibration"] = hashlib.sha256(calib_cache.read_bytes()).hexdigest()
-            key = EngineKey.make("tensorrt", g, info.sha256, precision, version, gpu, cc, flags)
+            key = EngineKey.make("tensorrt", g, onnx_sha, precision, version, gpu, cc, flags)
         elapsed = time.monotonic() - t0
-        path = write_engine(engine_dir, key, plan, {"build_s": round(elapsed, 1), "onnx": info.file,
+        path = write_engine(engine_dir, key, plan, {"build_s": round(elapsed, 1),
+                                                    "onnx": str(onnx_path.relative_to(m.model_dir)),
                                                     "fp32_layers_matched": matched, "timing_cache": str(cache_file)})
         print(f"{g}: built {path.name} ({len(plan) / 1e6:.1f} MB) in {elapsed:.1f} s; {matched} layer(s) kept in FP32",
               flush=True)
@@ -229,7 +255,7 @@ def build_tensorrt(m: Any, args: argparse.Namespace, graphs: list[str]) -> list[
     return paths
 
 
-def _build_one(trt: Any, cudart: Any, m: Any, g: str, precision: str, flags: dict[str, Any], cache_file: Path,
+def _build_one(trt: Any, cudart: Any, onnx_path: Path, g: str, precision: str, flags: dict[str, Any], cache_file: Path,
                calib_cache: Path | None, calib_samples: list[dict[str, Any]]) -> tuple[bytes, int]:
     from pwm_model.io_utils import write_bytes_atomic
 
@@ -238,9 +264,9 @@ def _build_one(trt: Any, cudart: Any, m: Any, g: str, precision: str, flags: dic
     network = builder.create_network(0)  # explicit batch: the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
     with Heartbeat(g) as beat:
-        if not parser.parse_from_file(str(m.path(g))):
+        if not parser.parse_from_file(str(onnx_path)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise ModelError(f"TensorRT's ONNX parser rejects {m.path(g)}: {errors[0] if errors else 'no detail'}")
+            raise ModelError(f"TensorRT's ONNX parser rejects {onnx_path}: {errors[0] if errors else 'no detail'}")
         beat.phase = "configuring"
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(flags["workspace_mb"]) << 20)
@@ -271,9 +297,10 @@ def _build_one(trt: Any, cudart: Any, m: Any, g: str, precision: str, flags: dic
             config.add_optimization_profile(profile)
         calibrator = None
         if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)  # with Q/DQ nodes in the graph: explicit quantization
+        if calib_cache is not None:  # the deprecated implicit calibration
             from pwm_model.export.calibration import make_calibrator
 
-            config.set_flag(trt.BuilderFlag.INT8)
             calibrator = make_calibrator(trt, cudart, calib_samples, calib_cache)
             config.int8_calibrator = calibrator
             if profile is not None:
@@ -305,6 +332,10 @@ def build(args: argparse.Namespace) -> list[Path]:
         raise ConfigError(f"--graphs names {unknown[0]!r}, which {args.model} does not have "
                           f"(it has {', '.join(m.graphs)})")
     if args.backend == "onnxruntime":
+        if args.precision == "int8":
+            from pwm_model.export.int8_build import build_int8
+
+            return list(build_int8(m, args, graphs).values())
         return build_onnxruntime(m, args, graphs)
     from pwm_model.runtime.trt_engine import import_cudart, import_tensorrt
 
@@ -328,6 +359,16 @@ def make_parser() -> argparse.ArgumentParser:
                    help="engine precision (default: the model's runtime.precision)")
     p.add_argument("--calib", metavar="STORE", help="clip store (or rosbag2 drive) with INT8 calibration frames")
     p.add_argument("--calib-frames", type=int, default=64, help="camera frames for INT8 calibration (default: 64)")
+    p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                   help="INT8 activation range calibration (default: minmax)")
+    p.add_argument("--per-tensor", action="store_true", help="INT8 weights per tensor (default: per output channel)")
+    p.add_argument("--int8-sensitivity", action="store_true",
+                   help="quantize one layer group at a time, print the damage on held-out frames, and keep the most "
+                        "damaging groups in float")
+    p.add_argument("--int8-eval", metavar="SOURCE",
+                   help="held-out frames for --int8-sensitivity (default: a held-out synthetic drive)")
+    p.add_argument("--trt-implicit-calibration", action="store_true",
+                   help="deprecated: TensorRT's implicit INT8 calibration (TensorRT 8) instead of the Q/DQ graphs")
     p.add_argument("--timing-cache", metavar="PATH", help="TensorRT timing cache file (default: one per TensorRT "
                                                           "version and GPU under engines/tensorrt)")
     p.add_argument("--workspace-mb", type=int, default=WORKSPACE_MB,
@@ -336,7 +377,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help=f"TensorRT builder optimization level 0..5 (default: {OPT_LEVEL})")
     p.add_argument("--dla", type=int, metavar="N", help="build for DLA core N with GPU fallback (fp16 / int8)")
     p.add_argument("--fp32-layers", nargs="+", metavar="PATTERN", default=[],
-                   help="keep layers whose names match these fnmatch patterns in FP32 (added to the manifest's)")
+                   help="keep layers whose names match these fnmatch patterns in FP32 (added to the manifest's); with "
+                        "int8 they are left unquantized")
     p.add_argument("--graphs", nargs="+", metavar="NAME", help="build only these graphs (default: all)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="onnxruntime provider to optimize for (default: cpu)")
     p.add_argument("--force", action="store_true", help="rebuild (and recalibrate) even when the key matches")

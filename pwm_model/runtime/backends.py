@@ -4,7 +4,8 @@
     outputs = engines["rollout"].run({"ctx_tokens": ..., "dyn_history": ..., "ego": ...})
 
 - ``onnxruntime``: CPU or CUDA execution provider; uses the ORT-optimized graphs written by
-  ``export/build_engine.py --backend onnxruntime`` when their key matches, else the exported ONNX graphs.
+  ``export/build_engine.py --backend onnxruntime`` when their key matches, else the exported ONNX graphs; with
+  ``runtime.precision: int8`` the Q/DQ graphs the manifest's ``int8`` section names (``--precision int8``).
 - ``tensorrt``: TensorRT 10 engines from ``engines/tensorrt`` (trt_engine.py), found by key.
 - ``torch``: the PyTorch modules the graphs were exported from, built from the checkpoint the manifest names: the
   reference. It lives in ``pwm_model/export/torch_backend.py`` (torch, model code) and is imported by name only
@@ -138,14 +139,21 @@ def open_engines(m: Manifest, rt: RuntimeConfig, graphs: list[str] | None = None
 
         providers = ort_providers(rt.device)
         engines: dict[str, Engine] = {}
+        int8 = rt.precision == "int8"
+        if int8 and not m.int8.get("graphs"):
+            raise ModelError(f"runtime.precision is int8 but {m.model_dir} has no INT8 graphs; build them with "
+                             f"`python export/build_engine.py --model {m.model_dir} --precision int8 --calib STORE "
+                             "--backend onnxruntime` (or set precision to fp32)")
         for g in graphs:
-            path = _ort_graph(m, g, rt.device)
+            quantized = int8 and g in m.int8["graphs"]
+            path = m.int8_path(g) if quantized else _ort_graph(m, g, rt.device)
             eng = OrtEngine(g, path, providers, rt.intra_op_threads)
             check_signature(m, g, *eng.signature(), where=f"graph {path}")
             engines[g] = eng
         optimized = sum(1 for e in engines.values() if isinstance(e, OrtEngine) and e.path.parent.name == "onnxruntime")
-        log.info("backend onnxruntime %s (%s), %d graphs (%d ORT-optimized)", ort.__version__,
-                 providers[0] if isinstance(providers[0], str) else providers[0][0], len(engines), optimized)
+        n_int8 = sum(1 for e in engines.values() if isinstance(e, OrtEngine) and e.path.parent.name == "int8")
+        log.info("backend onnxruntime %s (%s), %d graphs (%d ORT-optimized, %d INT8 Q/DQ)", ort.__version__,
+                 providers[0] if isinstance(providers[0], str) else providers[0][0], len(engines), optimized, n_int8)
         return engines
     if rt.backend == "tensorrt":
         from pwm_model.runtime import trt_engine

@@ -28,7 +28,7 @@ from pwm_model.io_utils import atomic_path, file_sha256
 
 KEY_FORMAT = 1  # bump when the meaning of a key field changes
 BUILD_HINT = "rebuild with `python export/build_engine.py --model MODEL_DIR`"
-EXTENSIONS = {"tensorrt": ".plan", "onnxruntime": ".onnx"}
+EXTENSIONS = {"tensorrt": ".plan", "onnxruntime": ".onnx", "qdq": ".onnx"}  # qdq: INT8 Q/DQ graphs
 _FIELD_WORDS = {
     "backend": "backend", "onnx_sha256": "ONNX file", "precision": "precision", "runtime_version": "version",
     "device": "device", "compute_capability": "compute capability", "flags": "builder flags",

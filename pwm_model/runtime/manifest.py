@@ -110,6 +110,33 @@ class Manifest:
     def fp32_layers(self) -> list[str]:
         return list(self.data.get("tensorrt", {}).get("fp32_layers", []))
 
+    @property
+    def int8(self) -> dict[str, Any]:
+        """The ``int8`` section build_engine writes (settings, calibration, each graph's Q/DQ graph); {} if none."""
+        return dict(self.data.get("int8", {}))
+
+    def int8_path(self, graph: str) -> Path:
+        """The Q/DQ graph recorded for ``graph``, checked against its sha256 and against the graph it quantizes."""
+        rec = self.int8.get("graphs", {}).get(graph)
+        hint = (f"build it with `python export/build_engine.py --model {self.model_dir} --precision int8 --calib "
+                "STORE --backend onnxruntime`")
+        if rec is None:
+            raise ModelError(f"{self.model_dir} has no INT8 graph for {graph}; {hint}")
+        path = self.model_dir / str(rec["file"])
+        if rec.get("source_sha256") != self.graphs[graph].sha256:
+            raise ModelError(f"the INT8 graph {path} quantizes an older {graph} graph (the model was exported again); "
+                             f"{hint}")
+        if not path.is_file() or file_sha256(path) != rec.get("sha256"):
+            raise ModelError(f"the INT8 graph {path} named in {MANIFEST_FILE} is missing or corrupt; {hint}")
+        return path
+
+    def record_int8(self, section: dict[str, Any]) -> None:
+        """Store the ``int8`` section in manifest.json (written to a temporary name and renamed)."""
+        from pwm_model.io_utils import write_json_atomic
+
+        self.data["int8"] = section
+        write_json_atomic(self.model_dir / MANIFEST_FILE, self.data)
+
     def verify_files(self, graphs: list[str] | None = None) -> None:
         """Every graph file exists and has the manifest's sha256."""
         for name in graphs or list(self.graphs):

@@ -192,9 +192,14 @@ def _check_resize(node: Any, p: list[str]) -> None:
 
 
 def check_model_dir(model_dir: str | os.PathLike[str]) -> dict[str, GraphReport]:
-    """Check every graph of a model directory (manifest read and its files verified first)."""
+    """Check every graph of a model directory (manifest read and its files verified first), and the INT8 Q/DQ graphs
+    its manifest records (as ``<graph> (int8)``)."""
     from pwm_model.runtime.manifest import load_manifest
 
     m = load_manifest(model_dir)
     m.verify_files()
-    return {name: check_graph(m.path(name), g.dynamic_axes) for name, g in m.graphs.items()}
+    reports = {name: check_graph(m.path(name), g.dynamic_axes) for name, g in m.graphs.items()}
+    for name in m.int8.get("graphs", {}):
+        if name in m.graphs:
+            reports[f"{name} (int8)"] = check_graph(m.int8_path(name), m.graphs[name].dynamic_axes)
+    return reports
