@@ -8,8 +8,8 @@ models/pwm-tiny is absent; or ``--model``), one synthetic drive, every frame pla
 - ``reencode``: the same ONNX Runtime graphs re-encoding the whole history every cycle (H+1 ctx and H dyn encodes,
   each history frame against its own predecessor) before the same rollout: what the ring buffer saves;
 - ``int8``: PolicyRunner, backend onnxruntime, ``precision: int8``: the Q/DQ graphs of ``build_engine.py --precision
-  int8`` (calibrated on ``--calib``, default another synthetic drive; with the sensitivity pass unless
-  ``--int8-all``), each runner keeping its own history.
+  int8`` (calibrated on ``--calib``, default another synthetic drive; with the sensitivity pass on a third drive
+  unless ``--int8-all``), each runner keeping its own history.
 
 The runners are stepped alternately frame by frame, so load changes on the machine hit all of them alike. Also timed:
 the world model as one unrolled graph vs prefill/step/plan graphs with the KV cache as input/output (the measurement
@@ -84,7 +84,8 @@ def build_int8_graphs(model_dir: Path, args: argparse.Namespace) -> None:
     from pwm_model.runtime.manifest import load_manifest
 
     argv = ["--model", str(model_dir), "--backend", "onnxruntime", "--precision", "int8", "--calib", args.calib,
-            "--calib-frames", str(args.calib_frames)] + ([] if args.int8_all else ["--int8-sensitivity"])
+            "--calib-frames", str(args.calib_frames)] + ([] if args.int8_all else ["--int8-sensitivity", "--int8-eval",
+                                                                                  "synthetic:9"])
     m = load_manifest(model_dir)
     print(f"INT8: quantizing {model_dir.name} (calibration {args.calib}, {args.calib_frames} frames) ...", flush=True)
     build_int8(m, make_parser().parse_args(argv), list(m.graphs))

@@ -81,7 +81,8 @@ SPECS: dict[str, Spec] = {
     # RuntimeConfig: choices and ranges from pwm_model.config (RUNTIME_CHOICES, RUNTIME_RANGES)
     "backend": Spec("inference backend", ON_CONFIGURE, choices=RUNTIME_CHOICES["backend"]),
     "device": Spec("onnxruntime provider / torch device", ON_CONFIGURE, choices=RUNTIME_CHOICES["device"]),
-    "precision": Spec("TensorRT engine precision", ON_CONFIGURE, choices=RUNTIME_CHOICES["precision"]),
+    "precision": Spec("engine precision (TensorRT fp32/fp16/int8; with onnxruntime, int8 runs the Q/DQ graphs of "
+                      "build_engine.py --precision int8)", ON_CONFIGURE, choices=RUNTIME_CHOICES["precision"]),
     "planning_rate_hz": Spec("at most this many plans per second (latest frame only)",
                              range=RUNTIME_RANGES["planning_rate_hz"]),
     "max_frame_age_ms": Spec("frames older than this when inference would start, or stamped this far in the future, "

@@ -169,6 +169,32 @@ def test_paths_equal_the_runner_on_the_same_frames(model_dir: Path) -> None:
     assert len(surprise) >= 1 and all(np.isfinite(s.data) for s in surprise)
 
 
+def test_an_int8_model_runs_in_the_node_like_any_other(tmp_path: Path) -> None:
+    from pwm_model.export.engines import main as build_engine
+
+    from .export_helpers import copy_model_dir
+
+    d = copy_model_dir(tmp_path / "m")
+    assert build_engine(["--model", str(d), "--backend", "onnxruntime", "--precision", "int8", "--calib",
+                         "synthetic:7", "--calib-frames", "4", "--graphs", "ctx_encoder", "rollout"]) == 0
+    runner = runner_module.PolicyRunner.from_model_dir(d, RuntimeConfig(intra_op_threads=1, precision="int8"))
+    assert runner.engines["rollout"].path.parent.name == "int8"
+    cfg = runner.config
+    frames = _frames(3, cfg.camera.height_px, cfg.camera.width_px)
+    with spinning(_node(d, use_sim_time=True, precision="int8"), Probe) as (_, (node, probe)):
+        paths = probe.listen(PathMsg, f"{NODE}/trajectory")
+        camera = Camera(probe, sim_time=True)
+        _wait_active(probe, node, camera)
+        got = [_send_and_wait(camera, paths, _image(rgb, T0_NS + k * DT_NS)) for k, rgb in enumerate(frames)]
+    try:
+        for k, (rgb, path) in enumerate(zip(frames, got)):
+            assert path is not None, f"no Path for frame {k}"
+            plan = runner.step(rgb, T0_NS + k * DT_NS, EgoInput())
+            np.testing.assert_allclose(conversions.path_to_xyyaw(path)[0], plan.waypoints_xyyaw, rtol=0, atol=2e-6)
+    finally:
+        runner.close()
+
+
 def test_odometry_and_command_reach_the_runner(model_dir: Path) -> None:
     from nav_msgs.msg import Odometry
     from std_msgs.msg import UInt8

@@ -41,9 +41,9 @@ import torch
 from torch import nn
 
 from pwm_model.config import PwmConfig
-from pwm_model.errors import ConfigError, ModelError
 from pwm_model.data.contract import COMMAND_SLICE
 from pwm_model.data.schema import COMMAND_STRAIGHT
+from pwm_model.errors import ConfigError, ModelError
 from pwm_model.io_utils import atomic_path
 from pwm_model.train.distributed import (
     all_reduce_mean,
