@@ -204,12 +204,13 @@ def build_tensorrt(m: Any, args: argparse.Namespace, graphs: list[str]) -> list[
     for g in graphs:
         info = m.graphs[g]
         flags = build_flags(args, m.fp32_layers(), info.profiles)
-        onnx_path, onnx_sha = m.path(g), info.sha256
+        onnx_path = m.path(g)
         if explicit:
             from pwm_model.io_utils import file_sha256
 
-            onnx_path, onnx_sha = qdq[g], file_sha256(qdq[g])
-            flags["quantization"] = "explicit (Q/DQ)"
+            # the key keeps the fp32 graph's sha256 (what the runtime looks engines up by); the Q/DQ graph is a flag
+            onnx_path = qdq[g]
+            flags["quantization"] = f"explicit Q/DQ {file_sha256(qdq[g])}"
         calib_cache = None
         if precision == "int8" and not explicit:
             from pwm_model.export.calibration import calibration_cache_path
@@ -226,7 +227,7 @@ def build_tensorrt(m: Any, args: argparse.Namespace, graphs: list[str]) -> list[
                                   "rosbag2 drive)")
             else:
                 flags["calibration"] = f"frames {Path(args.calib).resolve()} x{args.calib_frames}"
-        key = EngineKey.make("tensorrt", g, onnx_sha, precision, version, gpu, cc, flags)
+        key = EngineKey.make("tensorrt", g, info.sha256, precision, version, gpu, cc, flags)
         d = decide(engine_dir, key, force=args.force)
         print(f"{g}: {d.reason}", flush=True)
         if d.action == "reuse":
@@ -244,7 +245,7 @@ def build_tensorrt(m: Any, args: argparse.Namespace, graphs: list[str]) -> list[
             import hashlib
 
             flags["calibration"] = hashlib.sha256(calib_cache.read_bytes()).hexdigest()
-            key = EngineKey.make("tensorrt", g, onnx_sha, precision, version, gpu, cc, flags)
+            key = EngineKey.make("tensorrt", g, info.sha256, precision, version, gpu, cc, flags)
         elapsed = time.monotonic() - t0
         path = write_engine(engine_dir, key, plan, {"build_s": round(elapsed, 1),
                                                     "onnx": str(onnx_path.relative_to(m.model_dir)),

@@ -138,8 +138,10 @@ def _sha(path: Path) -> str:
 def choose_float_groups(pre: Path, ranges: dict[str, Any], settings: q.Int8Settings, table: list[dict[str, Any]],
                         held_out: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[str]:
     """Keep the most damaging groups in float, worst first, until the whole quantized graph meets the targets (or
-    ``MAX_FLOAT_SHARE`` of the groups are float); prints each step."""
+    ``MAX_FLOAT_SHARE`` of the groups are float); prints each step and returns the smallest set that scored best
+    (quantization errors interact: one more float group does not always help)."""
     kept: list[str] = []
+    best: tuple[float, list[str]] | None = None
     limit = int(MAX_FLOAT_SHARE * len(table))
     with tempfile.TemporaryDirectory(prefix="pwm-int8-choose-") as tmp:
         out = Path(tmp) / "try.onnx"
@@ -156,6 +158,8 @@ def choose_float_groups(pre: Path, ranges: dict[str, Any], settings: q.Int8Setti
             d = q.damage(reference, q.run_graph(out, held_out))
             print(f"  {pre.name.split('.')[0]} with {len(kept)} group(s) in float: tokens "
                   f"{100 * d['token_agreement']:6.2f} %, waypoints {d['waypoint_max_m']:.4f} m", flush=True)
+            if best is None or d["score"] < best[0] - 1e-9:
+                best = (d["score"], list(kept))
             if d["score"] <= 1.0:
                 break
-    return kept
+    return best[1] if best is not None else []
