@@ -64,16 +64,15 @@ def test_int8_graphs_are_recorded_checked_and_run_by_the_runtime(tmp_path: Path,
 
 def test_calibration_is_deterministic_and_a_corrupt_or_mismatched_file_is_rebuilt(
         tmp_path: Path, capsys: pytest.CaptureFixture):
+    from pwm_model.export.engines import main
     from pwm_model.runtime.manifest import load_manifest
 
-    a, b = copy_model_dir(tmp_path / "a"), copy_model_dir(tmp_path / "b")
+    a = copy_model_dir(tmp_path / "a")
     graphs = ["--graphs", "rollout"]
-    assert _build(a, *graphs) == 0 and _build(b, *graphs) == 0
-    ga, gb = load_manifest(a).int8["graphs"], load_manifest(b).int8["graphs"]
-    assert ga["rollout"]["sha256"] == gb["rollout"]["sha256"]  # same frames, same scales, same graph
+    assert _build(a, *graphs) == 0
+    first = load_manifest(a).int8["graphs"]["rollout"]["sha256"]
     cal = next((a / "engines" / "int8").glob("rollout.calibration.minmax.*.json"))
     ranges = json.loads(cal.read_text())["ranges"]
-    assert ranges == json.loads(next((b / "engines" / "int8").glob("rollout.calibration.*.json")).read_text())["ranges"]
     capsys.readouterr()
     assert _build(a, *graphs) == 0
     out = capsys.readouterr().out
@@ -83,14 +82,13 @@ def test_calibration_is_deterministic_and_a_corrupt_or_mismatched_file_is_rebuil
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("rollout: calibration file")]
     assert len(lines) == 1 and "is corrupt" in lines[0] and "calibrating again" in lines[0]
-    assert json.loads(cal.read_text())["ranges"] == ranges and load_manifest(a).int8["graphs"]["rollout"]["sha256"] \
-        == gb["rollout"]["sha256"]
-    from pwm_model.export.engines import main
-
+    # calibrated again from the same frames: the same ranges, the same scales, the same graph byte for byte
+    assert json.loads(cal.read_text())["ranges"] == ranges
+    assert load_manifest(a).int8["graphs"]["rollout"]["sha256"] == first
     assert main(["--model", str(a), *CALIB[:-3], "synthetic:8", "--calib-frames", "6", *graphs]) == 0
     out = capsys.readouterr().out
-    assert "was made for another inputs" in out  # other frames: calibrated again, a different graph
-    assert load_manifest(a).int8["graphs"]["rollout"]["sha256"] != gb["rollout"]["sha256"]
+    assert "was made for another set of calibration frames" in out  # other frames: calibrated again, a different graph
+    assert load_manifest(a).int8["graphs"]["rollout"]["sha256"] != first
     assert load_manifest(a).int8["calibration"]["source"] == "synthetic:8"
     with pytest.raises(SystemExit):
         main(["--model", str(a), *CALIB, "--calib-method", "nope"])
@@ -113,9 +111,13 @@ def test_sensitivity_measures_each_group_and_keeps_the_worst_in_float(tmp_path: 
     assert scores == sorted(scores, reverse=True)  # worst first
     assert all(0.0 <= r["token_agreement"] <= 1.0 for r in table)
     assert "ctx_encoder with 0 group(s) in float" in out
-    kept = load_manifest(d).int8["settings"]["fp32_layers"]
-    float_nodes = load_manifest(d).int8["graphs"]["ctx_encoder"]["kept_float"]
-    assert all(any(q.matches(n, [g]) for g in kept) for n in float_nodes)
+    rec = load_manifest(d).int8["graphs"]["ctx_encoder"]
+    if rec.get("float_graph"):  # no quantized form met the targets: the graph stays float, and the runtime uses it
+        assert rec["best"]["score"] > 1.0 and "the whole graph stays in float" in out
+        assert load_manifest(d).int8_path("ctx_encoder") is None
+    else:
+        kept = load_manifest(d).int8["settings"]["fp32_layers"]
+        assert all(any(q.matches(n, [g]) for g in kept) for n in rec["kept_float"])
 
 
 def test_damage_counts_tokens_pixels_and_waypoints():

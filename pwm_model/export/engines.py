@@ -192,7 +192,7 @@ def build_tensorrt(m: Any, args: argparse.Namespace, graphs: list[str]) -> list[
     print(f"TensorRT {version} on {gpu} (sm_{cc.replace('.', '')}), {precision}, engines in {engine_dir}")
     calib_inputs: dict[str, list[dict[str, Any]]] | None = None
     explicit = precision == "int8" and not args.trt_implicit_calibration
-    qdq: dict[str, Path] = {}
+    qdq: dict[str, Path | None] = {}
     if explicit:
         from pwm_model.export.int8_build import build_int8
 
@@ -205,12 +205,14 @@ def build_tensorrt(m: Any, args: argparse.Namespace, graphs: list[str]) -> list[
         info = m.graphs[g]
         flags = build_flags(args, m.fp32_layers(), info.profiles)
         onnx_path = m.path(g)
-        if explicit:
+        if explicit and qdq.get(g) is not None:
             from pwm_model.io_utils import file_sha256
 
             # the key keeps the fp32 graph's sha256 (what the runtime looks engines up by); the Q/DQ graph is a flag
             onnx_path = qdq[g]
             flags["quantization"] = f"explicit Q/DQ {file_sha256(qdq[g])}"
+        elif explicit:
+            flags["quantization"] = "none: the sensitivity pass kept this graph in float (FP16 kernels)"
         calib_cache = None
         if precision == "int8" and not explicit:
             from pwm_model.export.calibration import calibration_cache_path
@@ -336,7 +338,7 @@ def build(args: argparse.Namespace) -> list[Path]:
         if args.precision == "int8":
             from pwm_model.export.int8_build import build_int8
 
-            return list(build_int8(m, args, graphs).values())
+            return [p for p in build_int8(m, args, graphs).values() if p is not None]
         return build_onnxruntime(m, args, graphs)
     from pwm_model.runtime.trt_engine import import_cudart, import_tensorrt
 

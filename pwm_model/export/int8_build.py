@@ -29,7 +29,7 @@ def int8_settings(args: argparse.Namespace) -> q.Int8Settings:
     return s
 
 
-def existing_int8(m: Any, graphs: list[str]) -> dict[str, Path] | None:
+def existing_int8(m: Any, graphs: list[str]) -> dict[str, Path | None] | None:
     """The manifest's Q/DQ graphs for ``graphs`` when every one is recorded and intact, else None."""
     try:
         return {g: m.int8_path(g) for g in graphs}
@@ -46,8 +46,9 @@ def _key(g: str, sha: str, settings: q.Int8Settings, ranges: dict[str, Any]) -> 
                           {"settings": q.quantized_graph_digest(settings, ranges)})
 
 
-def build_int8(m: Any, args: argparse.Namespace, graphs: list[str]) -> dict[str, Path]:
-    """Write (or reuse) the Q/DQ graph of each of ``graphs`` and record them in the manifest; -> {graph: path}."""
+def build_int8(m: Any, args: argparse.Namespace, graphs: list[str]) -> dict[str, Path | None]:
+    """Write (or reuse) the Q/DQ graph of each of ``graphs`` and record them in the manifest; -> {graph: path, or None
+    where the sensitivity pass found no quantized form that meets the targets and kept the graph in float}."""
     from pwm_model.export.calibration import collect_inputs
     from pwm_model.runtime.engine_key import decide, sidecar_path, write_engine
 
@@ -71,7 +72,7 @@ def build_int8(m: Any, args: argparse.Namespace, graphs: list[str]) -> dict[str,
               f"({SENSITIVITY_FRAMES} frames)", flush=True)
         held_out = collect_inputs(m.model_dir, args.int8_eval, SENSITIVITY_FRAMES, graphs)
     record: dict[str, Any] = {}
-    paths: dict[str, Path] = {}
+    paths: dict[str, Path | None] = {}
     extra_float: list[str] = []
     with tempfile.TemporaryDirectory(prefix="pwm-int8-") as tmp:
         for g in graphs:
@@ -94,7 +95,15 @@ def build_int8(m: Any, args: argparse.Namespace, graphs: list[str]) -> dict[str,
             if held_out is not None:
                 ref = q.run_graph(pre, held_out[g])
                 table = q.sensitivity(pre, ranges, settings, held_out[g], ref, label=g)
-                kept = choose_float_groups(pre, ranges, settings, table, held_out[g], ref)
+                kept, best = choose_float_groups(pre, ranges, settings, table, held_out[g], ref)
+                if best is not None and best["score"] > 1.0:
+                    print(f"{g}: no INT8 form meets {100 * q.TOKEN_TARGET:.0f} % / {q.WAYPOINT_TARGET_M} m (best: "
+                          f"tokens {100 * best['token_agreement']:.2f} %, waypoints {best['waypoint_max_m']:.4f} m "
+                          f"with {len(kept)} group(s) in float): the whole graph stays in float", flush=True)
+                    paths[g] = None
+                    record[g] = {"float_graph": True, "source_sha256": info.sha256, "calibration": cal_path.name,
+                                 "best": best, "sensitivity": table}
+                    continue
                 extra_float += kept
                 g_settings = q.Int8Settings(settings.method, settings.per_channel,
                                             tuple(sorted(set(settings.fp32_layers) | set(kept))))
@@ -136,12 +145,13 @@ def _sha(path: Path) -> str:
 
 
 def choose_float_groups(pre: Path, ranges: dict[str, Any], settings: q.Int8Settings, table: list[dict[str, Any]],
-                        held_out: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[str]:
+                        held_out: list[dict[str, Any]], reference: list[dict[str, Any]]
+                        ) -> tuple[list[str], dict[str, float] | None]:
     """Keep the most damaging groups in float, worst first, until the whole quantized graph meets the targets (or
     ``MAX_FLOAT_SHARE`` of the groups are float); prints each step and returns the smallest set that scored best
-    (quantization errors interact: one more float group does not always help)."""
+    (quantization errors interact: one more float group does not always help) with its damage."""
     kept: list[str] = []
-    best: tuple[float, list[str]] | None = None
+    best: tuple[dict[str, float], list[str]] | None = None
     limit = int(MAX_FLOAT_SHARE * len(table))
     with tempfile.TemporaryDirectory(prefix="pwm-int8-choose-") as tmp:
         out = Path(tmp) / "try.onnx"
@@ -158,8 +168,8 @@ def choose_float_groups(pre: Path, ranges: dict[str, Any], settings: q.Int8Setti
             d = q.damage(reference, q.run_graph(out, held_out))
             print(f"  {pre.name.split('.')[0]} with {len(kept)} group(s) in float: tokens "
                   f"{100 * d['token_agreement']:6.2f} %, waypoints {d['waypoint_max_m']:.4f} m", flush=True)
-            if best is None or d["score"] < best[0] - 1e-9:
-                best = (d["score"], list(kept))
+            if best is None or d["score"] < best[0]["score"] - 1e-9:
+                best = (d, list(kept))
             if d["score"] <= 1.0:
                 break
-    return best[1] if best is not None else []
+    return (best[1], best[0]) if best is not None else ([], None)

@@ -174,9 +174,10 @@ def load_calibration(path: Path, graph_sha256: str, method: str, digest: str) ->
         return None, f"calibration file {path} is corrupt ({type(exc).__name__}); calibrating again"
     if not ok:
         return None, f"calibration file {path} is not a pwm INT8 calibration file; calibrating again"
-    for what, want in (("graph_sha256", graph_sha256), ("method", method), ("inputs_sha256", digest)):
+    for what, want, words in (("graph_sha256", graph_sha256, "graph"), ("method", method, "calibration method"),
+                              ("inputs_sha256", digest, "set of calibration frames")):
         if doc.get(what) != want:
-            return None, (f"calibration file {path} was made for another {what.replace('_sha256', '')} "
+            return None, (f"calibration file {path} was made for another {words} "
                           f"({str(doc.get(what))[:16]}, now {want[:16]}); calibrating again")
     return doc["ranges"], f"calibration file {path.name} reused"
 

@@ -145,8 +145,8 @@ def open_engines(m: Manifest, rt: RuntimeConfig, graphs: list[str] | None = None
                              f"`python export/build_engine.py --model {m.model_dir} --precision int8 --calib STORE "
                              "--backend onnxruntime` (or set precision to fp32)")
         for g in graphs:
-            quantized = int8 and g in m.int8["graphs"]
-            path = m.int8_path(g) if quantized else _ort_graph(m, g, rt.device)
+            path = m.int8_path(g) if int8 and g in m.int8["graphs"] else None  # None: this graph stays float
+            path = path or _ort_graph(m, g, rt.device)
             eng = OrtEngine(g, path, providers, rt.intra_op_threads)
             check_signature(m, g, *eng.signature(), where=f"graph {path}")
             engines[g] = eng

@@ -115,17 +115,20 @@ class Manifest:
         """The ``int8`` section build_engine writes (settings, calibration, each graph's Q/DQ graph); {} if none."""
         return dict(self.data.get("int8", {}))
 
-    def int8_path(self, graph: str) -> Path:
-        """The Q/DQ graph recorded for ``graph``, checked against its sha256 and against the graph it quantizes."""
+    def int8_path(self, graph: str) -> Path | None:
+        """The Q/DQ graph recorded for ``graph``, checked against its sha256 and against the graph it quantizes; None
+        when the sensitivity pass kept the whole graph in float."""
         rec = self.int8.get("graphs", {}).get(graph)
         hint = (f"build it with `python export/build_engine.py --model {self.model_dir} --precision int8 --calib "
                 "STORE --backend onnxruntime`")
         if rec is None:
             raise ModelError(f"{self.model_dir} has no INT8 graph for {graph}; {hint}")
-        path = self.model_dir / str(rec["file"])
         if rec.get("source_sha256") != self.graphs[graph].sha256:
-            raise ModelError(f"the INT8 graph {path} quantizes an older {graph} graph (the model was exported again); "
-                             f"{hint}")
+            raise ModelError(f"the INT8 record of {graph} in {MANIFEST_FILE} quantizes an older graph (the model was "
+                             f"exported again); {hint}")
+        if rec.get("float_graph"):
+            return None
+        path = self.model_dir / str(rec["file"])
         if not path.is_file() or file_sha256(path) != rec.get("sha256"):
             raise ModelError(f"the INT8 graph {path} named in {MANIFEST_FILE} is missing or corrupt; {hint}")
         return path

@@ -200,6 +200,7 @@ def check_model_dir(model_dir: str | os.PathLike[str]) -> dict[str, GraphReport]
     m.verify_files()
     reports = {name: check_graph(m.path(name), g.dynamic_axes) for name, g in m.graphs.items()}
     for name in m.int8.get("graphs", {}):
-        if name in m.graphs:
-            reports[f"{name} (int8)"] = check_graph(m.int8_path(name), m.graphs[name].dynamic_axes)
+        path = m.int8_path(name) if name in m.graphs else None
+        if path is not None:
+            reports[f"{name} (int8)"] = check_graph(path, m.graphs[name].dynamic_axes)
     return reports
