@@ -18,7 +18,7 @@ from typing import Any
 from pwm_model.errors import ConfigError, ModelError
 from pwm_model.export import quantize as q
 
-SENSITIVITY_FRAMES = 16  # held-out camera frames the sensitivity pass measures on
+SENSITIVITY_FRAMES = 24  # held-out camera frames the sensitivity pass measures on
 MAX_FLOAT_SHARE = 0.5  # the sensitivity pass keeps at most this share of a graph's layer groups in float
 
 
@@ -95,9 +95,9 @@ def build_int8(m: Any, args: argparse.Namespace, graphs: list[str]) -> dict[str,
             if held_out is not None:
                 ref = q.run_graph(pre, held_out[g])
                 table = q.sensitivity(pre, ranges, settings, held_out[g], ref, label=g)
-                kept, best = choose_float_groups(pre, ranges, settings, table, held_out[g], ref)
+                kept, best = choose_float_groups(pre, ranges, settings, table, held_out[g], ref, q.token_target(g))
                 if best is not None and best["score"] > 1.0:
-                    print(f"{g}: no INT8 form meets {100 * q.TOKEN_TARGET:.0f} % / {q.WAYPOINT_TARGET_M} m (best: "
+                    print(f"{g}: no INT8 form meets {100 * q.token_target(g):.1f} % / {q.WAYPOINT_TARGET_M} m (best: "
                           f"tokens {100 * best['token_agreement']:.2f} %, waypoints {best['waypoint_max_m']:.4f} m "
                           f"with {len(kept)} group(s) in float): the whole graph stays in float", flush=True)
                     paths[g] = None
@@ -145,8 +145,8 @@ def _sha(path: Path) -> str:
 
 
 def choose_float_groups(pre: Path, ranges: dict[str, Any], settings: q.Int8Settings, table: list[dict[str, Any]],
-                        held_out: list[dict[str, Any]], reference: list[dict[str, Any]]
-                        ) -> tuple[list[str], dict[str, float] | None]:
+                        held_out: list[dict[str, Any]], reference: list[dict[str, Any]],
+                        token_target: float = q.TOKEN_TARGET) -> tuple[list[str], dict[str, float] | None]:
     """Keep the most damaging groups in float, worst first, until the whole quantized graph meets the targets (or
     ``MAX_FLOAT_SHARE`` of the groups are float); prints each step and returns the smallest set that scored best
     (quantization errors interact: one more float group does not always help) with its damage."""
@@ -165,7 +165,7 @@ def choose_float_groups(pre: Path, ranges: dict[str, Any], settings: q.Int8Setti
                 q.quantize(pre, out, ranges, trial)
             except ConfigError:
                 break
-            d = q.damage(reference, q.run_graph(out, held_out))
+            d = q.damage(reference, q.run_graph(out, held_out), token_target)
             print(f"  {pre.name.split('.')[0]} with {len(kept)} group(s) in float: tokens "
                   f"{100 * d['token_agreement']:6.2f} %, waypoints {d['waypoint_max_m']:.4f} m", flush=True)
             if best is None or d["score"] < best[0]["score"] - 1e-9:
