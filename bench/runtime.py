@@ -18,7 +18,8 @@ behind export_onnx.py's default). Figures: ``ort_cycle_ms`` / ``torch_cycle_ms``
 processes), ``cache_speedup`` (encoding work per new frame: re-encoding / ring buffer), ``cache_speedup_cycle`` (the
 same for the whole cycle, rollout included), ``cycle_p50_ms`` / ``cycle_p99_ms`` (ONNX Runtime cycle, wall clock),
 ``ort_int8_cycle_ms`` / ``int8_speedup`` (fp32 / int8 median cycle), ``int8_token_agreement`` (share of forecast
-tokens equal to fp32's, each runner on its own history) and ``int8_waypoint_max_delta_m``.
+tokens equal to fp32's, each runner on its own history) and ``int8_waypoint_max_delta_m``, and
+``int8_gemm_speedup`` (one MatMul of the rollout's shape, fp32 / int8: what the CPU's int8 kernels give at all).
 Prints a table, then, last, one JSON line.
 
     .venv/bin/python bench/runtime.py                      # tiny preset, 1 thread per runtime
@@ -89,6 +90,43 @@ def build_int8_graphs(model_dir: Path, args: argparse.Namespace) -> None:
     m = load_manifest(model_dir)
     print(f"INT8: quantizing {model_dir.name} (calibration {args.calib}, {args.calib_frames} frames) ...", flush=True)
     build_int8(m, make_parser().parse_args(argv), list(m.graphs))
+
+
+def gemm_int8_speedup(threads: int, rows: int = 128, k: int = 256, n: int = 1024, repeats: int = 50) -> float:
+    """fp32 / int8 median time of one MatMul of the rollout's shape in ONNX Runtime, the int8 one as the Q/DQ graphs
+    write it (symmetric S8 activations and weights): what this CPU's int8 kernels give before any graph overhead."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, k])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])
+    fp32 = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "fp32", [x_info], [y_info],
+                             [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")])
+    qdq = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+         helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+         helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wd"]),
+         helper.make_node("MatMul", ["xd", "wd"], ["y"])], "int8", [x_info], [y_info],
+        [numpy_helper.from_array(rng.integers(-127, 128, (k, n)).astype(np.int8), "wq"),
+         numpy_helper.from_array(np.array(0.02, np.float32), "sx"),
+         numpy_helper.from_array(np.array(0, np.int8), "zx"),
+         numpy_helper.from_array(np.array(0.01, np.float32), "sw"),
+         numpy_helper.from_array(np.array(0, np.int8), "zw")])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sessions = [ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+                                     .SerializeToString(), so, providers=["CPUExecutionProvider"]) for g in (fp32, qdq)]
+    x = {"x": rng.standard_normal((rows, k)).astype(np.float32)}
+    times: list[list[float]] = [[], []]
+    for s in sessions:
+        s.run(None, x)
+    for _ in range(repeats):  # alternately, so load changes hit both
+        for i, s in enumerate(sessions):
+            t = time.perf_counter()
+            s.run(None, x)
+            times[i].append(time.perf_counter() - t)
+    return float(np.median(times[0]) / np.median(times[1]))
 
 
 def time_rollouts(model_dir: Path, stepwise_dir: Path, threads: int, repeats: int) -> tuple[float, float]:
@@ -239,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         res.update({"ort_int8_cycle_ms": round(med["int8"], 2), "int8_speedup": round(med["ort"] / med["int8"], 3),
                     "int8_token_agreement": round(int8_equal / max(1, int8_tokens), 4),
                     "int8_waypoint_max_delta_m": round(int8_wp_m, 4),
+                    "int8_gemm_speedup": round(gemm_int8_speedup(args.threads), 3),
                     "int8_layers": "all" if args.int8_all else "sensitivity pass"})
     print(f"\nmachine: {res['cpu']} ({res['cpu_cores']} cores), load average {res['load_avg_start']} -> "
           f"{res['load_avg_end']}, {args.threads} thread(s) per runtime, preset {cfg.preset}")
@@ -254,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'onnxruntime int8 (Q/DQ), ring buffer':42s} {med['int8']:10.1f}   (fp32 / int8 "
               f"{res['int8_speedup']:.2f}; forecast tokens equal {100 * res['int8_token_agreement']:.1f} %, "
               f"waypoints max delta {res['int8_waypoint_max_delta_m']:.3f} m)")
+        print(f"{'  one 128x256x1024 MatMul: fp32 / int8':42s} {res['int8_gemm_speedup']:10.2f}   (this CPU's int8 "
+              "kernels, symmetric S8 as in the Q/DQ graphs, before any graph overhead)")
     print(f"{'world model: one unrolled graph':42s} {unrolled_ms:10.1f}")
     print(f"{'world model: prefill/step/plan graphs':42s} {stepwise_ms:10.1f}")
     print(f"ort_vs_torch {res['ort_vs_torch']:.2f} (target >= {TARGETS['ort_vs_torch']}), cache_speedup "
