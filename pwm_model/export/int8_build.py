@@ -17,6 +17,7 @@ from typing import Any
 
 from pwm_model.errors import ConfigError, ModelError
 from pwm_model.export import quantize as q
+from pwm_model.io_utils import file_sha256
 
 SENSITIVITY_FRAMES = 24  # held-out camera frames the sensitivity pass measures on
 MAX_FLOAT_SHARE = 0.5  # the sensitivity pass keeps at most this share of a graph's layer groups in float
@@ -123,7 +124,7 @@ def build_int8(m: Any, args: argparse.Namespace, graphs: list[str]) -> dict[str,
                 print(f"{g}: wrote {path.relative_to(m.model_dir)}: {len(quantized)} layers int8, "
                       f"{len(kept_float)} kept in float", flush=True)
             paths[g] = path
-            record[g] = {"file": str(path.relative_to(m.model_dir)), "sha256": _sha(path),
+            record[g] = {"file": str(path.relative_to(m.model_dir)), "sha256": file_sha256(path),
                          "source_sha256": info.sha256, "quantized": quantized, "kept_float": kept_float,
                          "calibration": cal_path.name, "sensitivity": table}
     kept_records = {g: r for g, r in m.int8.get("graphs", {}).items()
@@ -136,12 +137,6 @@ def build_int8(m: Any, args: argparse.Namespace, graphs: list[str]) -> dict[str,
     if extra_float:
         print(f"INT8 sensitivity kept in float: --fp32-layers {' '.join(repr(p) for p in sorted(set(extra_float)))}")
     return paths
-
-
-def _sha(path: Path) -> str:
-    from pwm_model.io_utils import file_sha256
-
-    return file_sha256(path)
 
 
 def choose_float_groups(pre: Path, ranges: dict[str, Any], settings: q.Int8Settings, table: list[dict[str, Any]],

@@ -203,8 +203,10 @@ def quantize(pre_path: Path, out_path: Path, ranges: dict[str, Any], settings: I
 
     model = onnx.load(str(pre_path), load_external_data=False)
     candidates = quantizable_nodes(model)
-    chosen = [n for n in candidates if not matches(n, settings.fp32_layers) and (only is None or n in only)]
-    kept = [n for n in candidates if n not in chosen]
+    allowed = None if only is None else set(only)
+    chosen = [n for n in candidates if not matches(n, settings.fp32_layers) and (allowed is None or n in allowed)]
+    chosen_set = set(chosen)
+    kept = [n for n in candidates if n not in chosen_set]
     if not chosen:
         raise ConfigError(f"no layer of {pre_path.stem} is left to quantize (every one matches --fp32-layers)")
     all_nodes = [n.name for n in model.graph.node]
@@ -214,7 +216,7 @@ def quantize(pre_path: Path, out_path: Path, ranges: dict[str, Any], settings: I
         quantize_static(str(pre_path), str(out_path), None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(QUANT_OPS), per_channel=settings.per_channel,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        nodes_to_quantize=chosen, nodes_to_exclude=[n for n in all_nodes if n not in chosen],
+                        nodes_to_quantize=chosen, nodes_to_exclude=[n for n in all_nodes if n not in chosen_set],
                         calibrate_method=_ort_method(settings.method), calibration_cache_path=str(cache),
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                        "QDQKeepRemovableActivations": True,
