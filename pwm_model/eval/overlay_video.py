@@ -136,13 +136,18 @@ class OverlayVideo:
 
     def _writer(self, final: Path, fourccs: tuple[str, ...]) -> str:
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.partial{final.suffix}")
-        with _quiet_stderr():
-            for fourcc in fourccs:
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, self._size)
-                if writer.isOpened():
-                    self._writers.append((writer, tmp, final))
-                    return fourcc
-                writer.release()
+        try:
+            with _quiet_stderr():
+                for fourcc in fourccs:
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, self._size)
+                    if writer.isOpened():
+                        self._writers.append((writer, tmp, final))
+                        return fourcc
+                    writer.release()
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM) after OpenCV created the file, before it was tracked
+            if not any(t == tmp for _, t, _ in self._writers):
+                tmp.unlink(missing_ok=True)
+            raise
         tmp.unlink(missing_ok=True)
         return ""
 
