@@ -281,7 +281,7 @@ RUNTIME_CHOICES: dict[str, tuple[str, ...]] = {
     "backend": ("onnxruntime", "tensorrt", "torch"), "device": ("cpu", "cuda"), "precision": ("fp32", "fp16", "int8")}
 RUNTIME_RANGES: dict[str, tuple[float, float]] = {  # inclusive
     "planning_rate_hz": (0.1, 100.0), "max_frame_age_ms": (1.0, 60_000.0), "preview_rate_hz": (0.1, 30.0),
-    "surprise_warn": (0.0, 1.0e6), "intra_op_threads": (0, 256)}
+    "surprise_warn": (-1.0, 1.0e6), "intra_op_threads": (0, 256)}
 
 
 @dataclass
@@ -294,7 +294,9 @@ class RuntimeConfig:
     planning_rate_hz: float = 10.0  # at most this many plans per second
     max_frame_age_ms: float = 200.0  # frames older than this when inference would start are skipped
     preview_rate_hz: float = 2.0  # forecast / overlay previews are rate-limited to this
-    surprise_warn: float = 0.5  # forecast surprise above this raises a WARN in diagnostics
+    # forecast surprise above this raises a WARN in diagnostics; negative: the model's calibrated threshold
+    # (manifest.json surprise_calibration.warn, the 99th percentile over held-out drives), none without one
+    surprise_warn: float = -1.0
     intra_op_threads: int = 0  # onnxruntime intra-op threads; 0 = library default
 
     def validate(self, prefix: str) -> None:

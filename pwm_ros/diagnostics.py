@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
@@ -181,7 +182,7 @@ class Thresholds:
 
     planning_rate_hz: float = 10.0
     camera_timeout_s: float = 1.0
-    surprise_warn: float = 0.5
+    surprise_warn: float | None = None  # None: no surprise warning (a model without a calibration)
     odom_expected: bool = False  # an odometry topic is configured
     odom_timeout_s: float = 0.5
 
@@ -338,7 +339,7 @@ class NodeStats:
                 odom_ok = self.odom_age_ms <= 1000.0 * th.odom_timeout_s  # False for NaN (none received)
                 if th.odom_expected and self.counts["frames_planned"] and not odom_ok:
                     problems.append((WARN, "no recent odometry: ego speed taken as 0 (check odom_topic)"))
-                if self.surprise > th.surprise_warn:
+                if th.surprise_warn is not None and self.surprise > th.surprise_warn:
                     problems.append((WARN, f"forecast surprise {self.surprise:.3g} above {th.surprise_warn:g}"))
                 in_hz, plan_hz = values["input_rate_hz"], values["plan_rate_hz"]
                 if in_hz >= th.planning_rate_hz and plan_hz < 0.5 * th.planning_rate_hz and self.counts[
@@ -348,3 +349,15 @@ class NodeStats:
                 return OK, f"planning at {values['plan_rate_hz']:.1f} Hz", values
             level = max(p[0] for p in problems)
             return level, "; ".join(p[1] for p in sorted(problems, key=lambda p: -p[0])), values
+
+
+def surprise_threshold_note(manifest: Any, configured: float) -> str:
+    """Where the node's surprise warning threshold comes from (``Manifest.surprise_warn``), one sentence for the log."""
+    warn, cal = manifest.surprise_warn(configured), manifest.surprise_calibration
+    if configured >= 0:
+        return f"surprise warning above {warn:g} (parameter surprise_warn)"
+    if warn is not None:
+        return (f"surprise warning above {warn:g} {cal.get('unit', '')}: the model's calibration "
+                f"(p{cal.get('warn_percentile', 99):g} of {cal.get('values', '?')} held-out plans)")
+    return ("the model carries no surprise calibration: no surprise warnings (export it with --surprise-calib DRIVES, "
+            "or set surprise_warn)")

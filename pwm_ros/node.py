@@ -153,6 +153,7 @@ class PwmNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {why}")
             return FAILURE
         self._runner = runner
+        self.get_logger().info(diagnostics.surprise_threshold_note(runner.manifest, self._rt.surprise_warn))
         self._pubs = {
             "trajectory": self.create_lifecycle_publisher(Path, "~/trajectory", OUT_QOS),
             "surprise": self.create_lifecycle_publisher(Float32, "~/surprise", OUT_QOS),
@@ -452,7 +453,8 @@ class PwmNode(LifecycleNode):
         self._check_camera_types()
         n = self._cfg
         th = Thresholds(planning_rate_hz=self._rt.planning_rate_hz, camera_timeout_s=n.camera_timeout_s,
-                        surprise_warn=self._rt.surprise_warn, odom_expected=bool(n.odom_topic),
+                        surprise_warn=None if self._runner is None else self._runner.manifest.surprise_warn(
+                            self._rt.surprise_warn), odom_expected=bool(n.odom_topic),
                         odom_timeout_s=n.odom_timeout_s)
         level, message, values = self._stats.summary(time.monotonic(), self._worker is not None, th,
                                                      self._camera_topic or params.camera_subscription_topic(n))

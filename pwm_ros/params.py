@@ -90,7 +90,8 @@ SPECS: dict[str, Spec] = {
                              range=RUNTIME_RANGES["max_frame_age_ms"]),
     "preview_rate_hz": Spec("forecast / overlay images per second at most (only while subscribed)",
                             range=RUNTIME_RANGES["preview_rate_hz"]),
-    "surprise_warn": Spec("forecast surprise above this raises a WARN in diagnostics",
+    "surprise_warn": Spec("forecast surprise above this raises a WARN in diagnostics; negative: the model's "
+                          "calibrated threshold (manifest.json surprise_calibration, none without one)",
                           range=RUNTIME_RANGES["surprise_warn"]),
     "intra_op_threads": Spec("onnxruntime intra-op threads; 0 = library default", ON_CONFIGURE,
                              range=RUNTIME_RANGES["intra_op_threads"]),

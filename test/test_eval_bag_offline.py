@@ -116,6 +116,9 @@ def test_cli_offline_writes_every_required_metric(arc: Path, tmp_path: Path) -> 
     assert inputs["model_input_px"] == [tk.ctx_width_px, tk.ctx_height_px] and inputs["frames"] == FRAMES
     assert inputs["camera_stamp_rate_hz"] == pytest.approx(10.0) and inputs["camera_topic"].endswith("image_raw")
     assert "verdict: L2 up to 3 s: PWM " in r.stdout and "collision rate: " in r.stdout
+    last = json.loads(r.stdout.strip().splitlines()[-1])  # the last line: one JSON object of the headline numbers
+    assert last["l2_3s"] == pytest.approx(m["l2_3s"]) and last["plans"] == m["plans"]
+    assert "surprise_warn_frac" in last and last["surprise_warn_frac"] == m["surprise_warn_frac"]
 
 
 def test_sigterm_during_eval_bag_leaves_no_partial_files(tmp_path: Path) -> None:

@@ -78,15 +78,22 @@ def test_export_graphs_match_the_model_rollout_and_training_preprocessing():
     hist = torch.from_numpy(rng.integers(0, tk.codebook_size, (1, cfg.data.history_frames, tk.dyn_tokens)))
     ego = torch.tensor([[7.5, 0.4, 0.0, 0.0, 1.0, 0.08]])
     with torch.no_grad():
-        ref_f, ref_w = wm.rollout(ctx, hist, ego)
-        f, w = g["rollout"].module(ctx, hist, ego)
-        nt, kv = gs["wm_prefill"].module(ctx, hist, ego)
-        frames = [nt]
+        ref_f, ref_w, ref_logits = wm.rollout(ctx, hist, ego, return_logits=True)
+        f, bit_logp, w = g["rollout"].module(ctx, hist, ego)
+        nt, step_logp, kv = gs["wm_prefill"].module(ctx, hist, ego)
+        frames, logps = [nt], [step_logp]
         for k in range(cfg.world_model.forecast_frames - 1):
-            nt, kv = gs["wm_step"].module(frames[-1], torch.tensor([k]), kv)
+            nt, step_logp, kv = gs["wm_step"].module(frames[-1], torch.tensor([k]), kv)
             frames.append(nt)
+            logps.append(step_logp)
         sw = gs["wm_plan"].module(kv, ego)
     assert torch.equal(f, ref_f) and torch.equal(torch.stack(frames, 1), ref_f)
+    # the surprise output: each code bit's marginal of the forecast distribution, the same from either graph form
+    bits = tk.codebook_bits
+    assert bit_logp.shape == (1, cfg.world_model.forecast_frames, tk.dyn_tokens, bits, 2)
+    torch.testing.assert_close(torch.stack(logps, 1), bit_logp, atol=1e-4, rtol=1e-4)
+    msb_one = torch.softmax(ref_logits, -1)[..., tk.codebook_size // 2:].sum(-1)  # codes >= 2**(bits-1): bit 0 set
+    torch.testing.assert_close(bit_logp[..., 0, 1].exp(), msb_one.clamp_min(1e-6), atol=1e-5, rtol=1e-4)
     assert (w - ref_w).abs().max() < 1e-5 and (sw - ref_w).abs().max() < 1e-5
     # the encoder graphs resize and normalise like the training data (cv2 area resize, x / 127.5 - 1)
     from pwm_model.data.frames import camera_frames

@@ -119,6 +119,9 @@ def test_stats_levels_mean_something() -> None:
     stats.planned(t0 + 2.3, 40.0, 30.0, 27.0, 5.0, 0.9, False, float("nan"))  # the next good plan recovers
     level, msg, _ = stats.summary(t0 + 2.4, active=True, th=th, camera_topic="/cam")
     assert level == WARN and "surprise" in msg  # 0.9 > surprise_warn
+    uncalibrated = Thresholds(planning_rate_hz=10.0, camera_timeout_s=1.0, surprise_warn=None)
+    level, msg, _ = stats.summary(t0 + 2.4, active=True, th=uncalibrated, camera_topic="/cam")
+    assert level == OK and "surprise" not in msg  # no threshold (a model without a calibration): no surprise WARN
     level, msg, _ = stats.summary(t0 + 10.0, active=True, th=th, camera_topic="/cam")
     assert level == WARN and "no camera frame on /cam" in msg
     stats.count("stale_frames", 3)

@@ -15,7 +15,7 @@ import pytest
 from pwm_model.config import RuntimeConfig
 from pwm_model.errors import DataError, ModelError
 from pwm_model.runtime.history import FrameEntry, FrameHistory
-from pwm_model.runtime.surprise import SurpriseMonitor, weighted_mismatch
+from pwm_model.runtime.surprise import SurpriseMonitor, bit_nll, bits_of, weighted_mismatch
 from pwm_model.runtime.types import EgoInput
 from test.conftest import REPO_ROOT
 from test.export_helpers import copy_model_dir, model_dir
@@ -143,13 +143,44 @@ def test_forecast_surprise_weighs_changed_tokens():
     assert math.isnan(mon.score(250 * MS, actual, prev))  # no forecast for this moment
 
 
+def test_bit_log_probs_are_the_code_distributions_bit_marginals_and_score_the_surprise():
+    import torch
+
+    from pwm_model.tokenizer.lfq import code_bit_log_probs
+
+    bits = 4
+    logits = torch.randn(3, 2 ** bits, generator=torch.Generator().manual_seed(0)) * 3
+    p = torch.softmax(logits, -1).numpy()
+    got = np.exp(code_bit_log_probs(logits, bits).numpy())  # (3, bits, 2)
+    codes = np.arange(2 ** bits)
+    code_bits = bits_of(codes, bits)  # (C, bits), the most significant first
+    assert code_bits[5].tolist() == [0, 1, 0, 1]
+    for b in range(bits):
+        want_one = p[:, code_bits[:, b] == 1].sum(-1)
+        np.testing.assert_allclose(got[:, b, 1], want_one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[:, b, 0], 1 - want_one, rtol=1e-5, atol=1e-6)
+    # surprise of observed codes: ~0 where the forecast was sure and right, bits * ln 2 where it was uniform, large
+    # where it was sure and wrong
+    sure = torch.full((2, 2 ** bits), -30.0)
+    sure[:, 6] = 30.0
+    logp_sure = code_bit_log_probs(sure, bits).numpy()
+    assert bit_nll(logp_sure, np.array([6, 6])) == pytest.approx(0.0, abs=1e-5)
+    assert bit_nll(logp_sure, np.array([6, 7])) == pytest.approx(0.5 * -math.log(1e-6), rel=1e-3)  # one bit off
+    uniform = code_bit_log_probs(torch.zeros(2, 2 ** bits), bits).numpy()
+    assert bit_nll(uniform, np.array([0, 15])) == pytest.approx(bits * math.log(2.0), rel=1e-5)
+    mon = SurpriseMonitor(200 * MS, forecast_frames=2, tolerance_ns=20 * MS, changed_weight=1.0, unchanged_weight=0.4)
+    mon.record(0, np.array([[6, 6], [6, 6]]), np.stack([logp_sure, uniform]))
+    assert mon.score(200 * MS, np.array([6, 6]), None) == pytest.approx(0.0, abs=1e-5)
+    assert mon.score(400 * MS, np.array([0, 15]), None) == pytest.approx(bits * math.log(2.0), rel=1e-5)
+
+
 def test_runner_surprise_preview_reset_and_other_camera_sizes():
     with _runner() as runner:
         cfg = runner.config
         frames = _frames(cfg, 8)
         plans = [runner.step(rgb, t, ego) for rgb, t, ego in frames]
         assert math.isnan(plans[0].surprise) and math.isnan(plans[1].surprise)  # nothing forecast them
-        assert all(0.0 <= p.surprise <= 1.0 for p in plans[2:])
+        assert all(0.0 <= p.surprise <= 13.82 * cfg.tokenizer.codebook_bits for p in plans[2:])  # nats per token
         tiles = runner.preview(plans[-1])
         tk = cfg.tokenizer
         assert tiles.shape == (tk.dyn_height_px, 5 * tk.dyn_width_px, 3) and tiles.dtype == np.uint8
@@ -232,11 +263,11 @@ def test_broken_model_directories_give_one_sentence(tmp_path: Path):
     with pytest.raises(ModelError, match="input 'ego' is float32 in the graph and float16 in the manifest"):
         PolicyRunner.from_model_dir(d)
     man["graphs"]["rollout"]["inputs"][2]["dtype"] = "float32"
-    man["graphs"]["rollout"]["outputs"][1]["shape"] = [1, 9, 3]
+    man["graphs"]["rollout"]["outputs"][-1]["shape"] = [1, 9, 3]
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ModelError, match="does not match its config: rollout waypoints has shape"):
         PolicyRunner.from_model_dir(d)
-    man["graphs"]["rollout"]["outputs"][1]["shape"] = [1, 8, 3]
+    man["graphs"]["rollout"]["outputs"][-1]["shape"] = [1, 8, 3]
     man["graphs"]["rollout"]["inputs"][2]["shape"] = [1, 7]
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ModelError, match=r"rollout ego has shape \(1, 7\), not \(1, 6\)"):

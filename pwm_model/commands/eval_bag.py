@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -120,4 +121,10 @@ def run(args: argparse.Namespace) -> int:
         for note in bag["notes"]:
             print(f"note: {note}")
     print(f"wrote {out / 'report.html'}, {out / 'metrics.json'} and {out / 'plans.csv'}", file=sys.stderr)
+    print(json.dumps({k: metrics.get(k) for k in JSON_KEYS}))
     return 0
+
+
+JSON_KEYS = ("plans", "l2_1s", "l2_2s", "l2_3s", "collision_rate", "cv_l2_3s", "psnr_forecast_1s_db",
+             "latency_p50_ms", "latency_p99_ms", "surprise_mean", "surprise_p90", "surprise_warn", "surprise_warn_frac",
+             "backend", "precision")  # the last line of stdout: one JSON object

@@ -199,7 +199,7 @@ class _MomentPicker:
         out = list(self.samples)
         for kept in self.candidates.values():
             picked: list[Moment] = []
-            for m in sorted(kept.values(), key=lambda m: -m.value):
+            for m in sorted(kept.values(), key=lambda m: (-m.value, m.t_ns)):  # ties: the earlier first
                 if all(abs(m.t_ns - p.t_ns) >= WORST_SEPARATION_S * 1e9 for p in picked):
                     picked.append(m)
                 if len(picked) == self.worst:

@@ -121,6 +121,7 @@ def evaluate_drives(bags: list[str], *, model: str | None, out: str | Path, pred
             runner.close()
     say_cameras(evals, camera)
     metrics = summarize(evals)
+    metrics.update(surprise_warn_metrics(evals, model))
     metrics.update(model=str(model) if model else None,
                    backend=(backend or cfg.runtime.backend) if not predictions else "recorded (live node)",
                    precision=(precision or cfg.runtime.precision) if not predictions else None,
@@ -177,3 +178,20 @@ def _check_predictions(pred: Any, cfg: Any) -> None:
         raise DataError(f"the recorded plans in {pred.path} have {', '.join(map(str, sorted(k)))} waypoints, but the "
                         f"model config says data.num_waypoints = {cfg.data.num_waypoints} (pass the --model they "
                         "came from)")
+
+
+def surprise_warn_metrics(evals: list[Any], model: str | None) -> dict[str, Any]:
+    """``surprise_warn``: the model's calibrated warning threshold (manifest.json), ``surprise_warn_frac``: the share
+    of plans whose surprise is above it (None without a model or a calibration)."""
+    import numpy as np
+
+    from pwm_model.runtime.manifest import load_manifest
+
+    if not model:
+        return {"surprise_warn": None, "surprise_warn_frac": None}
+    m = load_manifest(model)
+    warn = m.surprise_warn(-1.0)
+    values = np.concatenate([np.asarray(e.surprise, float) for e in evals]) if evals else np.zeros(0)
+    values = values[np.isfinite(values)]
+    frac = float((values > warn).mean()) if warn is not None and values.size else None
+    return {"surprise_definition": m.surprise_definition, "surprise_warn": warn, "surprise_warn_frac": frac}

@@ -37,6 +37,7 @@ from pwm_model.data.contract import (
     resize_interpolation,
     resize_matrix,
 )
+from pwm_model.tokenizer.lfq import code_bit_log_probs
 from pwm_model.tokenizer.model import Tokenizer
 from pwm_model.world_model.mask import prefix_layout
 from pwm_model.world_model.model import PolicyWorldModel
@@ -223,6 +224,7 @@ class WorldModelGraph(nn.Module):
         super().__init__()
         self.wm = wm
         self.h, self.f, self.ld = wm.history_frames, wm.forecast_frames, wm.dyn_tokens
+        self.bits = int(wm.codebook_size).bit_length() - 1  # LFQ bits per code
         self.prefix_len = len(prefix_layout(wm.slots, self.h))  # positions the prefill caches
         self.plan_past = self.prefix_len + max(self.f - 1, 0) * self.ld  # cached positions the plan pass sees
 
@@ -233,8 +235,11 @@ class RolloutGraph(WorldModelGraph):
 
     def forward(self, ctx_tokens: torch.Tensor, dyn_history: torch.Tensor, ego: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        forecast, waypoints = self.wm.rollout(ctx_tokens, dyn_history, ego, temperature=0.0, matmul_attention=True)
-        return (forecast, waypoints) if self.f > 0 else (waypoints,)  # (1, F, Ld), (1, K, 3)
+        if self.f == 0:
+            return (self.wm.rollout(ctx_tokens, dyn_history, ego, temperature=0.0, matmul_attention=True)[1],)
+        forecast, waypoints, logits = self.wm.rollout(ctx_tokens, dyn_history, ego, temperature=0.0,
+                                                      return_logits=True, matmul_attention=True)
+        return forecast, code_bit_log_probs(logits, self.bits), waypoints  # (1, F, Ld), (1, F, Ld, B, 2), (1, K, 3)
 
 
 class PrefillGraph(WorldModelGraph):
@@ -243,14 +248,14 @@ class PrefillGraph(WorldModelGraph):
         if self.f == 0:  # the cache only
             return (self.wm.prefill(ctx_tokens, dyn_history, ego, last_rows=0, matmul_attention=True)[1],)
         logits, kv = self.wm.prefill(ctx_tokens, dyn_history, ego, matmul_attention=True)  # frame t+1's logits
-        return self.wm.next_tokens(logits), kv
+        return self.wm.next_tokens(logits), code_bit_log_probs(logits, self.bits), kv
 
 
 class StepGraph(WorldModelGraph):
     def forward(self, frame_tokens: torch.Tensor, frame_offset: torch.Tensor, kv: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         logits, kv = self.wm.frame_step(frame_tokens, frame_offset + self.h, kv, matmul_attention=True)
-        return self.wm.next_tokens(logits), kv
+        return self.wm.next_tokens(logits), code_bit_log_probs(logits, self.bits), kv
 
 
 class PlanGraph(WorldModelGraph):
@@ -295,28 +300,35 @@ def build_graphs(tok: Tokenizer, wm: PolicyWorldModel, cfg: PwmConfig, image_hw:
     ego_meaning = "[speed_mps, accel_mps2, one_hot(command: left, straight, right), yaw_rate_radps]"
     wp_meaning = "K waypoints (x_m, y_m, yaw_rad) in base_link at t, k * waypoint_dt_s ahead"
     kv_meaning = "KV cache (layers, 2 = keys/values, 1, heads, positions, head_dim)"
+    bit_meaning = ("forecast distribution per code bit (most significant first): log P(bit = 0), log P(bit = 1), "
+                   "for the forecast surprise")
     if rollout == "unrolled":
-        outs = ["forecast_tokens", "waypoints"] if f > 0 else ["waypoints"]
+        outs = ["forecast_tokens", "forecast_bit_logp", "waypoints"] if f > 0 else ["waypoints"]
         out["rollout"] = GraphModule(
             RolloutGraph(wm).eval(), ["ctx_tokens", "dyn_history", "ego"], outs, (ctx, hist, ego),
             {"ctx_tokens": "ctx codes of frame t", "dyn_history": hist_meaning, "ego": ego_meaning,
-             "forecast_tokens": "greedy dyn codes of frames t+1 .. t+F", "waypoints": wp_meaning},
+             "forecast_tokens": "greedy dyn codes of frames t+1 .. t+F", "forecast_bit_logp": bit_meaning,
+             "waypoints": wp_meaning},
             role="world model: prefill, F-1 cached frame passes and the plan pass in one graph")
     else:
         prefill = PrefillGraph(wm).eval()
         p0 = prefill.prefix_len
         kv0 = torch.zeros(wm.transformer.layers, 2, 1, wm.transformer.heads, p0, wm.transformer.head_dim)
         out["wm_prefill"] = GraphModule(
-            prefill, ["ctx_tokens", "dyn_history", "ego"], (["next_tokens", "kv"] if f > 0 else ["kv"]),
+            prefill, ["ctx_tokens", "dyn_history", "ego"],
+            (["next_tokens", "next_bit_logp", "kv"] if f > 0 else ["kv"]),
             (ctx, hist, ego), {"ctx_tokens": "ctx codes of frame t", "dyn_history": hist_meaning, "ego": ego_meaning,
-                               "next_tokens": "greedy dyn codes of frame t+1", "kv": kv_meaning},
+                               "next_tokens": "greedy dyn codes of frame t+1", "next_bit_logp": bit_meaning,
+                               "kv": kv_meaning},
             role="world model: prefill over [EGO][ctx t][dyn t-H+1 .. t]")
         if f > 1:
             out["wm_step"] = GraphModule(
-                StepGraph(wm).eval(), ["frame_tokens", "frame_offset", "kv"], ["next_tokens", "kv_out"],
+                StepGraph(wm).eval(), ["frame_tokens", "frame_offset", "kv"],
+                ["next_tokens", "next_bit_logp", "kv_out"],
                 (dyn, torch.zeros(1, dtype=torch.long), kv0),
                 {"frame_tokens": "dyn codes of the frame t+k+1 being fed back", "frame_offset": "k (0 .. F-2)",
-                 "kv": kv_meaning, "next_tokens": "greedy dyn codes of frame t+k+2", "kv_out": kv_meaning},
+                 "kv": kv_meaning, "next_tokens": "greedy dyn codes of frame t+k+2", "next_bit_logp": bit_meaning,
+                 "kv_out": kv_meaning},
                 dynamic_axes={"kv": {4: "past_positions"}, "kv_out": {4: "positions"}},
                 role="world model: one cached pass per fed-back forecast frame")
         kv_plan = torch.zeros(wm.transformer.layers, 2, 1, wm.transformer.heads, prefill.plan_past,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pwm_model.errors import ConfigError, ModelError, PwmError
+from pwm_model.export.surprise_calibration import CALIB_FRAMES_PER_DRIVE, calibrate_surprise
 from pwm_model.io_utils import file_sha256
 
 DEFAULT_OPSET = 17
@@ -305,8 +306,10 @@ def source_info(checkpoint: Path) -> dict[str, Any]:
 def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[int, int] | None = None,
                  rollout: str = "unrolled", preview: bool = True, frames: str | None = None,
                  camera_topic: str | None = None, verify_frames: int = VERIFY_FRAMES, opset: int = DEFAULT_OPSET,
-                 threads: int = 2, echo: Any = print) -> dict[str, Any]:
-    """Export, check and verify; returns the manifest written to ``out/manifest.json``."""
+                 threads: int = 2, surprise_calib: list[str] | None = None,
+                 surprise_calib_frames: int = CALIB_FRAMES_PER_DRIVE, echo: Any = print) -> dict[str, Any]:
+    """Export, check and verify (and with ``surprise_calib``, held-out drives, calibrate the forecast surprise);
+    returns the manifest written to ``out/manifest.json``."""
     import torch
 
     from pwm_model import __version__
@@ -386,6 +389,9 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
                                     "tolerances": {"token_agreement": TOKEN_AGREEMENT, "waypoint_m": WAYPOINT_TOL_M,
                                                    "float_atol": FLOAT_ATOL, "float_rtol": FLOAT_RTOL}}
         write_json_atomic(tmp / MANIFEST_FILE, manifest)
+        if surprise_calib:
+            manifest["surprise_calibration"] = calibrate_surprise(tmp, surprise_calib, surprise_calib_frames, echo)
+            write_json_atomic(tmp / MANIFEST_FILE, manifest)
         old_engines = out / ENGINES_DIR
         if old_engines.is_dir():
             shutil.move(str(old_engines), str(tmp / ENGINES_DIR))
@@ -428,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"camera frames to verify on (default: {VERIFY_FRAMES})")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch (default: 2)")
+    parser.add_argument("--surprise-calib", nargs="+", metavar="SOURCE",
+                        help="held-out drives to calibrate the forecast surprise on (rosbag2 drives, folders of them, "
+                             "clip stores or synthetic:SEED): percentiles and the node's default warning threshold "
+                             "in manifest.json")
+    parser.add_argument("--surprise-calib-frames", type=int, default=CALIB_FRAMES_PER_DRIVE, metavar="N",
+                        help=f"camera frames per calibration drive (default: {CALIB_FRAMES_PER_DRIVE})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -435,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         export_model(args.checkpoint, args.out, camera_size=parse_camera_size(args.camera_size),
                      rollout=args.rollout, preview=not args.no_preview, frames=args.frames,
                      camera_topic=camera_topic,
-                     verify_frames=args.verify_frames, opset=args.opset, threads=args.threads)
+                     verify_frames=args.verify_frames, opset=args.opset, threads=args.threads,
+                     surprise_calib=args.surprise_calib, surprise_calib_frames=args.surprise_calib_frames)
     except PwmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

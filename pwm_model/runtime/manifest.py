@@ -133,6 +133,35 @@ class Manifest:
             raise ModelError(f"the INT8 graph {path} named in {MANIFEST_FILE} is missing or corrupt; {hint}")
         return path
 
+    @property
+    def surprise_definition(self) -> str:
+        """``bit_nll`` when the rollout graphs give the forecast's bit log-probabilities, else the older
+        ``weighted_mismatch`` (runtime/surprise.py)."""
+        graph = "rollout" if self.rollout_mode == "unrolled" else "wm_prefill"
+        names = {t.name for t in self.graphs[graph].outputs}
+        return "bit_nll" if names & {"forecast_bit_logp", "next_bit_logp"} else "weighted_mismatch"
+
+    @property
+    def surprise_calibration(self) -> dict[str, Any]:
+        """The ``surprise_calibration`` section the export writes (percentiles over held-out drives); {} if none."""
+        section = dict(self.data.get("surprise_calibration", {}))
+        return section if section.get("definition") == self.surprise_definition else {}
+
+    def surprise_warn(self, configured: float) -> float | None:
+        """The surprise above which the node warns: ``configured`` when it is >= 0, else the calibrated threshold;
+        None (no surprise warning) for a model without a calibration."""
+        if configured >= 0:
+            return float(configured)
+        warn = self.surprise_calibration.get("warn")
+        return float(warn) if warn is not None else None
+
+    def record_surprise_calibration(self, section: dict[str, Any]) -> None:
+        """Store the ``surprise_calibration`` section in manifest.json (written to a temporary name and renamed)."""
+        from pwm_model.io_utils import write_json_atomic
+
+        self.data["surprise_calibration"] = section
+        write_json_atomic(self.model_dir / MANIFEST_FILE, self.data)
+
     def record_int8(self, section: dict[str, Any]) -> None:
         """Store the ``int8`` section in manifest.json (written to a temporary name and renamed)."""
         from pwm_model.io_utils import write_json_atomic

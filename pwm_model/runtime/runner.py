@@ -133,10 +133,10 @@ class PolicyRunner:
         surprise = self._surprise.score(t_ns, dyn, None if previous is None else previous.dyn_tokens)
         frames, warming = self._history.select(t_ns)
         history = np.stack([e.dyn_tokens for e in frames])[None]  # (1, H, Ld)
-        forecast, waypoints = self._rollout(entry.ctx_tokens[None], history, ego_vec[None])
+        forecast, bit_logp, waypoints = self._rollout(entry.ctx_tokens[None], history, ego_vec[None])
         self.stats["rollouts"] += 1
         self.stats["frames"] += 1
-        self._surprise.record(t_ns, forecast)
+        self._surprise.record(t_ns, forecast, bit_logp)
         t4 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "ctx_encoder": (t2 - t1) * 1e3, "dyn_encoder": (t3 - t2) * 1e3,
                    "rollout": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}
@@ -161,12 +161,14 @@ class PolicyRunner:
                         frame.shape[1], frame.shape[0], cols, rows)
         return np.ascontiguousarray(fit_rgb(frame, rows, cols))
 
-    def _rollout(self, ctx_tokens: np.ndarray, history: np.ndarray, ego: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """-> forecast (F, Ld) int64, waypoints (K, 3)."""
+    def _rollout(self, ctx_tokens: np.ndarray, history: np.ndarray, ego: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """-> forecast (F, Ld) int64, its bit log-probabilities (F, Ld, B, 2) or None, waypoints (K, 3)."""
         if self.manifest.rollout_mode == "unrolled":
             out = self.engines["rollout"].run({"ctx_tokens": ctx_tokens, "dyn_history": history, "ego": ego})
             forecast = out["forecast_tokens"][0] if self._f > 0 else np.zeros((0, self._ld), np.int64)
-            return forecast.astype(np.int64), out["waypoints"][0]
+            logp = out["forecast_bit_logp"][0] if "forecast_bit_logp" in out else None
+            return forecast.astype(np.int64), logp, out["waypoints"][0]
         e = self.engines
         return rollout_stepwise(e["wm_prefill"], e.get("wm_step"), e["wm_plan"], ctx_tokens, history, ego, self._f)
 

@@ -134,3 +134,22 @@ def perplexity(counts: torch.Tensor) -> float:
     """exp(entropy) of a code histogram: the effective number of codes in use."""
     p = counts.double() / counts.sum().clamp_min(1)
     return float(torch.exp(-(p * torch.log(p.clamp_min(1e-300))).sum()))
+
+
+BIT_PROB_FLOOR = 1e-6  # bit probabilities are clamped here before the log: surprise stays finite (<= 13.8 nats/bit)
+
+
+def code_bit_log_probs(logits: torch.Tensor, bits: int) -> torch.Tensor:
+    """(..., C = 2**bits) code logits -> (..., bits, 2): log P(bit b of the code is 0, is 1), bit 0 the most
+    significant (the LFQ index order).
+
+    The forecast distribution's marginal of each bit, summed exactly over the codes that set it: one pair per bit and
+    slot instead of 2**bits log-probabilities. Exp, ReduceSum and Log only (nothing INT8 quantization touches), every
+    exponent <= 0 (fp16-safe); the surprise of an observed code is the sum over its bits (runtime/surprise.py).
+    """
+    z = logits.float()
+    e = (z - z.amax(-1, keepdim=True)).exp()  # the largest is 1: the total never underflows
+    total = e.sum(-1, keepdim=True).unsqueeze(-1)  # (..., 1, 1)
+    lead = tuple(e.shape[:-1])
+    per_bit = [e.reshape(*lead, 2 ** b, 2, 2 ** (bits - 1 - b)).sum((-3, -1)) for b in range(bits)]
+    return (torch.stack(per_bit, -2) / total).clamp_min(BIT_PROB_FLOOR).log()
