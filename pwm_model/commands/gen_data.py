@@ -18,11 +18,17 @@ demo's sample drive, 0-7 the tokenizer's held-out drives, 1-16 and 100-147 the w
   pwm gen-data --out out/sample_drive --scenes 1 --seconds 30 --seed 0
   pwm gen-data --out out/train_drives --scenes 200 --seconds 60 --seed 1000 --compressed
   pwm gen-data --out out/cut_ins --scenes 5 --seconds 20 --seed 10 --scenario cut_in --preset small
+  pwm gen-data --out out/ood_snow --scenes 8 --seconds 30 --seed 0 --shift snow
+
+--shift renders the drives in conditions the training world never samples, for out-of-distribution checks: snow
+(snow-covered ground, pale overcast sky), sodium (night under sodium street lamps: an orange monochrome) or
+camera_mount (the camera 4 deg further down, rolled 3 deg and 0.35 m higher; the bags' CameraInfo is unchanged).
+The traffic, ego motion, labels and commands are those of the same seeds without --shift.
 """
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pwm_model.commands.common import add_config_arguments
-    from pwm_model.data.synthetic.names import SCENARIOS, TRAIN_SEED_MIN
+    from pwm_model.data.synthetic.names import SCENARIOS, SHIFTS, TRAIN_SEED_MIN
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (bags and scenes.json)")
     parser.add_argument("--scenes", type=int, default=1, metavar="N", help="number of drives (default: 1)")
@@ -32,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"below {TRAIN_SEED_MIN} for held-out drives (0 is the demo drive)")
     parser.add_argument("--scenario", choices=SCENARIOS, default=None,
                         help="restrict every drive to one scenario family (default: a mix)")
+    parser.add_argument("--shift", choices=SHIFTS, default=None,
+                        help="render every drive under a distribution shift the training world never samples, for "
+                             "out-of-distribution checks (default: none)")
     parser.add_argument("--compressed", action="store_true",
                         help="store the camera as sensor_msgs/CompressedImage jpeg (default: raw rgb8 Image)")
     parser.add_argument("--format", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage (default: mcap)")
@@ -77,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
                                  height_px=args.height or cfg.camera.height_px)
     write_synthetic_drives(args.out, cfg, camera, seeds=list(range(args.seed, args.seed + args.scenes)),
                            seconds=args.seconds, scenario=args.scenario, compressed=args.compressed,
-                           storage=args.format)
+                           storage=args.format, shift=args.shift)
     return 0

@@ -6,7 +6,8 @@
 
 Modules: ``road`` (centre line, lanes, Frenet frame), ``scenery`` (roadside objects), ``appearance`` (colours,
 time of day, haze), ``agents`` (other vehicles, IDM), ``ego`` (the ego driver), ``scenarios`` (events and ambient
-traffic), ``render`` (the pinhole camera renderer), ``world`` (putting it together).
+traffic), ``render`` (the pinhole camera renderer), ``world`` (putting it together), ``shift`` (distribution
+shifts: ``simulate_drive(..., shift="snow")`` renders conditions the training world never samples).
 Seeds >= 1000 are for training data, seeds < 1000 for held-out evaluation (seed 0 is the demo drive).
 The heavy parts (numpy, OpenCV) load on first use, so importing the names stays cheap.
 """
@@ -16,11 +17,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pwm_model.data.synthetic.names import SCENARIOS, TRAIN_SEED_MIN
+from pwm_model.data.synthetic.names import SCENARIOS, SHIFTS, TRAIN_SEED_MIN
 
 _LAZY = {"Renderer": "render", "World": "world", "simulate_drive": "world", "EPOCH_NS": "world"}
 
-__all__ = ["EPOCH_NS", "SCENARIOS", "TRAIN_SEED_MIN", "Renderer", "World", "simulate_drive"]
+__all__ = ["EPOCH_NS", "SCENARIOS", "SHIFTS", "TRAIN_SEED_MIN", "Renderer", "World", "simulate_drive"]
 
 
 def __getattr__(name: str) -> Any:

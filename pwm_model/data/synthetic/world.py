@@ -29,6 +29,13 @@ from pwm_model.data.synthetic.render import Renderer
 from pwm_model.data.synthetic.road import generate_road
 from pwm_model.data.synthetic.scenarios import SCENARIOS, AmbientTraffic, Scheduler
 from pwm_model.data.synthetic.scenery import generate_scenery
+from pwm_model.data.synthetic.shift import (
+    ShiftedRenderer,
+    check_shift,
+    make_renderer,
+    shift_appearance,
+    shift_scenery,
+)
 from pwm_model.errors import ConfigError
 from pwm_model.geometry import PinholeCamera, to_ego_frame
 
@@ -38,11 +45,15 @@ MAX_SECONDS = 3600.0
 
 
 class World:
-    """One drive's world. ``sample(renderer)`` gives the current frame; ``step_frame()`` advances one frame."""
+    """One drive's world. ``sample(renderer)`` gives the current frame; ``step_frame()`` advances one frame.
 
-    def __init__(self, seed: int, camera: CameraConfig, *, scenario: str | None = None, seconds: float = 60.0) -> None:
-        check_drive_args(seed, seconds, scenario)
-        self.seed, self.scenario, self.camera = int(seed), scenario, camera
+    ``shift`` (one of ``SHIFTS``) changes only the rendering: appearance, scenery colours or the rendering camera.
+    """
+
+    def __init__(self, seed: int, camera: CameraConfig, *, scenario: str | None = None, seconds: float = 60.0,
+                 shift: str | None = None) -> None:
+        check_drive_args(seed, seconds, scenario, shift)
+        self.seed, self.scenario, self.camera, self.shift = int(seed), scenario, camera, shift
         streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)]
         r_road, r_app, r_scenery, r_events, r_traffic, self.rng = streams
         self.appearance = sample_appearance(r_app)
@@ -52,6 +63,9 @@ class World:
         v_limit = float(self.rng.uniform(v_lo, v_hi))
         self.road = generate_road(r_road, v_limit * 1.15 * seconds + 700.0, style)
         self.scenery = generate_scenery(r_scenery, self.road, self.appearance.grass_patch)
+        # after every draw from the seed's streams: a shift never changes what the drive does
+        self.appearance = shift_appearance(self.appearance, shift)
+        self.scenery = shift_scenery(self.scenery, shift)
         lane = int(self.rng.integers(self.road.n_forward))
         self.ego = EgoDriver(self.road, lane, 20.0, 0.0, v_limit)
         self.ego.speed_mps = min(0.9 * v_limit, self.ego.curve_speed_mps())
@@ -179,16 +193,17 @@ class World:
         return [a.view(self.road, self.t_s, self.appearance.lamps_on, pose=p)
                 for a, p in zip(self.agents, zip(xy[:, 0].tolist(), xy[:, 1].tolist(), h.tolist()))]
 
-    def renderer(self, width_px: int | None = None, height_px: int | None = None) -> Renderer:
-        return Renderer(self.camera, self.road, self.scenery, self.appearance, width_px=width_px,
-                        height_px=height_px)
+    def renderer(self, width_px: int | None = None, height_px: int | None = None) -> Renderer | ShiftedRenderer:
+        """The drive's front camera renderer (the shifted rendering camera under camera_mount)."""
+        return make_renderer(self.camera, self.road, self.scenery, self.appearance, self.shift, width_px=width_px,
+                             height_px=height_px)
 
-    def render(self, renderer: Renderer, views: list[VehicleView] | None = None) -> np.ndarray:
+    def render(self, renderer: Renderer | ShiftedRenderer, views: list[VehicleView] | None = None) -> np.ndarray:
         ego = self.ego
         return renderer.render(ego.x_m, ego.y_m, ego.yaw_rad, self.views() if views is None else views,
                                s_hint_m=ego.s_m + self.camera.mount_x_m)
 
-    def sample(self, renderer: Renderer | None) -> DriveSample:
+    def sample(self, renderer: Renderer | ShiftedRenderer | None) -> DriveSample:
         """The current frame (``renderer=None`` skips the image: a 0 x 0 array)."""
         views = self.views()
         image = self.render(renderer, views) if renderer is not None else np.zeros((0, 0, 3), np.uint8)
@@ -204,32 +219,35 @@ class World:
                            frame_index=self.frame_index, scenario=self.scheduler.label(self))
 
 
-def check_drive_args(seed: int, seconds: float, scenario: str | None) -> None:
-    """Raise ``ConfigError`` (one sentence) for a bad seed, duration or scenario name."""
+def check_drive_args(seed: int, seconds: float, scenario: str | None, shift: str | None = None) -> None:
+    """Raise ``ConfigError`` (one sentence) for a bad seed, duration, scenario or shift name."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or not 0 < seconds <= MAX_SECONDS:
         raise ConfigError(f"seconds must be a number in (0, {MAX_SECONDS:g}], got {seconds!r}")
     if scenario is not None and scenario not in SCENARIOS:
         raise ConfigError(f"unknown scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+    check_shift(shift)
 
 
-def simulate_drive(seed: int, seconds: float, camera: CameraConfig, *, scenario: str | None = None
-                   ) -> Iterator[DriveSample]:
+def simulate_drive(seed: int, seconds: float, camera: CameraConfig, *, scenario: str | None = None,
+                   shift: str | None = None) -> Iterator[DriveSample]:
     """Frames of one synthetic drive at ``camera.frame_rate_hz``, rendered at the camera's resolution.
 
     ``scenario`` restricts the drive's events to one family of ``SCENARIOS`` (None: a mix of all of them).
+    ``shift`` renders the drive in conditions the training world never samples (one of ``SHIFTS``, see
+    ``shift``); the traffic, ego motion, labels and commands stay those of the nominal drive (None).
     Arguments are checked at the call (``ConfigError``); frames are produced lazily.
     """
-    check_drive_args(seed, seconds, scenario)
+    check_drive_args(seed, seconds, scenario, shift)
     camera.validate("camera")
     n_frames = max(1, round(seconds * camera.frame_rate_hz))
-    return _frames(seed, seconds, camera, scenario, n_frames)
+    return _frames(seed, seconds, camera, scenario, n_frames, shift)
 
 
-def _frames(seed: int, seconds: float, camera: CameraConfig, scenario: str | None, n_frames: int
-            ) -> Iterator[DriveSample]:
-    world = World(seed, camera, scenario=scenario, seconds=seconds)
+def _frames(seed: int, seconds: float, camera: CameraConfig, scenario: str | None, n_frames: int,
+            shift: str | None = None) -> Iterator[DriveSample]:
+    world = World(seed, camera, scenario=scenario, seconds=seconds, shift=shift)
     renderer = world.renderer()
     for i in range(n_frames):
         if i:
