@@ -71,3 +71,19 @@ def test_export_cli_calibrates_with_surprise_calib(tmp_path: Path) -> None:
                           str(tmp_path / "other"), "--verify-frames", "2", "--surprise-calib", str(tmp_path / "none")],
                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and not (tmp_path / "other").exists()
+
+
+def test_auroc_and_the_nodes_period_rule_on_hand_made_values() -> None:
+    from pwm_model.eval.surprise_stats import auroc, period_warn_share
+
+    assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5  # ties count one half
+    assert auroc(np.array([2.0, 5.0]), np.array([1.0, 3.0, 4.0])) == pytest.approx(4 / 6)
+    # plans at 10 Hz over 3 s; a period of 1 s warns when its last plan is above the threshold
+    t_ns = np.arange(30) * 100_000_000
+    s = np.zeros(30)
+    s[9] = 9.0  # the last plan of period 0: warns
+    s[15] = 9.0  # the middle of period 1: the node has moved on by the time it publishes
+    s[29] = np.nan  # period 2's last plan has no surprise: its last finite one (0) counts
+    assert period_warn_share(t_ns, s, 5.0, 1.0) == (1, 3)

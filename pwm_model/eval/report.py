@@ -221,7 +221,7 @@ def plan_card(ev: BagEvaluation, m: Moment, note: str = "") -> str:
             f'{_img(fig_bev(ev, m), "plan in bird s-eye view")}</div><p class="cap">{caption}</p></div>')
 
 
-def fig_timeline(ev: BagEvaluation, worst: Sequence[Moment]) -> str:
+def fig_timeline(ev: BagEvaluation, worst: Sequence[Moment], warn: float | None = None) -> str:
     """Surprise over time (worst moments numbered) above the per-plan L2 of PWM and constant velocity."""
     plt = _plt()
     t = _rel_s(ev, ev.plan_t_ns)
@@ -241,8 +241,11 @@ def fig_timeline(ev: BagEvaluation, worst: Sequence[Moment]) -> str:
         ax.plot([x], [m.value], "o", color="#d62728", ms=7)
         ax.annotate(f"#{rank}", (x, m.value), textcoords="offset points", xytext=(4, 5), fontsize=9,
                     color="#d62728", fontweight="bold")
+    if warn is not None:
+        ax.axhline(warn, color="#d62728", lw=1.0, ls=":", label=f"warning threshold {warn:.2f}")
+        ax.legend(frameon=False, fontsize=8, loc="upper right")
     _shade_commands(ax, ev, t)
-    ax.set_ylabel("forecast surprise")
+    ax.set_ylabel("surprise (nats / token)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.25)
     ax.set_title(f"{ev.name}: surprise (how badly the last forecast predicted each frame) over the drive",
@@ -398,12 +401,14 @@ def render_html(evals: Sequence[BagEvaluation], metrics: dict[str, Any], *, titl
                   '<div class="cards">' + "".join(
                       plan_card(e, m) for e, m in samples) + "</div>"]
     parts += ["<h2>Surprise over time</h2>",
-              '<p class="lead">Surprise measures how much each new frame differs from what the previous forecast '
-              "predicted for it; peaks mark moments the model did not see coming (cut-ins, braking, turns). "
-              "Shaded bands: route command left (blue) or right (orange).</p>"]
+              '<p class="lead">Surprise measures how unlikely each new frame was under what the previous forecast '
+              "predicted for it (negative log-likelihood of its codes); peaks mark moments the model did not see "
+              "coming (cut-ins, braking, turns, a scene unlike the training's). Dotted line: the model's calibrated "
+              "warning threshold. Shaded bands: route command left (blue) or right (orange).</p>"]
     for e in evals:
         worst = [m for m in e.moments if m.why == "surprise"]
-        parts.append(f'<div class="wide">{_img(fig_timeline(e, worst), "surprise over time")}</div>')
+        timeline = fig_timeline(e, worst, metrics.get("surprise_warn"))
+        parts.append(f'<div class="wide">{_img(timeline, "surprise over time")}</div>')
         if worst:
             parts.append('<div class="cards small">' + "".join(
                 f'<div class="card">{_img(_rgb_png(m.thumb_rgb), "worst moment")}<p class="cap"><b>#{r}</b> '
