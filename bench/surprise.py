@@ -8,8 +8,9 @@ shifted drives are the same kind rendered in a condition the training never saw 
 Figures: ``nominal_warn_frac`` (share of nominal plans above the model's calibrated threshold),
 ``nominal_warn_period_frac`` (share of the node's diagnostic periods, ``--period-s`` of camera time each, whose last
 plan is above it: the node's WARN rule), per shift ``auroc_<shift>`` (frame-level surprise, shifted vs nominal plans;
-0.5 = no separation, 1 = complete) and ``warn_frac_<shift>``, and ``auroc_min`` (the worst shift). Prints a table,
-then, last, one JSON line.
+0.5 = no separation, 1 = complete) and ``warn_frac_<shift>``, and ``auroc_min`` (the worst shift); the same for the
+scene novelty (runtime/novelty.py) prefixed ``novelty_`` when the model has a novelty prior. Prints a table per
+monitor, then, last, one JSON line.
 
     .venv/bin/python bench/surprise.py --model out/tiny-cal --nominal out/v2/drives_nominal \\
         --shifted snow=out/v2/drives_snow sodium=out/v2/drives_sodium camera_mount=out/v2/drives_mount
@@ -35,14 +36,16 @@ from pwm_model.export.surprise_calibration import expand_sources  # noqa: E402
 from pwm_model.runtime.runner import PolicyRunner  # noqa: E402
 
 
-def drive_surprise(runner: PolicyRunner, source: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(t_ns, surprise) of every plan on one drive, the history reset first; NaN where no forecast covered it."""
+def drive_monitors(runner: PolicyRunner, source: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(t_ns (N,), [surprise, novelty] (N, 2)) of every plan on one drive, the history reset first; NaN where no
+    forecast covered the frame (surprise) or the model has no novelty prior."""
     runner.reset()
-    t, s = [], []
+    t, v = [], []
     for rgb, t_ns, ego in camera_frames(source, runner.config, frames):
+        plan = runner.step(rgb, t_ns, ego)
         t.append(t_ns)
-        s.append(runner.step(rgb, t_ns, ego).surprise)
-    return np.asarray(t, np.int64), np.asarray(s, np.float64)
+        v.append((plan.surprise, plan.novelty))
+    return np.asarray(t, np.int64), np.asarray(v, np.float64).reshape(-1, 2)
 
 
 def collect(runner: PolicyRunner, sources: list[str], frames: int, label: str
@@ -50,12 +53,18 @@ def collect(runner: PolicyRunner, sources: list[str], frames: int, label: str
     times, values = [], []
     for i, src in enumerate(sources):
         t0 = time.monotonic()
-        t, s = drive_surprise(runner, src, frames)
+        t, v = drive_monitors(runner, src, frames)
         times.append(t)
-        values.append(s)
-        print(f"  {label} [{i + 1}/{len(sources)}] {Path(src).name}: median surprise {np.nanmedian(s):.3f} "
+        values.append(v)
+        print(f"  {label} [{i + 1}/{len(sources)}] {Path(src).name}: median surprise {np.nanmedian(v[:, 0]):.3f}, "
+              f"novelty {np.nanmedian(v[:, 1]) if np.isfinite(v[:, 1]).any() else float('nan'):.3f} "
               f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
     return times, values
+
+
+def _finite(values: list[np.ndarray], column: int) -> np.ndarray:
+    v = np.concatenate([x[:, column] for x in values])
+    return v[np.isfinite(v)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,36 +96,37 @@ def main(argv: list[str] | None = None) -> int:
     except PwmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    nom = np.concatenate(ns)
-    nom = nom[np.isfinite(nom)]
-    warned = [period_warn_share(t, s, warn, args.period_s) for t, s in zip(nt, ns)]
-    periods_warned, periods = sum(w for w, _ in warned), sum(n for _, n in warned)
-    cal = runner.manifest.surprise_calibration
-    out: dict[str, object] = {"model": args.model, "definition": cal.get("definition"), "warn": warn,
-                              "nominal_drives": len(nominal), "nominal_plans": int(nom.size),
-                              "nominal_median": round(float(np.median(nom)), 4),
-                              "nominal_warn_frac": round(float((nom > warn).mean()), 4),
-                              "nominal_warn_period_frac": round(periods_warned / max(periods, 1), 4)}
-    rows = [("nominal", len(nominal), nom.size, float(np.median(nom)), float((nom > warn).mean()), float("nan"))]
-    aurocs = []
-    for name, values in shifted_values.items():
-        v = np.concatenate(values)
-        v = v[np.isfinite(v)]
-        a = auroc(v, nom)
-        aurocs.append(a)
-        out.update({f"auroc_{name}": round(a, 4), f"warn_frac_{name}": round(float((v > warn).mean()), 4),
-                    f"median_{name}": round(float(np.median(v)), 4)})
-        rows.append((name, len(values), v.size, float(np.median(v)), float((v > warn).mean()), a))
-    if aurocs:
-        out["auroc_min"] = round(min(aurocs), 4)
-    unit = cal.get("unit", "")
-    print(f"surprise ({cal.get('definition')}, {unit}); warning threshold {warn:.3f} = p{cal.get('warn_percentile')} "
-          f"of {cal.get('values')} calibration plans; diagnostic periods of {args.period_s:g} s")
-    print(f"{'drives':<16}{'n':>4}{'plans':>8}{'median':>9}{'> warn':>9}{'AUROC vs nominal':>18}")
-    for name, n, plans, med, frac, a in rows:
-        print(f"{name:<16}{n:>4}{plans:>8}{med:>9.3f}{100 * frac:>8.1f}%{'' if np.isnan(a) else f'{a:.3f}':>18}")
-    print(f"nominal diagnostic periods with the surprise WARN: {periods_warned} of {periods} "
-          f"({100 * periods_warned / max(periods, 1):.1f} %)")
+    monitors = [("surprise", 0, warn, runner.manifest.surprise_calibration)]
+    if runner.manifest.novelty_warn() is not None:
+        monitors.append(("novelty", 1, runner.manifest.novelty_warn(), runner.manifest.novelty_calibration))
+    out: dict[str, object] = {"model": args.model, "nominal_drives": len(nominal)}
+    for monitor, col, threshold, cal in monitors:
+        nom = _finite(ns, col)
+        warned = [period_warn_share(t, v[:, col], threshold, args.period_s) for t, v in zip(nt, ns)]
+        periods_warned, periods = sum(w for w, _ in warned), sum(n for _, n in warned)
+        key = "" if monitor == "surprise" else "novelty_"
+        out.update({f"{key}warn": threshold, f"{key}nominal_median": round(float(np.median(nom)), 4),
+                    f"{key}nominal_warn_frac": round(float((nom > threshold).mean()), 4),
+                    f"{key}nominal_warn_period_frac": round(periods_warned / max(periods, 1), 4)})
+        rows = [("nominal", len(nominal), nom.size, float(np.median(nom)), float((nom > threshold).mean()),
+                 float("nan"))]
+        aurocs = []
+        for name, values in shifted_values.items():
+            v = _finite(values, col)
+            a = auroc(v, nom)
+            aurocs.append(a)
+            out.update({f"{key}auroc_{name}": round(a, 4), f"{key}median_{name}": round(float(np.median(v)), 4),
+                        f"{key}warn_frac_{name}": round(float((v > threshold).mean()), 4)})
+            rows.append((name, len(values), v.size, float(np.median(v)), float((v > threshold).mean()), a))
+        if aurocs:
+            out[f"{key}auroc_min"] = round(min(aurocs), 4)
+        print(f"{monitor} ({cal.get('definition')}, {cal.get('unit', '')}); warning threshold {threshold:.3f} = "
+              f"p{cal.get('warn_percentile')} of {cal.get('values')} calibration plans")
+        print(f"{'drives':<16}{'n':>4}{'plans':>8}{'median':>9}{'> warn':>9}{'AUROC vs nominal':>18}")
+        for name, n, plans, med, frac, a in rows:
+            print(f"{name:<16}{n:>4}{plans:>8}{med:>9.3f}{100 * frac:>8.1f}%{'' if np.isnan(a) else f'{a:.3f}':>18}")
+        print(f"nominal diagnostic periods ({args.period_s:g} s) with the {monitor} WARN: {periods_warned} of "
+              f"{periods} ({100 * periods_warned / max(periods, 1):.1f} %)\n")
     print(json.dumps(out))
     return 0
 

@@ -183,6 +183,7 @@ class Thresholds:
     planning_rate_hz: float = 10.0
     camera_timeout_s: float = 1.0
     surprise_warn: float | None = None  # None: no surprise warning (a model without a calibration)
+    novelty_warn: float | None = None  # the model's calibrated scene-novelty threshold; None: no novelty warning
     odom_expected: bool = False  # an odometry topic is configured
     odom_timeout_s: float = 0.5
 
@@ -212,6 +213,7 @@ class NodeStats:
             self.runner_ms: deque[float] = deque(maxlen=self._window)  # PolicyRunner.step only
             self.frame_age_ms = float("nan")  # age of the last frame when its cycle started
             self.surprise = float("nan")
+            self.novelty = float("nan")
             self.warming_up = False
             self.last_frame_s = float("nan")  # steady time of the last camera message
             self.last_plan_s = float("nan")
@@ -250,7 +252,7 @@ class NodeStats:
             self.last_fault, self.last_fault_s = message, now_s
 
     def planned(self, now_s: float, latency_ms: float, cycle_ms: float, runner_ms: float, frame_age_ms: float,
-                surprise: float, warming_up: bool, odom_age_ms: float) -> None:
+                surprise: float, warming_up: bool, odom_age_ms: float, novelty: float = float("nan")) -> None:
         with self._lock:
             self.counts["frames_planned"] += 1
             self.plan_rate.tick(now_s)
@@ -258,7 +260,7 @@ class NodeStats:
             self.cycle_ms.append(cycle_ms)
             self.runner_ms.append(runner_ms)
             self.frame_age_ms, self.surprise, self.warming_up = frame_age_ms, surprise, warming_up
-            self.odom_age_ms = odom_age_ms
+            self.odom_age_ms, self.novelty = odom_age_ms, novelty
             self.last_plan_s = now_s
 
     # --- reading --------------------------------------------------------------------------------
@@ -289,6 +291,7 @@ class NodeStats:
             "frame_age_ms": self.frame_age_ms,
             "odom_age_ms": self.odom_age_ms,
             "surprise": self.surprise,
+            "novelty": self.novelty,
             "warming_up": self.warming_up,
             **self.counts,
             "last_fault": self.last_fault,
@@ -341,6 +344,9 @@ class NodeStats:
                     problems.append((WARN, "no recent odometry: ego speed taken as 0 (check odom_topic)"))
                 if th.surprise_warn is not None and self.surprise > th.surprise_warn:
                     problems.append((WARN, f"forecast surprise {self.surprise:.3g} above {th.surprise_warn:g}"))
+                if th.novelty_warn is not None and self.novelty > th.novelty_warn:
+                    problems.append((WARN, f"scene novelty {self.novelty:.3g} above {th.novelty_warn:g}: the camera "
+                                           "sees a scene unlike the training drives"))
                 in_hz, plan_hz = values["input_rate_hz"], values["plan_rate_hz"]
                 if in_hz >= th.planning_rate_hz and plan_hz < 0.5 * th.planning_rate_hz and self.counts[
                         "frames_planned"] > 0:

@@ -382,7 +382,7 @@ class PwmNode(LifecycleNode):
         done_s = time.monotonic()
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         self._stats.planned(done_s, latency_ms, (done_s - t0) * 1e3, runner_ms, age_ms, plan.surprise,
-                            plan.warming_up, odom_age_ms)
+                            plan.warming_up, odom_age_ms, novelty=plan.novelty)
         self._publish_previews(runner, plan, rgb, msg.header.frame_id)
 
     def _fault(self, counter: str, message: str) -> None:
@@ -455,6 +455,7 @@ class PwmNode(LifecycleNode):
         th = Thresholds(planning_rate_hz=self._rt.planning_rate_hz, camera_timeout_s=n.camera_timeout_s,
                         surprise_warn=None if self._runner is None else self._runner.manifest.surprise_warn(
                             self._rt.surprise_warn), odom_expected=bool(n.odom_topic),
+                        novelty_warn=None if self._runner is None else self._runner.manifest.novelty_warn(),
                         odom_timeout_s=n.odom_timeout_s)
         level, message, values = self._stats.summary(time.monotonic(), self._worker is not None, th,
                                                      self._camera_topic or params.camera_subscription_topic(n))

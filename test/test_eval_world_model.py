@@ -131,6 +131,11 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
         key = f"reliance_{probe}_l2_3s"
         assert summary[f"{key}_ci95_lo"] <= summary[key] <= summary[f"{key}_ci95_hi"], key
     assert "command_flip_lateral_3s_m" in summary and summary["command_clips"] >= 0
+    # PWM and PWM fed the true future, each paired by clip against the compared run (the oracle gate)
+    for stem in (f"pwm_minus_{plan_only.name}", f"pwm_oracle_minus_{plan_only.name}"):
+        lo, mean, hi = (summary[f"{stem}_l2_3s_ci95_lo"], summary[f"{stem}_l2_3s"], summary[f"{stem}_l2_3s_ci95_hi"])
+        assert lo <= mean <= hi, stem
+    assert f"PWM fed the true future - {plan_only.name} l2_3s" in table
     assert "Forecast reliance" in table and "true future tokens" in table and "By scenario family" in table
     assert summary["collision_lateral_rate"] + summary["collision_longitudinal_rate"] == pytest.approx(
         summary["collision_rate"], abs=1e-3)

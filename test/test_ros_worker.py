@@ -122,6 +122,12 @@ def test_stats_levels_mean_something() -> None:
     uncalibrated = Thresholds(planning_rate_hz=10.0, camera_timeout_s=1.0, surprise_warn=None)
     level, msg, _ = stats.summary(t0 + 2.4, active=True, th=uncalibrated, camera_topic="/cam")
     assert level == OK and "surprise" not in msg  # no threshold (a model without a calibration): no surprise WARN
+    stats.planned(t0 + 2.5, 40.0, 30.0, 27.0, 5.0, 0.1, False, float("nan"), novelty=9.0)
+    novel = Thresholds(planning_rate_hz=10.0, camera_timeout_s=1.0, novelty_warn=6.0)
+    level, msg, values = stats.summary(t0 + 2.6, active=True, th=novel, camera_topic="/cam")
+    assert level == WARN and "unlike the training drives" in msg and values["novelty"] == 9.0
+    level, msg, _ = stats.summary(t0 + 2.6, active=True, th=uncalibrated, camera_topic="/cam")
+    assert level == OK  # a model without a novelty calibration: no novelty WARN
     level, msg, _ = stats.summary(t0 + 10.0, active=True, th=th, camera_topic="/cam")
     assert level == WARN and "no camera frame on /cam" in msg
     stats.count("stale_frames", 3)

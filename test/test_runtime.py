@@ -181,6 +181,7 @@ def test_runner_surprise_preview_reset_and_other_camera_sizes():
         plans = [runner.step(rgb, t, ego) for rgb, t, ego in frames]
         assert math.isnan(plans[0].surprise) and math.isnan(plans[1].surprise)  # nothing forecast them
         assert all(0.0 <= p.surprise <= 13.82 * cfg.tokenizer.codebook_bits for p in plans[2:])  # nats per token
+        assert all(math.isnan(p.novelty) for p in plans)  # exported without a novelty prior
         tiles = runner.preview(plans[-1])
         tk = cfg.tokenizer
         assert tiles.shape == (tk.dyn_height_px, 5 * tk.dyn_width_px, 3) and tiles.dtype == np.uint8

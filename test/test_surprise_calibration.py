@@ -1,5 +1,6 @@
-"""The forecast surprise's calibration at export: percentiles over held-out drives in manifest.json, the node's and
-eval-bag's warning threshold from it, one clear error for sources it cannot use."""
+"""The monitors' calibration at export: surprise and novelty percentiles over held-out drives in manifest.json, the
+novelty prior from the training store, the node's and eval-bag's warning thresholds from them, one clear error for
+sources they cannot use."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from pwm_model.errors import DataError
 from pwm_model.export.surprise_calibration import (
     WARN_PERCENTILE,
-    calibrate_surprise,
+    calibrate_monitors,
     calibration_section,
     expand_sources,
 )
@@ -29,14 +30,16 @@ def test_calibration_records_percentiles_and_sets_the_default_threshold(tmp_path
     m = load_manifest(d)
     assert m.surprise_definition == "bit_nll" and m.surprise_calibration == {}
     assert m.surprise_warn(-1.0) is None and m.surprise_warn(0.7) == 0.7  # uncalibrated: no warning unless set
-    section = calibrate_surprise(d, ["synthetic:3"], frames_per_drive=60, echo=lambda s: None)
+    sections = calibrate_monitors(d, ["synthetic:3"], frames_per_drive=60, echo=lambda s: None)
+    assert list(sections) == ["surprise_calibration"]  # no novelty prior in this model
+    section = sections["surprise_calibration"]
     pct = section["percentiles"]
     assert section["values"] >= 50 and section["unit"] == "nats per token"
     assert list(pct.values()) == sorted(pct.values()) and pct["p50"] > 0
     assert section["warn"] == pytest.approx(pct[f"p{WARN_PERCENTILE:g}"])
     assert section["drives"][0]["source"] == "synthetic:3"
-    again = calibrate_surprise(d, ["synthetic:3"], frames_per_drive=60, echo=lambda s: None)
-    assert again["percentiles"] == pct  # the same frames give the same figures
+    again = calibrate_monitors(d, ["synthetic:3"], frames_per_drive=60, echo=lambda s: None)
+    assert again["surprise_calibration"]["percentiles"] == pct  # the same frames give the same figures
     m.record_surprise_calibration(section)
     m = load_manifest(d)
     assert m.surprise_warn(-1.0) == pytest.approx(section["warn"]) and m.surprise_warn(0.0) == 0.0
@@ -59,18 +62,66 @@ def test_bad_calibration_sources_and_too_few_values_are_one_sentence(tmp_path: P
     assert expand_sources(["synthetic:5"]) == ["synthetic:5"]
 
 
-def test_export_cli_calibrates_with_surprise_calib(tmp_path: Path) -> None:
+def test_export_cli_writes_the_novelty_prior_and_calibrates_both_monitors(tmp_path: Path) -> None:
+    pwm = [sys.executable, "-m", "pwm_model.cli"]
+    for cmd in (["gen-data", "--out", str(tmp_path / "train"), "--scenes", "1", "--seconds", "5", "--seed", "1500"],
+                ["index", str(tmp_path / "train"), "--out", str(tmp_path / "store")]):
+        r = subprocess.run(pwm + cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
     out = tmp_path / "model"
     r = subprocess.run([sys.executable, "export/export_onnx.py", "--checkpoint", str(checkpoint()), "--out", str(out),
-                        "--verify-frames", "2", "--no-preview", "--surprise-calib", "synthetic:2",
-                        "--surprise-calib-frames", "60"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+                        "--verify-frames", "2", "--no-preview", "--novelty-prior", str(tmp_path / "store"),
+                        "--surprise-calib", "synthetic:2", "--surprise-calib-frames", "60"],
+                       capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    cal = json.loads((out / "manifest.json").read_text())["surprise_calibration"]
-    assert cal["definition"] == "bit_nll" and cal["values"] >= 50 and "node's default warning threshold" in r.stdout
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["surprise_calibration"]["definition"] == "bit_nll" and man["surprise_calibration"]["values"] >= 50
+    assert man["novelty"]["file"] == "novelty_prior.npy" and man["novelty"]["frames"] > 0
+    assert man["novelty_calibration"]["warn"] > man["novelty_calibration"]["percentiles"]["p50"] > 0
+    assert "node's default warning threshold" in r.stdout
+    from pwm_model.config import RuntimeConfig
+    from pwm_model.data.frames import camera_frames
+    from pwm_model.runtime.runner import PolicyRunner
+
+    with PolicyRunner.from_model_dir(out, RuntimeConfig()) as runner:
+        assert runner.manifest.novelty_warn() == pytest.approx(man["novelty_calibration"]["warn"])
+        plans = [runner.step(*f) for f in camera_frames("synthetic:2", runner.config, 3)]
+        assert all(p.novelty > 0 for p in plans)  # every frame has a novelty, the first ones too
+    (out / "novelty_prior.npy").write_bytes(b"garbage")
+    from pwm_model.errors import ModelError
+
+    with pytest.raises(ModelError, match="novelty prior .* is missing or corrupt"):
+        PolicyRunner.from_model_dir(out, RuntimeConfig())
     bad = subprocess.run([sys.executable, "export/export_onnx.py", "--checkpoint", str(checkpoint()), "--out",
                           str(tmp_path / "other"), "--verify-frames", "2", "--surprise-calib", str(tmp_path / "none")],
                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and not (tmp_path / "other").exists()
+
+
+def test_novelty_prior_scores_codes_by_their_slots_training_frequency(tmp_path: Path) -> None:
+    from pwm_model.errors import ModelError
+    from pwm_model.runtime.novelty import NoveltyPrior, build_prior
+
+    train = np.zeros((200, 2), np.int64)
+    train[:, 0] = 3  # slot 0 always shows code 3
+    train[:, 1] = np.arange(200) % 4  # slot 1 codes 0 .. 3 alike
+    prior = NoveltyPrior(build_prior(train, codebook_size=8))
+    seen, elsewhere, never = prior.score(np.array([3, 1])), prior.score(np.array([1, 3])), prior.score(
+        np.array([7, 7]))
+    assert seen < elsewhere < never  # code 1 in slot 0 was seen, only in another slot; code 7 never
+    assert seen == pytest.approx(0.5 * (-np.log(200 / 250 + 50 / 250 * prior_q(train, 8, 3))
+                                        - np.log(50 / 250 + 50 / 250 * prior_q(train, 8, 1))), rel=2e-3)
+    np.save(tmp_path / "p.npy", build_prior(train, 8))
+    with pytest.raises(ModelError, match="has shape"):
+        NoveltyPrior.load(tmp_path / "p.npy", slots=3, codebook_size=8)
+    with pytest.raises(ValueError, match="ctx codes must be in"):
+        build_prior(train + 8, codebook_size=8)
+
+
+def prior_q(train: np.ndarray, codebook_size: int, code: int) -> float:
+    """The codebook-wide frequency the prior backs off to (half a pseudo-count per code)."""
+    counts = np.bincount(train.ravel(), minlength=codebook_size) + 0.5
+    return float(counts[code] / counts.sum())
 
 
 def test_auroc_and_the_nodes_period_rule_on_hand_made_values() -> None:

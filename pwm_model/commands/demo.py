@@ -24,7 +24,8 @@ DESCRIPTION = """The project's main command (`make demo`), step by step:
 
   1. the sample drive: out/sample_drive (synthetic, seed 0, held out from training; `pwm gen-data` if missing)
   2. the shipped model models/pwm-tiny exported to ONNX in out/models/pwm-tiny-onnx (again when its weights
-     changed: their sha256 is compared with the one the export's manifest.json recorded)
+     changed: their sha256 is compared with the one the export's manifest.json recorded), its forecast surprise
+     calibrated on four other held-out synthetic drives (the node's warning threshold)
   3. pwm_node started with use_sim_time and autostart (configure + activate), ONNX Runtime on the CPU
   4. pwm_replay plays the drive over ROS 2 with /clock and records the node's plans into out/demo/predictions
   5. the recorded plans scored (out/demo/live/metrics.json), the same drive evaluated offline (out/demo/), the
@@ -39,6 +40,8 @@ the replay use ROS_DOMAIN_ID from the environment, else a private domain chosen 
 GEN_DATA_ARGS = ("--scenes", "1", "--seconds", "30", "--seed", "0")  # as `make data`: seed 0 is held out
 AGREEMENT_PCT = 5.0  # live and offline l2_3s must agree within this (issue acceptance)
 NODE_STOP_S = 15.0
+# the export calibrates the forecast surprise (the node's warning threshold) on other held-out synthetic drives
+SURPRISE_CALIB, SURPRISE_CALIB_FRAMES = ("synthetic:1", "synthetic:2", "synthetic:3", "synthetic:4"), 200
 SIM_SCENARIOS, SIM_SECONDS = 3, 13.0  # the closed-loop step: a short suite (seeds 200..202)
 DEMO_FORECAST_EVERY = 10  # forecasts decoded for PSNR/SSIM: one a second of the drive keeps the demo quick
 
@@ -148,13 +151,21 @@ def export_if_needed(checkpoint: Path, model_dir: Path) -> str:
     if missing:
         raise ModelError(f"checkpoint {checkpoint} has no {' or '.join(missing)}: the demo needs a trained tokenizer "
                          "and world model")
-    if export_is_current(checkpoint, model_dir):
+    if export_is_current(checkpoint, model_dir) and _has_surprise_calibration(model_dir):
         return "up to date (exported from these weights)"
-    cmd = [sys.executable, "-m", "pwm_model.export.onnx", "--checkpoint", str(checkpoint), "--out", str(model_dir)]
+    cmd = [sys.executable, "-m", "pwm_model.export.onnx", "--checkpoint", str(checkpoint), "--out", str(model_dir),
+           "--surprise-calib", *SURPRISE_CALIB, "--surprise-calib-frames", str(SURPRISE_CALIB_FRAMES)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0 or not export_is_current(checkpoint, model_dir):
         raise ModelError(f"exporting {checkpoint} to ONNX failed: {_last_line(r.stderr) or r.returncode}")
     return "exported"
+
+
+def _has_surprise_calibration(model_dir: Path) -> bool:
+    try:
+        return bool(json.loads((model_dir / "manifest.json").read_text()).get("surprise_calibration"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _last_line(text: str) -> str:

@@ -57,10 +57,16 @@ def _shard_arrays(store: Path, shard: str, names: tuple[str, ...]) -> dict[str, 
     return out
 
 
+_LOG_EVERY_S = 30.0  # progress lines into a log (stderr not a terminal) at most this often
+_last_logged = [0.0]
+
+
 def _progress(text: str, final: bool = False) -> None:
+    """One line rewritten in place on a terminal; into a log, a line at most every ``_LOG_EVERY_S``."""
     if sys.stderr.isatty():
         sys.stderr.write(f"\r\033[K{text}" + ("\n" if final else ""))
-    elif final:
+    elif final or time.monotonic() - _last_logged[0] >= _LOG_EVERY_S:
+        _last_logged[0] = time.monotonic()
         sys.stderr.write(text + "\n")
     sys.stderr.flush()
 

@@ -168,6 +168,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
         _progress(f"eval: {n} clips, rolling out {Path(checkpoint).name} ...")
     forecast, wp = rollout_all(model, cache, ego, batch_size, device, Path(checkpoint).name if progress else None)
     report.planning["PWM"], pwm_hits = _planning(wp, labels, cfg)
+    compared: dict[str, np.ndarray] = {}  # compared run -> its plans
     for other in compare or []:
         m2, cfg2 = load_world_model(other, device=device)
         c2 = token_cache(store, other, cfg2, progress=progress)
@@ -179,6 +180,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
         report.planning[name], hits2 = _planning(wp2, labels, cfg2)
         report.paired[name] = M.paired_collisions(pwm_hits, hits2)
         report.summary[f"compare_{Path(other).name}_l2_3s"] = report.planning[name]["l2_3s"]
+        compared[Path(other).name] = wp2
         if m2.forecast_frames == 0:
             report.summary["plan_only_l2_3s"] = report.planning[name]["l2_3s"]
             report.summary["plan_only_collision_rate"] = report.planning[name]["collision_rate"]
@@ -198,6 +200,13 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
         _progress("eval: forecast-reliance probes (true, random, copy-last and no future frames) ...")
     probes = probe_plans(model, cache.ctx, cache.dyn, ego, batch_size=batch_size, device=device, seed=cfg.train.seed)
     report.reliance = reliance_table(wp, probes, labels, cfg.data.waypoint_dt_s)
+    for other, wp2 in compared.items():  # paired by clip, by drive: PWM against the run, and PWM fed the true future
+        for key, plans in ((f"PWM - {other} l2_3s", wp), (f"PWM fed the true future - {other} l2_3s",
+                                                            probes["oracle"])):
+            report.intervals[key] = _paired_l2(plans, wp2, labels, cfg)
+            mean, lo, hi = report.intervals[key]
+            stem = ("pwm_oracle_minus_" if "true future" in key else "pwm_minus_") + other
+            report.summary.update({f"{stem}_l2_3s": mean, f"{stem}_l2_3s_ci95_lo": lo, f"{stem}_l2_3s_ci95_hi": hi})
     report.command = command_response(model, cache.ctx, cache.dyn, ego, wp, labels, cfg.data.waypoint_dt_s,
                                       batch_size=batch_size, device=device)
     if train_store is not None:

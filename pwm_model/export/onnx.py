@@ -31,8 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from pwm_model.errors import ConfigError, ModelError, PwmError
-from pwm_model.export.surprise_calibration import CALIB_FRAMES_PER_DRIVE, calibrate_surprise
+from pwm_model.export.surprise_calibration import (
+    CALIB_FRAMES_PER_DRIVE,
+    calibrate_monitors,
+    copy_novelty_prior,
+    write_novelty_prior,
+)
 from pwm_model.io_utils import file_sha256
+from pwm_model.runtime.novelty import PRIOR_FILE
 
 DEFAULT_OPSET = 17
 VERIFY_FRAMES = 16  # camera frames the verification runs (covers a full history and some surprise figures)
@@ -307,9 +313,11 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
                  rollout: str = "unrolled", preview: bool = True, frames: str | None = None,
                  camera_topic: str | None = None, verify_frames: int = VERIFY_FRAMES, opset: int = DEFAULT_OPSET,
                  threads: int = 2, surprise_calib: list[str] | None = None,
-                 surprise_calib_frames: int = CALIB_FRAMES_PER_DRIVE, echo: Any = print) -> dict[str, Any]:
-    """Export, check and verify (and with ``surprise_calib``, held-out drives, calibrate the forecast surprise);
-    returns the manifest written to ``out/manifest.json``."""
+                 surprise_calib_frames: int = CALIB_FRAMES_PER_DRIVE, novelty_prior: str | None = None,
+                 echo: Any = print) -> dict[str, Any]:
+    """Export, check and verify (with ``novelty_prior``, the training clip store, write the scene-novelty table; with
+    ``surprise_calib``, held-out drives, calibrate the surprise and novelty monitors); returns the manifest written to
+    ``out/manifest.json``."""
     import torch
 
     from pwm_model import __version__
@@ -389,8 +397,12 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
                                     "tolerances": {"token_agreement": TOKEN_AGREEMENT, "waypoint_m": WAYPOINT_TOL_M,
                                                    "float_atol": FLOAT_ATOL, "float_rtol": FLOAT_RTOL}}
         write_json_atomic(tmp / MANIFEST_FILE, manifest)
+        if novelty_prior or (checkpoint / PRIOR_FILE).is_file():
+            manifest["novelty"] = (write_novelty_prior(tmp, novelty_prior, checkpoint, cfg, echo) if novelty_prior
+                                   else copy_novelty_prior(checkpoint, tmp, cfg, echo))
+            write_json_atomic(tmp / MANIFEST_FILE, manifest)
         if surprise_calib:
-            manifest["surprise_calibration"] = calibrate_surprise(tmp, surprise_calib, surprise_calib_frames, echo)
+            manifest.update(calibrate_monitors(tmp, surprise_calib, surprise_calib_frames, echo))
             write_json_atomic(tmp / MANIFEST_FILE, manifest)
         old_engines = out / ENGINES_DIR
         if old_engines.is_dir():
@@ -440,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
                              "in manifest.json")
     parser.add_argument("--surprise-calib-frames", type=int, default=CALIB_FRAMES_PER_DRIVE, metavar="N",
                         help=f"camera frames per calibration drive (default: {CALIB_FRAMES_PER_DRIVE})")
+    parser.add_argument("--novelty-prior", metavar="STORE",
+                        help="the training clip store: its ctx code frequencies become the scene-novelty table "
+                             "(novelty_prior.npy), how unlike the training drives a frame looks (default: the "
+                             "checkpoint's own novelty_prior.npy, if it has one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -448,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                      rollout=args.rollout, preview=not args.no_preview, frames=args.frames,
                      camera_topic=camera_topic,
                      verify_frames=args.verify_frames, opset=args.opset, threads=args.threads,
-                     surprise_calib=args.surprise_calib, surprise_calib_frames=args.surprise_calib_frames)
+                     surprise_calib=args.surprise_calib, surprise_calib_frames=args.surprise_calib_frames,
+                     novelty_prior=args.novelty_prior)
     except PwmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,11 @@
-"""Calibrating the forecast surprise at export: its distribution over held-out drives, written to manifest.json.
+"""Calibrating the monitors at export: the forecast surprise and the scene novelty over held-out drives, written to
+manifest.json; and the novelty prior from the training drives.
 
 The exported graphs run in the fp32 ONNX Runtime ``PolicyRunner`` over the camera frames of held-out drives (rosbag2
 drives, folders of them, clip stores or ``synthetic:SEED``), exactly as on the vehicle, and every finite surprise
-(runtime/surprise.py) is kept. The section records its percentiles and the warning threshold (the
-``WARN_PERCENTILE``-th), which the node uses when its ``surprise_warn`` parameter is negative (the default): on
-drives like the held-out ones about 1 % of plans then raise the surprise WARN.
+(runtime/surprise.py) and novelty (runtime/novelty.py) is kept. Each section records the percentiles and the warning
+threshold (the ``WARN_PERCENTILE``-th), which the node uses (for the surprise, when its ``surprise_warn`` parameter is
+negative, the default): on drives like the held-out ones about 1 % of plans then raise the WARN.
 """
 
 from __future__ import annotations
@@ -46,62 +47,110 @@ def expand_sources(sources: Iterable[str | os.PathLike[str]]) -> list[str]:
     return out
 
 
-def surprise_values(model_dir: str | os.PathLike[str], sources: list[str], frames_per_drive: int,
-                    echo: Callable[[str], None] = print) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Finite surprise of every plan the fp32 ONNX Runtime runner makes on each source (history reset between)."""
+def monitor_values(model_dir: str | os.PathLike[str], sources: list[str], frames_per_drive: int,
+                   echo: Callable[[str], None] = print) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Finite surprise and novelty of every plan the fp32 ONNX Runtime runner makes on each source (history reset
+    between drives)."""
     from pwm_model.config import RuntimeConfig
     from pwm_model.data.frames import camera_frames
     from pwm_model.runtime.runner import PolicyRunner
 
-    values: list[float] = []
+    values: dict[str, list[float]] = {"surprise": [], "novelty": []}
     drives: list[dict[str, Any]] = []
     runner = PolicyRunner.from_model_dir(model_dir, RuntimeConfig(backend="onnxruntime", device="cpu"))
     try:
         for i, src in enumerate(sources):
             t0 = time.monotonic()
             runner.reset()
-            got: list[float] = []
+            got: dict[str, list[float]] = {"surprise": [], "novelty": []}
             for rgb, t_ns, ego in camera_frames(src, runner.config, frames_per_drive):
-                s = runner.step(rgb, t_ns, ego).surprise
-                if np.isfinite(s):
-                    got.append(float(s))
-            values += got
-            drives.append({"source": src, "values": len(got),
-                           "median": round(float(np.median(got)), 4) if got else None})
-            echo(f"  surprise calibration [{i + 1}/{len(sources)}] {src}: {len(got)} plans, median "
-                 f"{np.median(got) if got else float('nan'):.3f} ({time.monotonic() - t0:.0f} s)")
+                plan = runner.step(rgb, t_ns, ego)
+                for name in got:
+                    v = float(getattr(plan, name))
+                    if np.isfinite(v):
+                        got[name].append(v)
+            drive: dict[str, Any] = {"source": src, "values": len(got["surprise"])}
+            for name, v in got.items():
+                values[name] += v
+                drive[f"{name}_median"] = round(float(np.median(v)), 4) if v else None
+            drives.append(drive)
+            echo(f"  calibration [{i + 1}/{len(sources)}] {src}: {len(got['surprise'])} plans, median surprise "
+                 f"{drive['surprise_median']}, novelty {drive['novelty_median']} ({time.monotonic() - t0:.0f} s)")
     finally:
         runner.close()
-    return np.asarray(values, np.float64), drives
+    return {k: np.asarray(v, np.float64) for k, v in values.items()}, drives
 
 
 def calibration_section(values: np.ndarray, drives: list[dict[str, Any]], definition: str,
-                        frames_per_drive: int) -> dict[str, Any]:
-    """The manifest's ``surprise_calibration`` section from the held-out surprise values."""
+                        frames_per_drive: int, what: str = "surprise") -> dict[str, Any]:
+    """A monitor's calibration section (``surprise_calibration``, ``novelty_calibration``) from held-out values."""
     if values.size < MIN_VALUES:
-        raise DataError(f"surprise calibration got {values.size} surprise values (at least {MIN_VALUES} needed): "
-                        "give longer or more drives")
+        raise DataError(f"{what} calibration got {values.size} values (at least {MIN_VALUES} needed): give longer or "
+                        "more drives")
     pct = {f"p{p:g}": round(float(np.percentile(values, p)), 5) for p in PERCENTILES}
-    return {"definition": definition, "unit": "nats per token" if definition == "bit_nll" else "share of slots",
-            "values": int(values.size), "mean": round(float(values.mean()), 5), "percentiles": pct,
-            "warn_percentile": WARN_PERCENTILE, "warn": round(float(np.percentile(values, WARN_PERCENTILE)), 5),
-            "frames_per_drive": int(frames_per_drive), "drives": drives,
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    unit = "share of slots" if definition == "weighted_mismatch" else "nats per token"
+    return {"definition": definition, "unit": unit, "values": int(values.size), "mean": round(float(values.mean()), 5),
+            "percentiles": pct, "warn_percentile": WARN_PERCENTILE,
+            "warn": round(float(np.percentile(values, WARN_PERCENTILE)), 5), "frames_per_drive": int(frames_per_drive),
+            "drives": drives, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def calibrate_surprise(model_dir: str | os.PathLike[str], sources: Iterable[str | os.PathLike[str]],
+def calibrate_monitors(model_dir: str | os.PathLike[str], sources: Iterable[str | os.PathLike[str]],
                        frames_per_drive: int = CALIB_FRAMES_PER_DRIVE, echo: Callable[[str], None] = print
-                       ) -> dict[str, Any]:
-    """Score the surprise on held-out drives and return the ``surprise_calibration`` section (not yet written)."""
+                       ) -> dict[str, dict[str, Any]]:
+    """Score the monitors on held-out drives: {"surprise_calibration": ..., "novelty_calibration": ... (with a
+    novelty prior)}, not yet written."""
     from pwm_model.runtime.manifest import load_manifest
 
     if frames_per_drive < 2:
         raise DataError("--surprise-calib-frames must be at least 2")
     srcs = expand_sources(sources)
     m = load_manifest(model_dir)
-    echo(f"calibrating the forecast surprise on {len(srcs)} held-out drive(s), {frames_per_drive} frames each")
-    values, drives = surprise_values(model_dir, srcs, frames_per_drive, echo)
-    section = calibration_section(values, drives, m.surprise_definition, frames_per_drive)
-    echo(f"  surprise over {section['values']} plans: median {section['percentiles']['p50']:.3f}, p99 "
-         f"{section['warn']:.3f} {section['unit']} (the node's default warning threshold)")
-    return section
+    echo(f"calibrating the forecast surprise{' and the scene novelty' if m.data.get('novelty') else ''} on "
+         f"{len(srcs)} held-out drive(s), {frames_per_drive} frames each")
+    values, drives = monitor_values(model_dir, srcs, frames_per_drive, echo)
+    out = {"surprise_calibration": calibration_section(values["surprise"], drives, m.surprise_definition,
+                                                       frames_per_drive)}
+    if m.data.get("novelty"):
+        out["novelty_calibration"] = calibration_section(values["novelty"], drives, "ctx_code_nll",
+                                                         frames_per_drive, "novelty")
+    for key, sec in out.items():
+        echo(f"  {key.split('_')[0]} over {sec['values']} plans: median {sec['percentiles']['p50']:.3f}, p99 "
+             f"{sec['warn']:.3f} {sec['unit']} (the node's default warning threshold)")
+    return out
+
+
+def write_novelty_prior(model_dir: Path, store: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str],
+                        cfg: Any, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build the novelty table from the training store's ctx codes (its token cache, built first when missing) into
+    ``model_dir``; returns the manifest's ``novelty`` record."""
+    from pwm_model.data.tokens import token_cache
+    from pwm_model.io_utils import file_sha256
+    from pwm_model.runtime.novelty import PRIOR_BETA, PRIOR_FILE, build_prior
+
+    if not (Path(store) / "index.json").is_file():
+        raise DataError(f"--novelty-prior needs a clip store (pwm index) of the training drives; {store} is none")
+    cache = token_cache(store, tokenizer_dir, cfg)
+    table = build_prior(np.asarray(cache.ctx), cfg.tokenizer.codebook_size)
+    path = model_dir / PRIOR_FILE
+    np.save(path, table)
+    echo(f"  {PRIOR_FILE}: ctx code frequencies of {len(cache.ctx)} training frames of {store} "
+         f"({path.stat().st_size / 1e6:.2f} MB)")
+    return {"file": PRIOR_FILE, "sha256": file_sha256(path), "frames": int(len(cache.ctx)), "beta": PRIOR_BETA,
+            "store": str(store), "definition": "ctx_code_nll"}
+
+
+def copy_novelty_prior(checkpoint: Path, model_dir: Path, cfg: Any, echo: Callable[[str], None] = print
+                       ) -> dict[str, Any]:
+    """The checkpoint's own ``novelty_prior.npy`` (shipped with its weights) into ``model_dir``, checked; returns the
+    manifest's ``novelty`` record."""
+    import shutil
+
+    from pwm_model.io_utils import file_sha256
+    from pwm_model.runtime.novelty import PRIOR_BETA, PRIOR_FILE, NoveltyPrior
+
+    NoveltyPrior.load(checkpoint / PRIOR_FILE, cfg.tokenizer.ctx_tokens, cfg.tokenizer.codebook_size)
+    shutil.copyfile(checkpoint / PRIOR_FILE, model_dir / PRIOR_FILE)
+    echo(f"  {PRIOR_FILE}: the checkpoint's own (ctx code frequencies of its training drives)")
+    return {"file": PRIOR_FILE, "sha256": file_sha256(model_dir / PRIOR_FILE), "beta": PRIOR_BETA,
+            "store": f"{checkpoint}/{PRIOR_FILE}", "definition": "ctx_code_nll"}

@@ -155,6 +155,28 @@ class Manifest:
         warn = self.surprise_calibration.get("warn")
         return float(warn) if warn is not None else None
 
+    @property
+    def novelty_prior_path(self) -> Path | None:
+        """The scene-novelty table (runtime/novelty.py) the export wrote, checked against its sha256; None if none."""
+        rec = self.data.get("novelty")
+        if not rec:
+            return None
+        path = self.model_dir / str(rec.get("file", ""))
+        if not path.is_file() or file_sha256(path) != rec.get("sha256"):
+            raise ModelError(f"the novelty prior {path} named in {MANIFEST_FILE} is missing or corrupt; export the "
+                             "model again with --novelty-prior STORE")
+        return path
+
+    @property
+    def novelty_calibration(self) -> dict[str, Any]:
+        """The ``novelty_calibration`` section (percentiles of the scene novelty over held-out drives); {} if none."""
+        return dict(self.data.get("novelty_calibration", {})) if self.data.get("novelty") else {}
+
+    def novelty_warn(self) -> float | None:
+        """The calibrated scene-novelty warning threshold, None without a prior or a calibration."""
+        warn = self.novelty_calibration.get("warn")
+        return float(warn) if warn is not None else None
+
     def record_surprise_calibration(self, section: dict[str, Any]) -> None:
         """Store the ``surprise_calibration`` section in manifest.json (written to a temporary name and renamed)."""
         from pwm_model.io_utils import write_json_atomic

@@ -32,6 +32,7 @@ from pwm_model.geometry import PinholeCamera
 from pwm_model.runtime.backends import open_engines
 from pwm_model.runtime.history import FrameEntry, FrameHistory
 from pwm_model.runtime.manifest import Manifest, load_manifest
+from pwm_model.runtime.novelty import NoveltyPrior
 from pwm_model.runtime.rollout import rollout_stepwise
 from pwm_model.runtime.surprise import SurpriseMonitor
 from pwm_model.runtime.types import EgoInput, Engine, Plan
@@ -57,6 +58,9 @@ class PolicyRunner:
         self._history = FrameHistory(self._dt_ns, cfg.data.history_frames)
         self._surprise = SurpriseMonitor(self._dt_ns, self._f, int(FRAME_PAIR_TOLERANCE * self._dt_ns),
                                          cfg.world_model.focal_alpha, cfg.world_model.focal_beta)
+        prior = manifest.novelty_prior_path
+        self._novelty = None if prior is None else NoveltyPrior.load(prior, cfg.tokenizer.ctx_tokens,
+                                                                     cfg.tokenizer.codebook_size)
         self._guide_names = [n.name for n in manifest.graphs["dyn_encoder"].inputs if n.name != "image_rgb"]
         self._ego_width = manifest.ego_width  # 5 for a model exported before the yaw rate joined the ego vector
         self._cpu_resize_warned = False
@@ -143,6 +147,7 @@ class PolicyRunner:
         k = np.arange(1, self._k + 1, dtype=np.int64)
         return Plan(t_ns=t_ns, waypoints_xyyaw=np.asarray(waypoints, np.float32).reshape(self._k, 3),
                     waypoint_t_ns=t_ns + k * self._wp_dt_ns, forecast_tokens=forecast, surprise=surprise,
+                    novelty=math.nan if self._novelty is None else self._novelty.score(entry.ctx_tokens),
                     timings_ms=timings, warming_up=warming, ctx_tokens=entry.ctx_tokens)
 
     def prepare(self, frame_rgb: np.ndarray) -> np.ndarray:

@@ -24,7 +24,8 @@ class Plan:
     waypoints_xyyaw: np.ndarray  # (K, 3) float32: x, y (m) and yaw (rad) in base_link at t_ns
     waypoint_t_ns: np.ndarray  # (K,) int64: stamp of each waypoint (t_ns + k * waypoint_dt)
     forecast_tokens: np.ndarray  # (F, Ld) int64: forecast dyn codes of frames t+1 .. t+F
-    surprise: float = float("nan")  # weighted mismatch of this frame vs the last forecast; NaN if none
+    surprise: float = float("nan")  # NLL of this frame's codes under the last forecast (nats/token); NaN if none
+    novelty: float = float("nan")  # how unlike the training drives the frame looks (nats/token); NaN without a prior
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, plus "total"
     warming_up: bool = False  # True while the history buffer is not yet full (the plan is less informed)
     ctx_tokens: np.ndarray | None = None  # (Lc,) int64 ctx codes of frame t_ns: what preview() decodes against
