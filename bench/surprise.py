@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--period-s", type=float, default=1.0, help="the node's diagnostics period (default: 1 s)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default: 2)")
     args = p.parse_args(argv)
+    if args.period_s <= 0 or args.frames < 2:
+        p.error("--period-s must be positive and --frames at least 2")
     try:
         shifted = {}
         for item in args.shifted:
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<16}{n:>4}{plans:>8}{med:>9.3f}{100 * frac:>8.1f}%{'' if np.isnan(a) else f'{a:.3f}':>18}")
         print(f"nominal diagnostic periods ({args.period_s:g} s) with the {monitor} WARN: {periods_warned} of "
               f"{periods} ({100 * periods_warned / max(periods, 1):.1f} %)\n")
-    print(json.dumps(out))
+    print(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}))
     return 0
 
 

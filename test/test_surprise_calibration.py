@@ -55,8 +55,15 @@ def test_bad_calibration_sources_and_too_few_values_are_one_sentence(tmp_path: P
     with pytest.raises(DataError, match="does not exist"):
         expand_sources([tmp_path / "nowhere"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="holds no rosbag2 drive"):
+    with pytest.raises(DataError, match="no rosbag2 bags"):
         expand_sources([tmp_path / "empty"])
+    (tmp_path / "notes.txt").write_text("not a drive")
+    with pytest.raises(DataError, match="is not a rosbag2 bag"):
+        expand_sources([tmp_path / "notes.txt"])
+    from pwm_model.export.surprise_calibration import check_calibration_args
+
+    with pytest.raises(DataError, match="no forecast surprise"):
+        check_calibration_args(["synthetic:1"], 10, forecast_frames=0)
     with pytest.raises(DataError, match="at least 50 needed"):
         calibration_section(np.ones(10), [], "bit_nll", 10)
     assert expand_sources(["synthetic:5"]) == ["synthetic:5"]

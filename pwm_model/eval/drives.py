@@ -187,8 +187,8 @@ def surprise_warn_metrics(evals: list[Any], model: str | None) -> dict[str, Any]
 
     from pwm_model.runtime.manifest import load_manifest
 
-    if not model:
-        return {"surprise_warn": None, "surprise_warn_frac": None}
+    if not model or not (Path(model) / "manifest.json").is_file():  # none, or a checkpoint: no calibration
+        return {"surprise_definition": None, "surprise_warn": None, "surprise_warn_frac": None}
     m = load_manifest(model)
     warn = m.surprise_warn(-1.0)
     values = np.concatenate([np.asarray(e.surprise, float) for e in evals]) if evals else np.zeros(0)

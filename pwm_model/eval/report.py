@@ -245,7 +245,7 @@ def fig_timeline(ev: BagEvaluation, worst: Sequence[Moment], warn: float | None 
         ax.axhline(warn, color="#d62728", lw=1.0, ls=":", label=f"warning threshold {warn:.2f}")
         ax.legend(frameon=False, fontsize=8, loc="upper right")
     _shade_commands(ax, ev, t)
-    ax.set_ylabel("surprise (nats / token)")
+    ax.set_ylabel("forecast surprise")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.25)
     ax.set_title(f"{ev.name}: surprise (how badly the last forecast predicted each frame) over the drive",

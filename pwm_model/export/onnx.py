@@ -34,6 +34,7 @@ from pwm_model.errors import ConfigError, ModelError, PwmError
 from pwm_model.export.surprise_calibration import (
     CALIB_FRAMES_PER_DRIVE,
     calibrate_monitors,
+    check_calibration_args,
     copy_novelty_prior,
     write_novelty_prior,
 )
@@ -339,6 +340,8 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
         raise ConfigError("--verify-frames must be at least 1")
     torch.set_num_threads(max(1, threads))
     cfg = load_config(checkpoint)
+    if surprise_calib:  # bad sources say so now, not after the export
+        check_calibration_args(surprise_calib, surprise_calib_frames, cfg.world_model.forecast_frames)
     _, tok = load_tokenizer(str(checkpoint))
     wm, cfg = load_world_model(checkpoint, cfg)
     tk = cfg.tokenizer
@@ -402,7 +405,7 @@ def export_model(checkpoint: str | Path, out: str | Path, *, camera_size: tuple[
                                    else copy_novelty_prior(checkpoint, tmp, cfg, echo))
             write_json_atomic(tmp / MANIFEST_FILE, manifest)
         if surprise_calib:
-            manifest.update(calibrate_monitors(tmp, surprise_calib, surprise_calib_frames, echo))
+            manifest.update(calibrate_monitors(tmp, surprise_calib, surprise_calib_frames, echo, camera_topic))
             write_json_atomic(tmp / MANIFEST_FILE, manifest)
         old_engines = out / ENGINES_DIR
         if old_engines.is_dir():

@@ -2,7 +2,8 @@
 manifest.json; and the novelty prior from the training drives.
 
 The exported graphs run in the fp32 ONNX Runtime ``PolicyRunner`` over the camera frames of held-out drives (rosbag2
-drives, folders of them, clip stores or ``synthetic:SEED``), exactly as on the vehicle, and every finite surprise
+drives, folders of them, clip stores or ``synthetic:SEED``), as on the vehicle (fp32 ONNX Runtime; a TensorRT fp16 or
+int8 build scores within its parity), and every finite surprise
 (runtime/surprise.py) and novelty (runtime/novelty.py) is kept. Each section records the percentiles and the warning
 threshold (the ``WARN_PERCENTILE``-th), which the node uses (for the surprise, when its ``surprise_warn`` parameter is
 negative, the default): on drives like the held-out ones about 1 % of plans then raise the WARN.
@@ -27,28 +28,24 @@ MIN_VALUES = 50  # fewer finite surprise values than this cannot place a 99th pe
 
 
 def expand_sources(sources: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Each source as given, except a folder that is neither a bag nor a clip store: the bags inside it, sorted."""
-    from pwm_model.data.bag import is_bag_path
+    """Each source as given when it is ``synthetic:SEED`` or a clip store, else the rosbag2 bags it names (a bag, a
+    .mcap / .db3 file, or a folder searched for them: ``find_bags``)."""
+    from pwm_model.data.bag import find_bags
     from pwm_model.data.frames import synthetic_seed
 
     out: list[str] = []
     for src in sources:
         text = str(src)
-        path = Path(text)
-        if synthetic_seed(text) is not None or is_bag_path(path) or (path / "index.json").is_file():
+        if synthetic_seed(text) is not None or (Path(text) / "index.json").is_file():
             out.append(text)
-            continue
-        if not path.exists():
-            raise DataError(f"surprise calibration source {text} does not exist")
-        bags = sorted(str(p) for p in path.iterdir() if p.is_dir() and is_bag_path(p))
-        if not bags:
-            raise DataError(f"{text} holds no rosbag2 drive, clip store or bags to calibrate the surprise on")
-        out.extend(bags)
+        else:
+            out.extend(str(p) for p in find_bags([text]))
     return out
 
 
 def monitor_values(model_dir: str | os.PathLike[str], sources: list[str], frames_per_drive: int,
-                   echo: Callable[[str], None] = print) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+                   echo: Callable[[str], None] = print, camera_topic: str | None = None
+                   ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """Finite surprise and novelty of every plan the fp32 ONNX Runtime runner makes on each source (history reset
     between drives)."""
     from pwm_model.config import RuntimeConfig
@@ -63,7 +60,8 @@ def monitor_values(model_dir: str | os.PathLike[str], sources: list[str], frames
             t0 = time.monotonic()
             runner.reset()
             got: dict[str, list[float]] = {"surprise": [], "novelty": []}
-            for rgb, t_ns, ego in camera_frames(src, runner.config, frames_per_drive):
+            for rgb, t_ns, ego in camera_frames(src, with_camera_topic(runner.config, camera_topic),
+                                                frames_per_drive):
                 plan = runner.step(rgb, t_ns, ego)
                 for name in got:
                     v = float(getattr(plan, name))
@@ -95,22 +93,43 @@ def calibration_section(values: np.ndarray, drives: list[dict[str, Any]], defini
             "drives": drives, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def with_camera_topic(cfg: Any, camera_topic: str | None) -> Any:
+    """``cfg`` reading the camera of bags recorded under ``camera_topic`` (named as the node's), or as it is."""
+    if not camera_topic:
+        return cfg
+    import dataclasses
+
+    from pwm_model.data.bag_format import camera_topics
+
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, topics=dataclasses.replace(
+        cfg.data.topics, **camera_topics(camera_topic))))
+
+
+def check_calibration_args(sources: Iterable[str | os.PathLike[str]], frames_per_drive: int,
+                           forecast_frames: int) -> list[str]:
+    """The calibration's sources, checked before any work: one sentence for what cannot be calibrated."""
+    if frames_per_drive < 2:
+        raise DataError("--surprise-calib-frames must be at least 2")
+    if forecast_frames == 0:
+        raise DataError("a model without forecast frames (forecast_frames 0) has no forecast surprise to calibrate")
+    return expand_sources(sources)
+
+
 def calibrate_monitors(model_dir: str | os.PathLike[str], sources: Iterable[str | os.PathLike[str]],
-                       frames_per_drive: int = CALIB_FRAMES_PER_DRIVE, echo: Callable[[str], None] = print
-                       ) -> dict[str, dict[str, Any]]:
+                       frames_per_drive: int = CALIB_FRAMES_PER_DRIVE, echo: Callable[[str], None] = print,
+                       camera_topic: str | None = None) -> dict[str, dict[str, Any]]:
     """Score the monitors on held-out drives: {"surprise_calibration": ..., "novelty_calibration": ... (with a
     novelty prior)}, not yet written."""
     from pwm_model.runtime.manifest import load_manifest
 
-    if frames_per_drive < 2:
-        raise DataError("--surprise-calib-frames must be at least 2")
-    srcs = expand_sources(sources)
     m = load_manifest(model_dir)
+    srcs = check_calibration_args(sources, frames_per_drive, m.config.world_model.forecast_frames)
     echo(f"calibrating the forecast surprise{' and the scene novelty' if m.data.get('novelty') else ''} on "
          f"{len(srcs)} held-out drive(s), {frames_per_drive} frames each")
-    values, drives = monitor_values(model_dir, srcs, frames_per_drive, echo)
+    values, drives = monitor_values(model_dir, srcs, frames_per_drive, echo, camera_topic)
     out = {"surprise_calibration": calibration_section(values["surprise"], drives, m.surprise_definition,
                                                        frames_per_drive)}
+    out["surprise_calibration"]["runtime"] = "onnxruntime fp32 (cpu)"  # TensorRT fp16 / int8 may shift it a little
     if m.data.get("novelty"):
         out["novelty_calibration"] = calibration_section(values["novelty"], drives, "ctx_code_nll",
                                                          frames_per_drive, "novelty")
@@ -134,7 +153,7 @@ def write_novelty_prior(model_dir: Path, store: str | os.PathLike[str], tokenize
     table = build_prior(np.asarray(cache.ctx), cfg.tokenizer.codebook_size)
     path = model_dir / PRIOR_FILE
     np.save(path, table)
-    echo(f"  {PRIOR_FILE}: ctx code frequencies of {len(cache.ctx)} training frames of {store} "
+    echo(f"  {PRIOR_FILE}: ctx code frequencies of the current frames of {len(cache.ctx)} training clips of {store} "
          f"({path.stat().st_size / 1e6:.2f} MB)")
     return {"file": PRIOR_FILE, "sha256": file_sha256(path), "frames": int(len(cache.ctx)), "beta": PRIOR_BETA,
             "store": str(store), "definition": "ctx_code_nll"}

@@ -29,6 +29,7 @@ class TorchEngine:
         self.name = name
         self.module = module
         self.inputs, self.outputs = inputs, outputs
+        self.keep = set(outputs)  # the outputs the model directory's graph has (an older export has fewer)
         self.device = device
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -41,7 +42,7 @@ class TorchEngine:
         with torch.inference_mode():
             out = self.module(*args)
         out = out if isinstance(out, (tuple, list)) else (out,)
-        return {n: t.detach().cpu().numpy() for n, t in zip(self.outputs, out)}
+        return {n: t.detach().cpu().numpy() for n, t in zip(self.outputs, out) if n in self.keep}
 
     def close(self) -> None:
         self.module = None
@@ -84,4 +85,7 @@ def open_torch_engines(m: Manifest, rt: RuntimeConfig, graphs: list[str], checkp
         torch.set_num_threads(rt.intra_op_threads)
     mods = build_graphs(tok, wm, m.config, m.image_hw, m.rollout_mode, preview=m.has_preview)
     log.info("backend torch %s (%s), %d graphs from %s", torch.__version__, device, len(graphs), ckpt)
-    return {g: TorchEngine(g, mods[g].module.to(device), mods[g].inputs, mods[g].outputs, device) for g in graphs}
+    engines = {g: TorchEngine(g, mods[g].module.to(device), mods[g].inputs, mods[g].outputs, device) for g in graphs}
+    for g, e in engines.items():
+        e.keep = {t.name for t in m.graphs[g].outputs}
+    return engines

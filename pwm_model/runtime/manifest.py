@@ -8,6 +8,7 @@ and outputs with the manifest (``check_signature``). Every problem is a ``ModelE
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +234,12 @@ def load_manifest(model_dir: str | os.PathLike[str]) -> Manifest:
         raise ModelError(f"{path} is incomplete or malformed ({type(exc).__name__}: {exc}); {EXPORT_HINT}") from None
     if mode not in ROLLOUT_GRAPHS:
         raise ModelError(f"{path} names an unknown rollout mode {mode!r}")
+    for key in ("surprise_calibration", "novelty_calibration"):
+        section = data.get(key)
+        warn = section.get("warn") if isinstance(section, dict) else None
+        if key in data and not (isinstance(warn, (int, float)) and math.isfinite(warn)):
+            raise ModelError(f"{path}: {key} is malformed (no finite warn threshold); export the model again with "
+                             "--surprise-calib DRIVES")
     manifest = Manifest(model_dir, data, cfg, graphs)
     missing = [g for g in required_graphs(mode, cfg.world_model.forecast_frames) if g not in graphs]
     if missing:

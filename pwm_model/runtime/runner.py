@@ -58,9 +58,13 @@ class PolicyRunner:
         self._history = FrameHistory(self._dt_ns, cfg.data.history_frames)
         self._surprise = SurpriseMonitor(self._dt_ns, self._f, int(FRAME_PAIR_TOLERANCE * self._dt_ns),
                                          cfg.world_model.focal_alpha, cfg.world_model.focal_beta)
-        prior = manifest.novelty_prior_path
-        self._novelty = None if prior is None else NoveltyPrior.load(prior, cfg.tokenizer.ctx_tokens,
-                                                                     cfg.tokenizer.codebook_size)
+        try:
+            prior = manifest.novelty_prior_path
+            self._novelty = None if prior is None else NoveltyPrior.load(prior, cfg.tokenizer.ctx_tokens,
+                                                                         cfg.tokenizer.codebook_size)
+        except ModelError:
+            self.close()  # the engines are open already
+            raise
         self._guide_names = [n.name for n in manifest.graphs["dyn_encoder"].inputs if n.name != "image_rgb"]
         self._ego_width = manifest.ego_width  # 5 for a model exported before the yaw rate joined the ego vector
         self._cpu_resize_warned = False

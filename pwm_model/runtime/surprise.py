@@ -8,10 +8,11 @@ frame's slots:
 
     surprise = mean_i  sum_b  -log P_k(bit_b of code_i = observed)      nats per token, >= 0; NaN when no forecast
 
-(the NLL under the product of the bit marginals, which bounds the code's own NLL from above only where bits are
-dependent). A forecast that was confident and right scores near 0; one that was confident and wrong, or unsure,
-scores high. Unlike a count of mismatched codes it separates "the world behaves as forecast" from "it does not"
-where the forecast is uncertain anyway. The export calibrates it on held-out drives (``surprise_calibration`` in
+(the NLL under the product of the bit marginals: the forecast's joint distribution of a code's bits is not kept, so
+this is the surprise of a forecast that treats the bits as independent). A forecast that was confident and right
+scores near 0; one that was confident and wrong, or unsure, scores high. Unlike a count of mismatched codes it
+separates "the world behaves as forecast" from "it does not" where the forecast is uncertain anyway. The export
+calibrates it on held-out drives (``surprise_calibration`` in
 ``manifest.json``), which sets the node's default warning threshold.
 
 A model exported before the bit log-probabilities were a graph output scores the older definition: the share of
