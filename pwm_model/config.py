@@ -281,7 +281,7 @@ RUNTIME_CHOICES: dict[str, tuple[str, ...]] = {
     "backend": ("onnxruntime", "tensorrt", "torch"), "device": ("cpu", "cuda"), "precision": ("fp32", "fp16", "int8")}
 RUNTIME_RANGES: dict[str, tuple[float, float]] = {  # inclusive
     "planning_rate_hz": (0.1, 100.0), "max_frame_age_ms": (1.0, 60_000.0), "preview_rate_hz": (0.1, 30.0),
-    "surprise_warn": (-1.0, 1.0e6), "intra_op_threads": (0, 256)}
+    "surprise_warn": (-1.0, 1.0e6), "novelty_warn": (-1.0, 1.0e6), "intra_op_threads": (0, 256)}
 
 
 @dataclass
@@ -297,6 +297,9 @@ class RuntimeConfig:
     # forecast surprise above this raises a WARN in diagnostics; negative: the model's calibrated threshold
     # (manifest.json surprise_calibration.warn, the 99th percentile over held-out drives), none without one
     surprise_warn: float = -1.0
+    # scene novelty (how unlike the training drives a frame looks) above this raises a WARN; negative: the model's
+    # calibrated threshold (manifest.json novelty_calibration.warn), none without one; 1e6 turns it off
+    novelty_warn: float = -1.0
     intra_op_threads: int = 0  # onnxruntime intra-op threads; 0 = library default
 
     def validate(self, prefix: str) -> None:

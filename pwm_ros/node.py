@@ -455,7 +455,8 @@ class PwmNode(LifecycleNode):
         th = Thresholds(planning_rate_hz=self._rt.planning_rate_hz, camera_timeout_s=n.camera_timeout_s,
                         surprise_warn=None if self._runner is None else self._runner.manifest.surprise_warn(
                             self._rt.surprise_warn), odom_expected=bool(n.odom_topic),
-                        novelty_warn=None if self._runner is None else self._runner.manifest.novelty_warn(),
+                        novelty_warn=None if self._runner is None else self._runner.manifest.novelty_warn(
+                            self._rt.novelty_warn),
                         odom_timeout_s=n.odom_timeout_s)
         level, message, values = self._stats.summary(time.monotonic(), self._worker is not None, th,
                                                      self._camera_topic or params.camera_subscription_topic(n))

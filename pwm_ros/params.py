@@ -93,6 +93,9 @@ SPECS: dict[str, Spec] = {
     "surprise_warn": Spec("forecast surprise above this raises a WARN in diagnostics; negative: the model's "
                           "calibrated threshold (manifest.json surprise_calibration, none without one)",
                           range=RUNTIME_RANGES["surprise_warn"]),
+    "novelty_warn": Spec("scene novelty (how unlike the training drives a frame looks) above this raises a WARN in "
+                         "diagnostics; negative: the model's calibrated threshold (manifest.json "
+                         "novelty_calibration, none without one)", range=RUNTIME_RANGES["novelty_warn"]),
     "intra_op_threads": Spec("onnxruntime intra-op threads; 0 = library default", ON_CONFIGURE,
                              range=RUNTIME_RANGES["intra_op_threads"]),
 }

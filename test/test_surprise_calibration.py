@@ -92,6 +92,7 @@ def test_export_cli_writes_the_novelty_prior_and_calibrates_both_monitors(tmp_pa
 
     with PolicyRunner.from_model_dir(out, RuntimeConfig()) as runner:
         assert runner.manifest.novelty_warn() == pytest.approx(man["novelty_calibration"]["warn"])
+        assert runner.manifest.novelty_warn(3.0) == 3.0  # the node's novelty_warn parameter, when set, wins
         plans = [runner.step(*f) for f in camera_frames("synthetic:2", runner.config, 3)]
         assert all(p.novelty > 0 for p in plans)  # every frame has a novelty, the first ones too
     (out / "novelty_prior.npy").write_bytes(b"garbage")

@@ -173,8 +173,11 @@ class Manifest:
         """The ``novelty_calibration`` section (percentiles of the scene novelty over held-out drives); {} if none."""
         return dict(self.data.get("novelty_calibration", {})) if self.data.get("novelty") else {}
 
-    def novelty_warn(self) -> float | None:
-        """The calibrated scene-novelty warning threshold, None without a prior or a calibration."""
+    def novelty_warn(self, configured: float = -1.0) -> float | None:
+        """The scene-novelty warning threshold: ``configured`` when it is >= 0, else the calibrated one; None without
+        a prior or a calibration."""
+        if configured >= 0:
+            return float(configured)
         warn = self.novelty_calibration.get("warn")
         return float(warn) if warn is not None else None
 
