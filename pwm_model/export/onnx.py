@@ -36,6 +36,7 @@ from pwm_model.export.surprise_calibration import (
     calibrate_monitors,
     check_calibration_args,
     copy_novelty_prior,
+    with_camera_topic,
     write_novelty_prior,
 )
 from pwm_model.io_utils import file_sha256
@@ -235,7 +236,6 @@ def verify(model_dir: Path, mods: dict[str, Any], frames_source: str | None, n_f
     ``camera_topic``: the camera topic of a ``frames_source`` bag recorded with other names than the config's,
     named as the node's ``camera_topic`` (``bag_format.camera_topics``: Image on it, CompressedImage on
     it/compressed)."""
-    import dataclasses
 
     from pwm_model.config import RuntimeConfig
     from pwm_model.data.frames import camera_frames
@@ -249,12 +249,7 @@ def verify(model_dir: Path, mods: dict[str, Any], frames_source: str | None, n_f
     torch_engines = {n: RecordingEngine(TorchEngine(n, g.module, g.inputs, g.outputs, "cpu")) for n, g in mods.items()}
     runner = PolicyRunner(m, RuntimeConfig(backend="torch"), torch_engines)
     plans, steps = [], []
-    cfg = m.config
-    if camera_topic:
-        from pwm_model.data.bag_format import camera_topics
-
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, topics=dataclasses.replace(
-            cfg.data.topics, **camera_topics(camera_topic))))
+    cfg = with_camera_topic(m.config, camera_topic)
     for rgb, t_ns, ego in camera_frames(frames_source, cfg, n_frames, camera_size):
         plans.append(runner.step(rgb, t_ns, ego))
         steps.append((rgb, t_ns, ego))
