@@ -203,6 +203,9 @@ class WorldModelConfig:
     # one output per route command (left, straight, right) in the waypoint head's and the ego branch's last layers,
     # the command picking which (conditional imitation): a plan cannot fade the command out of a shared layer
     command_branches: bool = False
+    # the planner reads how long the route command has stood (the ego vector's command_age_s); false feeds it a zero
+    # instead, inside the model, so the age cannot matter in training, evaluation or an export (an ablation)
+    command_age: bool = True
 
     def validate(self, prefix: str) -> None:
         _check(self.layers >= 1, prefix, "layers", "must be at least 1")
@@ -238,6 +241,9 @@ class TrainConfig:
     clip_stride: int = 1  # > 1: an epoch takes one clip of every window of this many consecutive (near-copy) clips
     turn_repeat: int = 1  # > 1: windows holding a clip whose route command is left or right are drawn this many times
     ego_branch_fit_steps: int = 2000  # Adam steps fitting world_model.ego_branch before fine-tuning (0: start at zero)
+    # fine-tuning from a checkpoint that has an ego branch: replace it by a fresh one, fitted as above (e.g. when the
+    # ego vector has grown an entry the old branch never read)
+    ego_branch_refit: bool = False
     # several processes (torchrun): ddp replicates the model on every rank; fsdp shards parameters, gradients and
     # AdamW state across the ranks (the paper preset: 1.26B parameters would need ~20 GB per replica in fp32)
     strategy: str = "ddp"

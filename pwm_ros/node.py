@@ -34,7 +34,7 @@ from std_msgs.msg import Float32, UInt8
 from visualization_msgs.msg import MarkerArray
 
 from pwm_model.errors import ConfigError, PwmError
-from pwm_model.runtime.types import EgoInput, Plan
+from pwm_model.runtime.types import CommandAge, EgoInput, Plan
 from pwm_ros import conversions, diagnostics, odometry, params
 from pwm_ros.descriptors import descriptor
 from pwm_ros.diagnostics import LOG_PERIOD_S, WARN_KINDS_MAX, LogLimiter, NodeStats, Thresholds, fault_kind
@@ -62,7 +62,7 @@ class PwmNode(LifecycleNode):
         self._stats = NodeStats()
         self._lock = threading.Lock()  # guards odometry, command and reset requests
         self._odom: deque[odometry.Sample] = deque(maxlen=64)  # (t_ns, speed_mps, yaw_rate_radps)
-        self._command: int | None = None
+        self._command = CommandAge()  # the route command and since when it stands
         self._reset_requested = False
         self._last_stamp_ns: int | None = None
         self._last_preview_s: dict[str, float] = {}
@@ -173,7 +173,7 @@ class PwmNode(LifecycleNode):
         self._last_preview_s.clear()
         with self._lock:
             self._odom.clear()
-            self._command = None
+            self._command.reset()
         ret = super().on_activate(state)  # enables the lifecycle publishers
         self._worker = LatestFrameWorker(self._cycle, lambda: 1.0 / self._rt.planning_rate_hz,
                                          self._on_worker_error)
@@ -304,7 +304,7 @@ class PwmNode(LifecycleNode):
                                                    "not 0 (left), 1 (straight) or 2 (right): ignored")
             return
         with self._lock:
-            self._command = int(msg.data)
+            self._command.see(int(msg.data))
 
     def _on_clock_jump(self, jump: Any) -> None:
         if jump.delta.nanoseconds < 0:
@@ -315,9 +315,9 @@ class PwmNode(LifecycleNode):
     def _ego(self, stamp_ns: int) -> tuple[EgoInput, float]:
         """Ego input at the camera stamp and the odometry age in ms (NaN without odometry)."""
         with self._lock:
-            command = self._cfg.default_command if self._command is None else self._command
-            odom = list(self._odom)
-        return odometry.ego_at(odom, stamp_ns, command, self._cfg.odom_timeout_s)
+            command = self._cfg.default_command if self._command.value is None else self._command.value
+            age_s, odom = self._command.age_s(stamp_ns), list(self._odom)
+        return odometry.ego_at(odom, stamp_ns, command, self._cfg.odom_timeout_s, age_s)
 
     def _cycle(self, item: tuple[Image | CompressedImage, float]) -> None:
         msg, received_s = item

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import math
 
-from pwm_model.data.contract import MAX_PLAUSIBLE_SPEED_MPS, MAX_PLAUSIBLE_YAW_RATE_RADPS, EgoInput
+from pwm_model.data.contract import (
+    MAX_COMMAND_AGE_S,
+    MAX_PLAUSIBLE_SPEED_MPS,
+    MAX_PLAUSIBLE_YAW_RATE_RADPS,
+    EgoInput,
+)
 
 ACCEL_BASELINE_S = 0.1  # odometry speed is differenced over at least this long for the acceleration
 
@@ -35,21 +40,22 @@ def implausible(speed_mps: float, yaw_rate_radps: float, topic: str, ahead_s: fl
     return None
 
 
-def ego_at(odom: list[Sample], stamp_ns: int, command: int, timeout_s: float) -> tuple[EgoInput, float]:
+def ego_at(odom: list[Sample], stamp_ns: int, command: int, timeout_s: float,
+           command_age_s: float = MAX_COMMAND_AGE_S) -> tuple[EgoInput, float]:
     """Ego input at the camera stamp and the odometry age in ms (NaN without odometry).
 
     Odometry older (or newer) than ``timeout_s`` against the stamp gives speed, acceleration and yaw rate 0; the
     acceleration is the speed differenced over at least ``ACCEL_BASELINE_S`` (0 until that much odometry is there).
     """
     if not odom:
-        return EgoInput(0.0, 0.0, command), float("nan")
+        return EgoInput(0.0, 0.0, command, command_age_s=command_age_s), float("nan")
     t_ns, speed, yaw_rate = odom[-1]
     age_ms = (stamp_ns - t_ns) / 1e6
     if abs(age_ms) > 1000.0 * timeout_s:
-        return EgoInput(0.0, 0.0, command), age_ms
+        return EgoInput(0.0, 0.0, command, command_age_s=command_age_s), age_ms
     accel = 0.0
     for t0_ns, v0, _ in reversed(odom[:-1]):
         if t_ns - t0_ns >= ACCEL_BASELINE_S * 1e9:
             accel = (speed - v0) / ((t_ns - t0_ns) / 1e9)
             break
-    return EgoInput(speed, accel, command, yaw_rate), age_ms
+    return EgoInput(speed, accel, command, yaw_rate, command_age_s), age_ms

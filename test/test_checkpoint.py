@@ -137,8 +137,9 @@ def test_generic_modules(tmp_path: Path) -> None:
 
 
 def test_world_model_checkpoint_of_the_earlier_layout_loads_and_plans_as_before(tmp_path: Path) -> None:
-    """A world model saved before the yaw rate (5-wide ego MLP), plan_ego and world_model.prior: it loads with zeros
-    there, its cv_prior config key becomes prior cv, and it plans exactly as the same weights did."""
+    """A world model saved before the yaw rate and the command age (5-wide ego MLP), plan_ego and world_model.prior:
+    it loads with zeros there, its cv_prior config key becomes prior cv, and it plans exactly as the same weights
+    did."""
     import yaml
 
     from pwm_model.checkpoint import load_config
@@ -160,15 +161,48 @@ def test_world_model_checkpoint_of_the_earlier_layout_loads_and_plans_as_before(
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
     assert load_config(tmp_path).world_model.prior == "cv"
     old, _ = load_world_model(tmp_path)
-    torch.nn.init.zeros_(model.ego_mlp[0].weight[:, 5])
+    torch.nn.init.zeros_(model.ego_mlp[0].weight[:, 5:])
     g = torch.Generator().manual_seed(1)
     ctx = torch.randint(0, model.codebook_size, (2, model.ctx_tokens), generator=g)
     hist = torch.randint(0, model.codebook_size, (2, model.history_frames, model.dyn_tokens), generator=g)
-    ego = torch.tensor([[8.0, 0.5, 0, 1, 0, 0.3], [3.0, -1.0, 1, 0, 0, -0.2]])
+    ego = torch.tensor([[8.0, 0.5, 0, 1, 0, 0.3, 1.5], [3.0, -1.0, 1, 0, 0, -0.2, 5.0]])
     torch.testing.assert_close(old.rollout(ctx, hist, ego)[1], model.rollout(ctx, hist, ego)[1])
     fresh = PolicyWorldModel(cfg)
     init_from(fresh, tmp_path)  # fine-tuning from it starts from the same weights
-    assert torch.all(fresh.plan_ego.weight == 0) and torch.all(fresh.ego_mlp[0].weight[:, 5] == 0)
+    assert torch.all(fresh.plan_ego.weight == 0) and torch.all(fresh.ego_mlp[0].weight[:, 5:] == 0)
+
+
+def test_world_model_checkpoint_from_before_the_command_age_plans_as_before(tmp_path: Path) -> None:
+    """A world model saved with the 6-wide ego vector (before the command age): every layer reading the ego vector
+    (the ego MLP, plan_ego, the ego branch) loads with a zero column for the age, so the age changes nothing."""
+    from pwm_model.world_model.checkpoint import load_world_model
+    from pwm_model.world_model.model import PolicyWorldModel
+
+    cfg = apply_overrides(preset("tiny"), ["world_model.layers=1", "world_model.d_model=32", "world_model.heads=2",
+                                           "world_model.ego_hidden=16", "world_model.head_hidden=16",
+                                           "world_model.ego_branch=true", "world_model.ego_branch_hidden=16"])
+    torch.manual_seed(0)
+    model = PolicyWorldModel(cfg).eval()
+    for layer in (model.ego_mlp[0], model.plan_ego, model.ego_branch[0], model.ego_branch[-1]):
+        torch.nn.init.normal_(layer.weight, std=0.3)  # nothing zero, so a lost column would show
+    state = dict(model.state_dict())
+    for key in ("ego_mlp.0.weight", "plan_ego.weight", "ego_branch.0.weight"):
+        state[key] = state[key][:, :6].clone()
+    save_checkpoint(tmp_path, cfg, {"world_model": state})
+    old, _ = load_world_model(tmp_path)
+    for key in ("ego_mlp.0.weight", "plan_ego.weight", "ego_branch.0.weight"):
+        assert torch.all(old.state_dict()[key][:, 6] == 0) and torch.equal(old.state_dict()[key][:, :6], state[key])
+    g = torch.Generator().manual_seed(1)
+    ctx = torch.randint(0, model.codebook_size, (2, model.ctx_tokens), generator=g)
+    hist = torch.randint(0, model.codebook_size, (2, model.history_frames, model.dyn_tokens), generator=g)
+    ego = torch.tensor([[8.0, 0.5, 0, 1, 0, 0.3, 0.0], [3.0, -1.0, 1, 0, 0, -0.2, 0.0]])
+    aged = ego.clone()
+    aged[:, 6] = torch.tensor([0.4, 5.0])
+    torch.testing.assert_close(old.rollout(ctx, hist, ego)[1], old.rollout(ctx, hist, aged)[1])
+    with torch.no_grad():
+        for layer in (model.ego_mlp[0], model.plan_ego, model.ego_branch[0]):
+            layer.weight[:, 6] = 0.0
+    torch.testing.assert_close(old.rollout(ctx, hist, ego)[1], model.rollout(ctx, hist, ego)[1])
 
 
 def test_float_keys_take_exponents_without_a_dot() -> None:

@@ -11,7 +11,18 @@ import pytest
 import torch
 
 from pwm_model.config import apply_overrides, preset
-from pwm_model.data.contract import EGO_DIM, EgoInput, camera_on_image, ego_vectors, fit_note, fit_rgb, resize_rgb
+from pwm_model.data.contract import (
+    EGO_DIM,
+    MAX_COMMAND_AGE_S,
+    CommandAge,
+    EgoInput,
+    camera_on_image,
+    command_ages_s,
+    ego_vectors,
+    fit_note,
+    fit_rgb,
+    resize_rgb,
+)
 from test.export_helpers import SMALL_OVERRIDES, model_dir
 
 torch.set_num_threads(2)
@@ -152,10 +163,47 @@ def test_the_synthetic_camera_sees_the_centre_crop_of_another_aspect_ratio():
 
 
 def test_the_ego_vector_is_written_once():
-    v = ego_vectors(np.array([3.0, 0.0]), np.array([-1.0, 0.5]), np.array([0, 2]))  # no yaw rate: 0
-    np.testing.assert_array_equal(v, [[3.0, -1.0, 1, 0, 0, 0], [0.0, 0.5, 0, 0, 1, 0]])
+    v = ego_vectors(np.array([3.0, 0.0]), np.array([-1.0, 0.5]), np.array([0, 2]))  # no yaw rate: 0; no age: the cap
+    cap = MAX_COMMAND_AGE_S
+    np.testing.assert_array_equal(v, [[3.0, -1.0, 1, 0, 0, 0, cap], [0.0, 0.5, 0, 0, 1, 0, cap]])
     assert v.shape[1] == EGO_DIM and v.dtype == np.float32
     np.testing.assert_array_equal(EgoInput(3.0, -1.0, 0).as_vector(), v[0])
-    w = ego_vectors(np.array([3.0, 0.0]), np.array([-1.0, 0.5]), np.array([0, 2]), np.array([0.25, -0.5]))
-    np.testing.assert_array_equal(w, [[3.0, -1.0, 1, 0, 0, 0.25], [0.0, 0.5, 0, 0, 1, -0.5]])
-    np.testing.assert_array_equal(EgoInput(0.0, 0.5, 2, -0.5).as_vector(), w[1])
+    w = ego_vectors(np.array([3.0, 0.0]), np.array([-1.0, 0.5]), np.array([0, 2]), np.array([0.25, -0.5]),
+                    np.array([1.5, 99.0]))
+    np.testing.assert_array_equal(w, [[3.0, -1.0, 1, 0, 0, 0.25, 1.5], [0.0, 0.5, 0, 0, 1, -0.5, cap]])
+    np.testing.assert_array_equal(EgoInput(0.0, 0.5, 2, -0.5, 99.0).as_vector(), w[1])
+    nan_age = ego_vectors(np.zeros(2), np.zeros(2), np.ones(2), None, np.array([np.nan, -1.0]))
+    np.testing.assert_array_equal(nan_age[:, 6], [cap, 0.0])  # unknown reads as the cap; a negative age as 0
+
+
+def test_command_age_counts_from_the_change_the_same_way_in_clips_bags_node_and_loop():
+    from pwm_model.data.bag_tracks import Commands
+
+    cap, step = MAX_COMMAND_AGE_S, 200_000_000  # clips 0.2 s apart
+    t = np.arange(12) * step
+    t[9:] += 10 * step  # a gap: the run after it has no known start
+    cmd = np.array([1, 1, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    drive = np.zeros(12, int)
+    # the first run's start is unknown (the cap); the clip where the command changed is 0 and counts on from it
+    np.testing.assert_allclose(command_ages_s(t, drive, cmd), [cap, cap, 0, .2, .4, 0, .2, .4, 0, cap, cap, cap],
+                               atol=1e-6)
+    two = command_ages_s(np.concatenate([t[:5], t[:5]]), np.repeat([0, 1], 5), np.concatenate([cmd[:5]] * 2))
+    np.testing.assert_allclose(two, [cap, cap, 0, .2, .4] * 2, atol=1e-6)  # drives are counted apart
+    long_run = command_ages_s(np.arange(40) * step, np.zeros(40, int), np.r_[1, np.zeros(39, int)])
+    assert long_run[-1] == cap and long_run[11] == pytest.approx(2.0)  # capped
+
+    bag = Commands(t_ns=np.array([0, 1_000_000_000, 3_000_000_000]), value=np.array([1, 0, 1]))
+    assert bag.age_s(500_000_000) == cap  # no change seen yet
+    assert bag.age_s(1_500_000_000) == pytest.approx(0.5) and bag.age_s(3_250_000_000) == pytest.approx(0.25)
+    assert bag.age_s(60_000_000_000) == cap
+
+    live = CommandAge()
+    live.see(1)
+    assert live.age_s(0) == cap  # the first value: how long it has stood is unknown
+    live.see(1)
+    live.see(0)  # a change without a stamp takes the next camera stamp
+    assert live.age_s(2_000_000_000) == 0.0 and live.age_s(2_700_000_000) == pytest.approx(0.7)
+    live.see(2, 3_000_000_000)
+    assert live.age_s(3_100_000_000) == pytest.approx(0.1) and live.age_s(2_000_000_000) == 0.0
+    live.reset()
+    assert live.value is None and live.age_s(5_000_000_000) == cap

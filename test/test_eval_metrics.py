@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pwm_model.data.contract import EGO_DIM
 from pwm_model.eval import metrics as M
 from pwm_model.eval.baselines import constant_velocity, copy_last_frame
 from pwm_model.eval.ego_mlp import EgoMLP
@@ -162,7 +163,7 @@ def test_baselines() -> None:
     n = 256
     speed = rng.uniform(0, 15, n)
     cmd = rng.integers(0, 3, n)
-    ego = np.zeros((n, 6), np.float32)
+    ego = np.zeros((n, EGO_DIM), np.float32)
     ego[:, 0] = speed
     ego[np.arange(n), 2 + cmd] = 1
     wp = constant_velocity(speed, 4, DT)

@@ -103,6 +103,14 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
     assert source_info(fine)["metrics"]["train_finetune"]["camera"] == metrics["train_finetune"]["camera"]
     fit = metrics["train_finetune"]["ego_branch_fit"]  # the tiny preset's ego branch, fitted before the 2 steps
     assert fit["l1_after"] < fit["l1_before"]
+    for refit in (False, True):  # from a checkpoint with a fitted branch: kept, or (train.ego_branch_refit) refitted
+        out_dir = tmp_path / f"refit_{refit}"
+        assert main(["train", "--stage", "finetune", "--data", train, "--init", str(fine), "--out", str(out_dir),
+                     "--steps", "1", "--threads", "1", "--set", f"train.ego_branch_refit={str(refit).lower()}"]) == 0
+        again = json.loads((out_dir / "metrics.json").read_text())["train_finetune"]
+        assert ("ego_branch_fit" in again) == refit
+        if refit:  # a fresh branch starts from the prior again, not where the checkpoint's branch was
+            assert again["ego_branch_fit"]["l1_before"] > fit["l1_after"]
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(fine), "--data", ev, "--train-data", train, "--compare",
                  str(plan_only), "--image-clips", "4", "--threads", "1", "--quiet", "--save"]) == 0

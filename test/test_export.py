@@ -76,7 +76,7 @@ def test_export_graphs_match_the_model_rollout_and_training_preprocessing():
     rng = np.random.default_rng(1)
     ctx = torch.from_numpy(rng.integers(0, tk.codebook_size, (1, tk.ctx_tokens)))
     hist = torch.from_numpy(rng.integers(0, tk.codebook_size, (1, cfg.data.history_frames, tk.dyn_tokens)))
-    ego = torch.tensor([[7.5, 0.4, 0.0, 0.0, 1.0, 0.08]])
+    ego = torch.tensor([[7.5, 0.4, 0.0, 0.0, 1.0, 0.08, 1.2]])
     with torch.no_grad():
         ref_f, ref_w, ref_logits = wm.rollout(ctx, hist, ego, return_logits=True)
         f, bit_logp, w = g["rollout"].module(ctx, hist, ego)

@@ -27,7 +27,7 @@ def _clips(model: PolicyWorldModel, n: int = 6) -> tuple[np.ndarray, np.ndarray,
     c, h = model.codebook_size, model.history_frames
     ctx = rng.integers(0, c, (n, model.ctx_tokens))
     dyn = rng.integers(0, c, (n, h + 5, model.dyn_tokens))
-    ego = np.tile(np.array([[8.0, 0.5, 0.0, 1.0, 0.0, 0.05]], np.float32), (n, 1))
+    ego = np.tile(np.array([[8.0, 0.5, 0.0, 1.0, 0.0, 0.05, 5.0]], np.float32), (n, 1))
     return ctx, dyn, ego
 
 
@@ -96,9 +96,10 @@ def test_the_table_pairs_each_probe_with_the_own_plan():
 def test_the_command_flip_swaps_left_and_right_and_scores_turn_clips_only():
     from pwm_model.eval.reliance import command_response, flip_command
 
-    ego = np.array([[5.0, 0.1, 1, 0, 0, 0.1], [5.0, 0.1, 0, 1, 0, 0.1], [5.0, 0.1, 0, 0, 1, 0.1]], np.float32)
+    ego = np.array([[5.0, 0.1, 1, 0, 0, 0.1, 1.0], [5.0, 0.1, 0, 1, 0, 0.1, 5.0], [5.0, 0.1, 0, 0, 1, 0.1, 0.5]],
+                   np.float32)
     np.testing.assert_array_equal(flip_command(ego)[:, 2:5], [[0, 0, 1], [0, 1, 0], [1, 0, 0]])
-    np.testing.assert_array_equal(flip_command(ego)[:, 5], ego[:, 5])  # the yaw rate stays
+    np.testing.assert_array_equal(flip_command(ego)[:, 5:], ego[:, 5:])  # the yaw rate and the command age stay
     model = _model(5)
     ctx, dyn, ego6 = _clips(model)
     k = model.num_waypoints

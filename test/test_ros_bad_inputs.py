@@ -151,7 +151,7 @@ class Matrix:
         planned_before, start = len(self.paths), len(self.diags)
         expected_stamps: list[int] = []
         for k in range(case.repeat):
-            odom, command = list(self.node._odom), self.node._command  # noqa: SLF001
+            odom, command = list(self.node._odom), vars(self.node._command).copy()  # noqa: SLF001
             received = self.node._stats.counts["frames_received"]  # noqa: SLF001
             sent = len(self.diags)
             self.planned_extra = []
@@ -179,7 +179,7 @@ class Matrix:
                 assert self.node._stats.counts["frames_received"] == received, f"{case.name}: a frame arrived"  # noqa: SLF001
             else:  # ignored
                 assert list(self.node._odom) == odom, f"{case.name}: the odometry was used"  # noqa: SLF001
-                assert self.node._command == command, f"{case.name}: the command was taken"  # noqa: SLF001
+                assert vars(self.node._command) == command, f"{case.name}: the command was taken"  # noqa: SLF001
             if case.warning is not None:
                 assert wait_for(lambda: self.count_logged(case.warning) >= 1, 5.0), \
                     f"{case.name}: nothing logged matching {case.warning!r}"
@@ -443,7 +443,7 @@ def test_every_bad_input_is_counted_said_once_and_the_node_plans_on(model_dir: P
         h, w = node._runner.config.camera.height_px, node._runner.config.camera.width_px  # noqa: SLF001
         m.rgb = _frames(1, h, w)[0]
         m.command_pub.publish(UInt8(data=0))
-        assert wait_for(lambda: node._command == 0, 5.0)  # noqa: SLF001 - a good command, kept through the bad ones
+        assert wait_for(lambda: node._command.value == 0, 5.0)  # noqa: SLF001 - a good command, kept through the bad ones
         m.good()
         first = raw_cases(m, h, w)
         for case in first:

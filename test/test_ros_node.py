@@ -209,8 +209,11 @@ def test_odometry_and_command_reach_the_runner(model_dir: Path) -> None:
         camera = Camera(probe)
         _wait_active(probe, node, camera)
         assert wait_for(lambda: odom_pub.get_subscription_count() and command_pub.get_subscription_count(), 5.0)
-        command_pub.publish(UInt8(data=2))  # right
+        command_pub.publish(UInt8(data=1))  # straight, for how long unknown
+        command_pub.publish(UInt8(data=2))  # right: a change, its age counted from the next camera frame's stamp
         command_pub.publish(UInt8(data=7))  # not a command: counted and ignored
+        assert wait_for(lambda: node._stats.counts["bad_commands"] == 1, 5.0)  # noqa: SLF001
+        assert node._command.value == 2  # noqa: SLF001
         t0 = node.get_clock().now().nanoseconds
         got = []
         for k, rgb in enumerate(frames):
@@ -240,7 +243,7 @@ def test_odometry_and_command_reach_the_runner(model_dir: Path) -> None:
         other = runner_module.PolicyRunner.from_model_dir(model_dir, _runtime())
         for k, (rgb, path) in enumerate(zip(frames, got)):
             plan = runner.step(rgb, t0 + k * DT_NS, EgoInput(speed_mps=6.0, accel_mps2=0.0, command=2,
-                                                             yaw_rate_radps=0.25))
+                                                             yaw_rate_radps=0.25, command_age_s=k * DT_NS / 1e9))
             xyyaw = conversions.path_to_xyyaw(path)[0]
             np.testing.assert_allclose(xyyaw, plan.waypoints_xyyaw, rtol=0, atol=2e-6)  # same inputs, same sums
             without = other.step(rgb, t0 + k * DT_NS, EgoInput()).waypoints_xyyaw

@@ -269,9 +269,9 @@ def test_broken_model_directories_give_one_sentence(tmp_path: Path):
     with pytest.raises(ModelError, match="does not match its config: rollout waypoints has shape"):
         PolicyRunner.from_model_dir(d)
     man["graphs"]["rollout"]["outputs"][-1]["shape"] = [1, 8, 3]
-    man["graphs"]["rollout"]["inputs"][2]["shape"] = [1, 7]
+    man["graphs"]["rollout"]["inputs"][2]["shape"] = [1, 8]
     (d / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ModelError, match=r"rollout ego has shape \(1, 7\), not \(1, 6\)"):
+    with pytest.raises(ModelError, match=r"rollout ego has shape \(1, 8\), not \(1, 7\)"):
         PolicyRunner.from_model_dir(d)
     (d / "manifest.json").write_text("{ not json")
     with pytest.raises(ModelError, match="manifest.json is corrupt"):
@@ -287,9 +287,10 @@ def test_broken_model_directories_give_one_sentence(tmp_path: Path):
         PolicyRunner.from_model_dir(d)
 
 
-def _without_yaw_rate(d: Path) -> Path:
-    """Turn model directory ``d`` into one exported before the yaw rate: its rollout takes a (1, 5) ego, padded
-    with a zero inside the graph (what an old checkpoint computes: it loads with a zero weight on the yaw rate)."""
+def _narrow_ego(d: Path, width: int = 5) -> Path:
+    """Turn model directory ``d`` into one exported before the yaw rate (``width`` 5) or the command age (6): its
+    rollout takes a (1, width) ego, padded with zeros inside the graph (what an old checkpoint computes: it loads with
+    a zero weight on the entries it predates)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -299,33 +300,37 @@ def _without_yaw_rate(d: Path) -> Path:
     model = onnx.load(str(path))
     for node in model.graph.node:
         node.input[:] = ["ego_padded" if n == "ego" else n for n in node.input]
-    next(i for i in model.graph.input if i.name == "ego").type.tensor_type.shape.dim[1].dim_value = 5
-    model.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 0, 1], np.int64), "ego_pads"))
+    next(i for i in model.graph.input if i.name == "ego").type.tensor_type.shape.dim[1].dim_value = width
+    pads = np.array([0, 0, 0, 7 - width], np.int64)
+    model.graph.initializer.append(numpy_helper.from_array(pads, "ego_pads"))
     model.graph.node.insert(0, helper.make_node("Pad", ["ego", "ego_pads"], ["ego_padded"]))
     onnx.save(model, str(path))
     man = json.loads((d / "manifest.json").read_text())
-    man["graphs"]["rollout"]["inputs"][2]["shape"] = [1, 5]
+    man["graphs"]["rollout"]["inputs"][2]["shape"] = [1, width]
     man["graphs"]["rollout"]["sha256"] = file_sha256(path)
     (d / "manifest.json").write_text(json.dumps(man))
     shutil.rmtree(d / "engines", ignore_errors=True)
     return d
 
 
-def test_a_model_exported_before_the_yaw_rate_takes_the_first_five_ego_entries(tmp_path: Path):
+@pytest.mark.parametrize("width", [5, 6])
+def test_a_model_exported_before_the_yaw_rate_or_the_command_age_takes_the_first_ego_entries(tmp_path: Path,
+                                                                                             width: int):
     import dataclasses
 
-    from pwm_model.data.contract import EGO_DIM, EGO_DIM_WITHOUT_YAW_RATE
+    from pwm_model.data.contract import EGO_DIM
     from pwm_model.runtime.runner import ego_vector
 
-    ego = EgoInput(4.0, 0.5, 0, 0.7)
-    assert ego_vector(ego).tolist() == pytest.approx([4.0, 0.5, 1.0, 0.0, 0.0, 0.7]) and EGO_DIM == 6
-    assert ego_vector(ego, EGO_DIM_WITHOUT_YAW_RATE).tolist() == pytest.approx([4.0, 0.5, 1.0, 0.0, 0.0])
-    with _runner() as new, _runner(_without_yaw_rate(copy_model_dir(tmp_path / "m"))) as old:
-        assert new.manifest.ego_width == EGO_DIM and old.manifest.ego_width == EGO_DIM_WITHOUT_YAW_RATE
+    ego = EgoInput(4.0, 0.5, 0, 0.7, 1.2)
+    assert ego_vector(ego).tolist() == pytest.approx([4.0, 0.5, 1.0, 0.0, 0.0, 0.7, 1.2]) and EGO_DIM == 7
+    assert ego_vector(ego, width).tolist() == pytest.approx([4.0, 0.5, 1.0, 0.0, 0.0, 0.7][:width])
+    with _runner() as new, _runner(_narrow_ego(copy_model_dir(tmp_path / "m"), width)) as old:
+        assert new.manifest.ego_width == EGO_DIM and old.manifest.ego_width == width
         for rgb, t, e in _frames(new.config, 6):
-            e = dataclasses.replace(e, yaw_rate_radps=0.7)
-            got = old.step(rgb, t, e)  # the yaw rate is left out, not an error
-            want = new.step(rgb, t, dataclasses.replace(e, yaw_rate_radps=0.0))
+            e = dataclasses.replace(e, yaw_rate_radps=0.7, command_age_s=1.2)
+            got = old.step(rgb, t, e)  # the entries it predates are left out, not an error
+            want = new.step(rgb, t, dataclasses.replace(e, yaw_rate_radps=0.7 if width == 6 else 0.0,
+                                                       command_age_s=0.0))
             np.testing.assert_allclose(got.waypoints_xyyaw, want.waypoints_xyyaw, rtol=0, atol=1e-6)
             np.testing.assert_array_equal(got.forecast_tokens, want.forecast_tokens)
 

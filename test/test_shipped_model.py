@@ -72,7 +72,7 @@ def test_shipped_world_model_plans_from_the_shipped_tokens(frames: np.ndarray) -
     with torch.no_grad():
         ctx_tokens, guide_enc = tok.encode_ctx(ctx)
         hist = tok.encode_dyn(dyn[1:], [g[:-1] for g in guide_enc])  # frames 1..h, each guided by the one before
-        ego = torch.tensor([[8.0, 0.0, 0.0, 1.0, 0.0, 0.0]])  # 8 m/s, accel 0, command straight, yaw rate 0
+        ego = torch.tensor([[8.0, 0.0, 0.0, 1.0, 0.0, 0.0, 5.0]])  # 8 m/s, accel 0, straight for long, yaw rate 0
         forecast, waypoints = model.rollout(ctx_tokens[-1:], hist[None], ego, temperature=0.0)
     assert forecast.shape == (1, model.forecast_frames, tk.dyn_tokens)
     assert int(forecast.min()) >= 0 and int(forecast.max()) < tk.codebook_size

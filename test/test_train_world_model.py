@@ -36,7 +36,7 @@ def _data(cfg, n: int = 24) -> WorldModelData:
         change = torch.rand(prev.shape, generator=g) < 0.3
         frames.append(torch.where(change, torch.randint(0, c, prev.shape, generator=g), prev))
     ego = torch.cat([torch.rand(n, 2, generator=g) * 10, torch.nn.functional.one_hot(torch.arange(n) % 3, 3),
-                     torch.rand(n, 1, generator=g) - 0.5], 1)
+                     torch.rand(n, 1, generator=g) - 0.5, torch.rand(n, 1, generator=g) * 5], 1)
     wp = torch.cumsum(torch.rand(n, d.num_waypoints, 3, generator=g), 1)
     return WorldModelData(torch.randint(0, c, (n, tk.ctx_tokens), generator=g), torch.cat(frames, 1), ego.float(),
                           torch.ones(n, dtype=torch.bool), wp, torch.ones(n, d.num_waypoints, dtype=torch.bool))
@@ -195,7 +195,7 @@ def test_bf16_autocast_on_the_cpu_gives_the_fp32_losses_within_two_percent():
     tk, h, f, k = cfg.tokenizer, cfg.data.history_frames, cfg.data.future_frames, cfg.data.num_waypoints
     batch = {"ctx_tokens": torch.randint(0, tk.codebook_size, (8, tk.ctx_tokens), generator=g),
              "dyn_tokens": torch.randint(0, tk.codebook_size, (8, h + f, tk.dyn_tokens), generator=g),
-             "ego": torch.tensor([[8.0, 0.3, 0.0, 1.0, 0.0, 0.05]]).repeat(8, 1),
+             "ego": torch.tensor([[8.0, 0.3, 0.0, 1.0, 0.0, 0.05, 1.0]]).repeat(8, 1),
              "ego_valid": torch.ones(8, dtype=torch.bool),
              "waypoints": torch.randn(8, k, 3, generator=g), "waypoints_valid": torch.ones(8, k, dtype=torch.bool)}
     with torch.no_grad():  # eval mode (no dropout): both passes see the same network

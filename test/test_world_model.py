@@ -31,7 +31,8 @@ def small_inputs(model: PolicyWorldModel, batch: int = 3, seed: int = 1) -> dict
     c, h, ld = model.codebook_size, model.history_frames, model.dyn_tokens
     ego = torch.cat([torch.rand(batch, 2, generator=g) * 10,
                      torch.nn.functional.one_hot(torch.arange(batch) % 3, 3).float(),
-                     torch.rand(batch, 1, generator=g) - 0.5], 1)  # yaw rate rad/s
+                     torch.rand(batch, 1, generator=g) - 0.5,  # yaw rate rad/s
+                     torch.rand(batch, 1, generator=g) * 5], 1)  # command age s
     return {"ctx_tokens": torch.randint(0, c, (batch, model.ctx_tokens), generator=g),
             "dyn_history": torch.randint(0, c, (batch, h, ld), generator=g), "ego": ego}
 
@@ -313,3 +314,30 @@ def test_command_branches_pick_the_commands_output_and_load_a_single_output_chec
     torch.testing.assert_close(branched.select_branch(out, no_command), out[:, :, 1])
     torch.testing.assert_close(branched.select_branch(out, None), out[:, :, 1])
     torch.testing.assert_close(branched.select_branch(out, x["ego"]), out[torch.arange(3), :, torch.arange(3)])
+
+
+def test_the_command_age_moves_the_plan_unless_the_ablation_hides_it() -> None:
+    """``world_model.command_age`` false zeroes the age inside the model: no age changes the plan, and the layers'
+    weights on it get no gradient, so the ablation trains exactly as a model without the entry."""
+    cfg = apply_overrides(preset("tiny"), ["world_model.layers=1", "world_model.d_model=32", "world_model.heads=2",
+                                           "world_model.ego_hidden=16", "world_model.head_hidden=16",
+                                           "world_model.ego_branch=true", "world_model.ego_branch_hidden=16"])
+    plans = {}
+    for reads in (True, False):
+        torch.manual_seed(0)
+        model = PolicyWorldModel(apply_overrides(cfg, [f"world_model.command_age={str(reads).lower()}"])).eval()
+        for layer in (model.plan_ego, model.waypoint_head[-1], model.ego_branch[-1]):
+            torch.nn.init.normal_(layer.weight, std=0.3)  # not the zero init: the age could show at once
+        x = small_inputs(model)
+        aged = dict(x, ego=x["ego"].clone())
+        aged["ego"][:, -1] = torch.tensor([0.0, 2.5, 5.0])
+        with torch.no_grad():
+            plans[reads] = (model.rollout(**x)[1], model.rollout(**aged)[1])
+        if not reads:
+            h = torch.randn(3, model.num_waypoints, cfg.world_model.d_model)  # query states, as the trunk gives them
+            loss = model.waypoints_from_hidden(h, x["ego"]).square().sum()
+            (loss + model.ego_mlp(model.ego_features(x["ego"])).square().sum()).backward()  # the EGO position too
+            for layer in (model.ego_mlp[0], model.plan_ego, model.ego_branch[0]):
+                assert torch.all(layer.weight.grad[:, -1] == 0) and bool(layer.weight.grad[:, :-1].any())
+    assert (plans[True][0] - plans[True][1]).abs().max() > 1e-4  # the age is read
+    torch.testing.assert_close(plans[False][0], plans[False][1], rtol=0, atol=0)  # the ablation cannot read it

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pwm_model.data.contract import MAX_COMMAND_AGE_S
 from pwm_model.data.schema import COMMAND_STRAIGHT, Boxes, EgoState
 from pwm_model.geometry import (
     interpolate_poses,
@@ -110,6 +111,19 @@ class Commands:
         """The latest command at or before ``t_ns`` (``default`` before the first one)."""
         i = int(np.searchsorted(self.t_ns, int(t_ns), side="right")) - 1
         return int(self.value[i]) if i >= 0 else int(default)
+
+    def age_s(self, t_ns: int) -> float:
+        """Seconds the command at ``t_ns`` has had its value: since the first message of the latest run of equal
+        values, capped at ``MAX_COMMAND_AGE_S``; the cap too before any change (how long the first value stood
+        before the bag began is unknown)."""
+        i = int(np.searchsorted(self.t_ns, int(t_ns), side="right")) - 1
+        if i <= 0:
+            return MAX_COMMAND_AGE_S
+        changes = np.nonzero(self.value[1:i + 1] != self.value[:i])[0]
+        if len(changes) == 0:
+            return MAX_COMMAND_AGE_S
+        start_ns = int(self.t_ns[changes[-1] + 1])
+        return float(min(max(int(t_ns) - start_ns, 0) / 1e9, MAX_COMMAND_AGE_S))
 
 
 @dataclass

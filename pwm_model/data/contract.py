@@ -17,8 +17,11 @@
   exported graph carries them as constants and matches ``cv2.resize`` on float images exactly and on uint8 images
   within one grey level (OpenCV's uint8 kernels use fixed-point weights). Integer shrink factors become a plain box
   average.
-- **The ego vector.** ``[speed_mps, accel_mps2, one_hot(command, 3), yaw_rate_radps]`` (``EGO_DIM`` = 6), float32.
-  The yaw rate came last (models before it read the first 5 entries; their checkpoints load with a zero weight on it).
+- **The ego vector.** ``[speed_mps, accel_mps2, one_hot(command, 3), yaw_rate_radps, command_age_s]`` (``EGO_DIM``
+  = 7), float32. ``command_age_s`` is how long the route command has had its present value, capped at
+  ``MAX_COMMAND_AGE_S`` (an unknown age reads as the cap: a command that has stood for long): a lane-change command
+  leads its manoeuvre by a second or two, so its age says when the manoeuvre starts. The yaw rate and then the age
+  came last (models before them read the first 5 or 6 entries; their checkpoints load with a zero weight there).
 - **Frame pairing.** Consecutive model frames (training pairs, the runtime's history and guide frames) may sit
   ``FRAME_PAIR_TOLERANCE`` of ``model_dt_s`` away from their ideal spacing.
 """
@@ -34,20 +37,25 @@ from pwm_model.data.schema import COMMAND_STRAIGHT
 from pwm_model.geometry import PinholeCamera
 
 ASPECT_TOLERANCE = 0.02  # aspect ratios this close (relative) to the model input's are resized without a crop
-EGO_DIM = 6
+EGO_DIM = 7
 EGO_DIM_WITHOUT_YAW_RATE = 5  # the ego vector of models trained before the yaw rate joined it
+EGO_DIM_WITHOUT_COMMAND_AGE = 6  # ... and of models trained before the command's age joined it
+MAX_COMMAND_AGE_S = 5.0  # the command age saturates here: past it, how long a command has stood says nothing more
 COMMANDS = 3  # left, straight, right (pwm_model.data.schema)
 COMMAND_SLICE = slice(2, 2 + COMMANDS)  # the command's one-hot in the ego vector
+YAW_RATE_INDEX, COMMAND_AGE_INDEX = 2 + COMMANDS, 3 + COMMANDS  # the ego vector's last two entries
 FRAME_PAIR_TOLERANCE = 0.25  # share of model_dt_s a consecutive model frame may deviate from its ideal stamp
 MAX_PLAUSIBLE_SPEED_MPS = 70.0  # an ego speed beyond this (252 km/h) is a sensor fault, not a state to plan from
 MAX_PLAUSIBLE_YAW_RATE_RADPS = 3.0  # a road vehicle turns slower (a full circle in 2 s); beyond is a sensor fault
 
 
 def ego_vectors(speed_mps: np.ndarray, accel_mps2: np.ndarray, command: np.ndarray,
-                yaw_rate_radps: np.ndarray | None = None) -> np.ndarray:
-    """The model's ego input for n clips: (n,) speed, acceleration, command, yaw rate -> (n, EGO_DIM) float32.
+                yaw_rate_radps: np.ndarray | None = None, command_age_s: np.ndarray | None = None) -> np.ndarray:
+    """The model's ego input for n clips: (n,) speed, acceleration, command, yaw rate, command age -> (n, EGO_DIM)
+    float32.
 
-    Commands outside 0..2 are clipped to the nearest valid one; no yaw rate gives zeros.
+    Commands outside 0..2 are clipped to the nearest valid one; no yaw rate gives zeros; ages are clipped to
+    0..MAX_COMMAND_AGE_S, and no age (or a NaN one) reads as MAX_COMMAND_AGE_S.
     """
     speed = np.asarray(speed_mps, np.float32).reshape(-1)
     out = np.zeros((len(speed), EGO_DIM), np.float32)
@@ -56,8 +64,71 @@ def ego_vectors(speed_mps: np.ndarray, accel_mps2: np.ndarray, command: np.ndarr
     cmd = np.clip(np.asarray(command).astype(np.int64).reshape(-1), 0, COMMANDS - 1)
     out[np.arange(len(speed)), COMMAND_SLICE.start + cmd] = 1.0
     if yaw_rate_radps is not None:
-        out[:, 2 + COMMANDS] = np.asarray(yaw_rate_radps, np.float32).reshape(-1)
+        out[:, YAW_RATE_INDEX] = np.asarray(yaw_rate_radps, np.float32).reshape(-1)
+    out[:, COMMAND_AGE_INDEX] = MAX_COMMAND_AGE_S
+    if command_age_s is not None:
+        age = np.asarray(command_age_s, np.float32).reshape(-1)
+        out[:, COMMAND_AGE_INDEX] = np.clip(np.where(np.isfinite(age), age, MAX_COMMAND_AGE_S), 0.0, MAX_COMMAND_AGE_S)
     return out
+
+
+def command_ages_s(t_ns: np.ndarray, drive: np.ndarray, command: np.ndarray) -> np.ndarray:
+    """(n,) seconds each clip's route command has had its value, from the clips' own sequence (clips of one drive
+    in time order; a run of equal commands starts at a change): the clip where the command changed is age 0, the
+    next ones count on from it. A run that starts with the drive's first clip, or after a gap of more than twice
+    the drive's usual clip spacing, has no known start and reads as ``MAX_COMMAND_AGE_S``. Capped there."""
+    t = np.asarray(t_ns, np.int64).reshape(-1)
+    d, c = np.asarray(drive).reshape(-1), np.asarray(command).reshape(-1)
+    age = np.full(len(t), MAX_COMMAND_AGE_S, np.float32)
+    for one in np.unique(d):
+        rows = np.nonzero(d == one)[0]
+        rows = rows[np.argsort(t[rows], kind="stable")]
+        steps = np.diff(t[rows])
+        max_gap = 2 * int(np.median(steps)) if len(steps) else 0
+        start = None  # stamp of the change that began the present run, None while unknown
+        for j, r in enumerate(rows):
+            if j > 0 and steps[j - 1] > max_gap:
+                start = None
+            elif j > 0 and c[r] != c[rows[j - 1]]:
+                start = int(t[r])
+            if start is not None:
+                age[r] = min((int(t[r]) - start) / 1e9, MAX_COMMAND_AGE_S)
+    return age
+
+
+class CommandAge:
+    """How long a stream of route commands has had its present value (the node, the closed loop): ``see`` each
+    command, ``age_s`` at a later stamp. Until the value first changes its age is unknown and reads as
+    ``MAX_COMMAND_AGE_S``, as ``command_ages_s`` and ``Commands.age_s`` of a bag read it. A change seen without a stamp
+    (``std_msgs/UInt8`` carries none) takes the stamp of the next ``age_s`` call: the next camera frame's, so the age
+    lives on the camera's clock whatever the node's clock is."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+        self.since_ns: int | None = None
+        self._pending = False
+
+    def see(self, command: int, t_ns: int | None = None) -> None:
+        if self.value is not None and int(command) != self.value:
+            self.since_ns, self._pending = (None, True) if t_ns is None else (int(t_ns), False)
+        self.value = int(command)
+
+    def age_s(self, t_ns: int) -> float:
+        if self._pending:
+            self.since_ns, self._pending = int(t_ns), False
+        if self.since_ns is None:
+            return MAX_COMMAND_AGE_S
+        return float(min(max(int(t_ns) - self.since_ns, 0) / 1e9, MAX_COMMAND_AGE_S))
+
+    def reset(self) -> None:
+        self.value = self.since_ns = None
+        self._pending = False
+
+
+def label_ego_vectors(labels: dict[str, np.ndarray]) -> np.ndarray:
+    """The ego vectors of a clip store's labels (``pwm_model.data.tokens.load_labels``)."""
+    return ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"], labels["ego"][:, 2],
+                       labels.get("command_age_s"))
 
 
 @dataclass
@@ -68,11 +139,12 @@ class EgoInput:
     accel_mps2: float = 0.0
     command: int = COMMAND_STRAIGHT  # 0 left, 1 straight, 2 right
     yaw_rate_radps: float = 0.0  # positive turning left (counter-clockwise seen from above), as REP 103
+    command_age_s: float = MAX_COMMAND_AGE_S  # how long the command has had its value (unknown: the cap)
 
     def as_vector(self) -> np.ndarray:
         """The world model's ego input (``ego_vectors``): float32 (EGO_DIM,)."""
         return ego_vectors(np.array([self.speed_mps]), np.array([self.accel_mps2]), np.array([self.command]),
-                           np.array([self.yaw_rate_radps]))[0]
+                           np.array([self.yaw_rate_radps]), np.array([self.command_age_s]))[0]
 
 
 def resize_interpolation(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pwm_model.config import PwmConfig
+from pwm_model.data.contract import command_ages_s
 from pwm_model.errors import DataError
 from pwm_model.io_utils import atomic_path, file_sha256, write_json_atomic
 
@@ -187,7 +188,8 @@ def token_cache(store_path: str | os.PathLike[str], tokenizer_dir: str | os.Path
 
 
 def load_labels(store_path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every clip's labels (``LABELS``), concatenated over the shards, read straight from the store's arrays.
+    """Every clip's labels (``LABELS``), concatenated over the shards, read straight from the store's arrays, and
+    ``command_age_s`` derived from the clips' sequence (``pwm_model.data.contract.command_ages_s``).
 
     A store indexed from drives without odometry has none: DataError (fine-tuning and ``pwm eval`` need them)."""
     from pwm_model.data.clips import ClipStore
@@ -202,6 +204,8 @@ def load_labels(store_path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         a = _shard_arrays(store.path, s["name"], LABELS)
         for k in LABELS:
             parts[k].append(np.asarray(a[k]))
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    labels = {k: np.concatenate(v) for k, v in parts.items()}
+    labels["command_age_s"] = command_ages_s(labels["t_ns"], labels["drive"], labels["command"])
+    return labels
 
 

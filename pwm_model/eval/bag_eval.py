@@ -256,9 +256,9 @@ def evaluate_bag(bag: str | Path, source: OfflinePlanner | RecordedPlans, cfg: P
             header_ns.append(int(t_ns))
             receive_ns.append(reader.last_receive_ns if reader.last_receive_ns is not None else int(t_ns))
             state = reader.ego.state_at(t_ns) if has_odom else None
-            cmd = reader.commands.at(t_ns)
-            ego = EgoInput(state.speed_mps, state.accel_mps2, cmd, state.yaw_rate_radps) if state else \
-                EgoInput(0.0, 0.0, cmd)
+            cmd, cmd_age_s = reader.commands.at(t_ns), reader.commands.age_s(t_ns)
+            ego = EgoInput(state.speed_mps, state.accel_mps2, cmd, state.yaw_rate_radps, cmd_age_s) if state else \
+                EgoInput(0.0, 0.0, cmd, command_age_s=cmd_age_s)
             rec = source.plan(t_ns, rgb, ego)
             scorer.frame(t_ns, rgb)
             truth_now = None

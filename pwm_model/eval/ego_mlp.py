@@ -15,12 +15,13 @@ EGO_MLP_LR = 3e-3
 
 
 class EgoMLP(nn.Module):
-    """ego vector (N, EGO_DIM) = [speed_mps, accel_mps2, one_hot(command, 3), yaw_rate_radps] -> waypoints (N, K, 3)."""
+    """ego vector (N, EGO_DIM) = [speed_mps, accel_mps2, one_hot(command, 3), yaw_rate_radps, command_age_s] ->
+    waypoints (N, K, 3)."""
 
     def __init__(self, num_waypoints: int, hidden: int = EGO_MLP_HIDDEN) -> None:
         super().__init__()
         self.k = num_waypoints
-        self.register_buffer("scale_in", torch.tensor([10.0, 2.0, 1.0, 1.0, 1.0, 0.2]))
+        self.register_buffer("scale_in", torch.tensor([10.0, 2.0, 1.0, 1.0, 1.0, 0.2, 1.0]))
         self.register_buffer("scale_out", torch.tensor([10.0, 10.0, 1.0]))
         self.net = nn.Sequential(nn.Linear(EGO_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                  nn.Linear(hidden, num_waypoints * 3))

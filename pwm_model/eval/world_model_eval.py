@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pwm_model.config import PwmConfig
-from pwm_model.data.contract import ego_vectors
+from pwm_model.data.contract import label_ego_vectors
 from pwm_model.data.tokens import TokenCache, load_labels, token_cache
 from pwm_model.errors import DataError
 from pwm_model.eval import metrics as M
@@ -159,7 +159,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     n = len(cache.ctx)
     if n == 0:
         raise DataError(f"clip store {store} holds no clips")
-    ego = ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"], labels["ego"][:, 2])
+    ego = label_ego_vectors(labels)
     h, f, k = model.history_frames, model.forecast_frames, model.num_waypoints
     model_dt = cfg.model_dt_s
     report = EvalReport(store=str(store), clips=n, image_clips=0,
@@ -211,7 +211,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
                                       batch_size=batch_size, device=device)
     if train_store is not None:
         tl = load_labels(train_store)
-        train_ego = ego_vectors(tl["ego"][:, 0], tl["ego"][:, 1], tl["command"], tl["ego"][:, 2])
+        train_ego = label_ego_vectors(tl)
         mlp = EgoMLP.fit(train_ego, tl["waypoints_xyyaw"], tl["waypoints_valid"], seed=cfg.train.seed)
         mlp_plans = mlp.predict(ego)
         report.planning["ego-status MLP"], hits_mlp = _planning(mlp_plans, labels, cfg)

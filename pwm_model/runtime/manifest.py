@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pwm_model.config import PwmConfig, from_dict
-from pwm_model.data.contract import EGO_DIM, EGO_DIM_WITHOUT_YAW_RATE
+from pwm_model.data.contract import EGO_DIM, EGO_DIM_WITHOUT_COMMAND_AGE, EGO_DIM_WITHOUT_YAW_RATE
 from pwm_model.errors import ConfigError, ModelError
 from pwm_model.io_utils import file_sha256, read_json_document
 
@@ -29,7 +29,7 @@ ENCODER_GRAPHS = ("ctx_encoder", "dyn_encoder")
 PREVIEW_GRAPHS = ("ctx_guide_decoder", "dyn_decoder")
 ROLLOUT_GRAPHS = {"unrolled": ("rollout",), "stepwise": ("wm_prefill", "wm_step", "wm_plan")}
 EGO_GRAPHS = {"unrolled": ("rollout",), "stepwise": ("wm_prefill", "wm_plan")}  # the graphs with an ``ego`` input
-EGO_WIDTHS = (EGO_DIM_WITHOUT_YAW_RATE, EGO_DIM)  # models exported before the yaw rate joined take the first 5
+EGO_WIDTHS = (EGO_DIM_WITHOUT_YAW_RATE, EGO_DIM_WITHOUT_COMMAND_AGE, EGO_DIM)  # older models take the first 5 or 6
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ class Manifest:
 
     @property
     def ego_width(self) -> int:
-        """Entries of the ego vector the graphs take: ``EGO_DIM``, or 5 for a model exported before the yaw rate."""
+        """Entries of the ego vector the graphs take: ``EGO_DIM``, or 6 (5) for a model exported before the command
+        age (the yaw rate)."""
         return int(self.graphs[EGO_GRAPHS[self.rollout_mode][0]].input("ego").shape[1])
 
     @property
@@ -302,7 +303,8 @@ def _check_ego(m: Manifest) -> None:
     for graph, shape in shapes.items():
         if shape not in [(1, w) for w in EGO_WIDTHS] or shape != next(iter(shapes.values())):
             raise ModelError(f"{m.model_dir / MANIFEST_FILE}: graph {graph} ego has shape {shape}, not (1, {EGO_DIM}) "
-                             f"(or (1, {EGO_DIM_WITHOUT_YAW_RATE}) before the yaw rate) like every ego input; "
+                             f"(or (1, {EGO_DIM_WITHOUT_COMMAND_AGE}) before the command age, "
+                             f"(1, {EGO_DIM_WITHOUT_YAW_RATE}) before the yaw rate) like every ego input; "
                              f"{EXPORT_HINT}")
 
 

@@ -66,7 +66,7 @@ class PolicyRunner:
             self.close()  # the engines are open already
             raise
         self._guide_names = [n.name for n in manifest.graphs["dyn_encoder"].inputs if n.name != "image_rgb"]
-        self._ego_width = manifest.ego_width  # 5 for a model exported before the yaw rate joined the ego vector
+        self._ego_width = manifest.ego_width  # 6 (5) for a model exported before the command age (yaw rate)
         self._cpu_resize_warned = False
         self._notes: dict[tuple[int, int], str | None] = {}  # fit_note by camera frame size
         self.stats = {"frames": 0, "ctx_encodes": 0, "dyn_encodes": 0, "rollouts": 0, "previews": 0,
@@ -254,7 +254,8 @@ def _check_frame(frame_rgb: np.ndarray) -> np.ndarray:
 
 
 def ego_vector(ego: EgoInput, width: int = EGO_DIM) -> np.ndarray:
-    """The checked ego vector, its first ``width`` entries: a model exported before the yaw rate takes 5."""
+    """The checked ego vector, its first ``width`` entries: a model exported before the command age takes 6, one
+    from before the yaw rate 5. A NaN command age reads as unknown (``MAX_COMMAND_AGE_S``)."""
     if int(ego.command) not in (0, 1, 2):
         raise DataError(f"ego command must be 0 (left), 1 (straight) or 2 (right), got {ego.command!r}")
     if not (math.isfinite(ego.speed_mps) and math.isfinite(ego.accel_mps2) and math.isfinite(ego.yaw_rate_radps)):

@@ -1,5 +1,5 @@
-"""Plain data exchanged with the runtime: what goes into a planning cycle (``EgoInput``, defined with the ego vector
-in ``pwm_model/data/contract.py``) and the Plan that comes out.
+"""Plain data exchanged with the runtime: what goes into a planning cycle (``EgoInput``, and ``CommandAge`` for its
+command's age, both defined with the ego vector in ``pwm_model/data/contract.py``) and the Plan that comes out.
 
 No torch, no ROS. The ROS node turns a ``Plan`` into messages; the bag evaluator turns Plans into metrics.
 """
@@ -11,9 +11,9 @@ from typing import Protocol
 
 import numpy as np
 
-from pwm_model.data.contract import EgoInput
+from pwm_model.data.contract import CommandAge, EgoInput
 
-__all__ = ["EgoInput", "Engine", "Plan"]
+__all__ = ["CommandAge", "EgoInput", "Engine", "Plan"]
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pwm_model.config import PwmConfig
-from pwm_model.data.contract import EgoInput
+from pwm_model.data.contract import CommandAge, EgoInput
 from pwm_model.data.synthetic.ego import EGO_LENGTH_M
 from pwm_model.data.synthetic.world import World
 from pwm_model.errors import DataError
@@ -144,6 +144,7 @@ def run_drive(seed: int, planner: Planner | None, cfg: PwmConfig, *, seconds: fl
     warm_frames = round(warmup_s / world.frame_dt_s)
     if planner is not None:
         planner.reset()
+    command_age = CommandAge()
     for i in range(n_frames):
         if i:
             world.step_frame()
@@ -158,10 +159,12 @@ def run_drive(seed: int, planner: Planner | None, cfg: PwmConfig, *, seconds: fl
                 log.frames_rgb[i] = frame
         if planner is not None and i % plan_every == 0:
             ego = world.ego
+            command_age.see(int(ego.command), world.t_ns)  # seen at planning ticks, as the node sees it over ROS
             t0 = time.perf_counter()
             plan = planner.step(frame, world.t_ns, EgoInput(speed_mps=ego.speed_mps, accel_mps2=ego.accel_mps2,
                                                           command=int(ego.command),
-                                                          yaw_rate_radps=ego.yaw_rate_radps))
+                                                          yaw_rate_radps=ego.yaw_rate_radps,
+                                                          command_age_s=command_age.age_s(world.t_ns)))
             log.plan_ms.append((time.perf_counter() - t0) * 1e3)
             try:
                 tracked = TrackedPlan(world.t_s, ego.x_m, ego.y_m, ego.yaw_rad, ego.speed_mps, plan,

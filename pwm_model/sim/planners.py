@@ -79,12 +79,12 @@ class EgoMLPPlanner:
     """The ego-status MLP (``pwm_model.eval.ego_mlp``) fitted to the clips of ``train_store``."""
 
     def __init__(self, train_store: str | os.PathLike[str], cfg: PwmConfig, seed: int = 0) -> None:
-        from pwm_model.data.contract import ego_vectors
+        from pwm_model.data.contract import label_ego_vectors
         from pwm_model.data.tokens import load_labels
         from pwm_model.eval.ego_mlp import EgoMLP
 
         labels = load_labels(train_store)
-        ego = ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"], labels["ego"][:, 2])
+        ego = label_ego_vectors(labels)
         self.mlp = EgoMLP.fit(ego, labels["waypoints_xyyaw"], labels["waypoints_valid"], seed=seed)
         self.name, self.waypoint_dt_s = "ego-status MLP", cfg.data.waypoint_dt_s
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pwm_model.data.contract import EGO_DIM, ego_vectors
+from pwm_model.data.contract import EGO_DIM, label_ego_vectors
 from pwm_model.data.tokens import TokenCache
 from pwm_model.errors import DataError
 
@@ -40,8 +40,7 @@ class WorldModelData:
         return WorldModelData(
             ctx_tokens=torch.from_numpy(cache.ctx.astype(np.int64)),
             dyn_tokens=torch.from_numpy(cache.dyn.astype(np.int64)),
-            ego=torch.from_numpy(ego_vectors(labels["ego"][:, 0], labels["ego"][:, 1], labels["command"],
-                                             labels["ego"][:, 2]))
+            ego=torch.from_numpy(label_ego_vectors(labels))
             if labels is not None else torch.zeros(n, EGO_DIM),
             ego_valid=torch.full((n,), labels is not None),
             waypoints=torch.from_numpy(labels["waypoints_xyyaw"].astype(np.float32)) if labels is not None

@@ -101,6 +101,8 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
     elif spec.init:
         init_from(model, spec.init)
     fit = None
+    if stage == "finetune" and not spec.resume and model.ego_branch is not None and cfg.train.ego_branch_refit:
+        model.reset_ego_branch()  # train.ego_branch_refit: a fresh branch, fitted below
     if (stage == "finetune" and not spec.resume and model.ego_branch is not None and cfg.train.ego_branch_fit_steps
             and not bool(model.ego_branch[-1].weight.any())):  # a fresh branch: fit it to the ego labels first
         fit = fit_ego_branch(model, data, cfg.train.ego_branch_fit_steps, seed=cfg.train.seed,

@@ -27,10 +27,11 @@ def load_world_model(directory: str | os.PathLike[str], cfg: PwmConfig | None = 
 def init_from(model: PolicyWorldModel, directory: str | os.PathLike[str]) -> None:
     """Load ``world_model.safetensors`` of ``directory`` into ``model`` (names and shapes must match).
 
-    A checkpoint from before the yaw rate and ``plan_ego`` (5-entry ego vector, no ``plan_ego`` tensors) loads with
-    zeros there: it then plans exactly as it did (``upgrade_state``). A model with ``world_model.ego_branch`` loaded
-    from a checkpoint without one keeps its fresh branch (zero output). A model with ``world_model.command_branches``
-    loaded from one without starts each command's output as a copy of the single one (``branch_state``).
+    A checkpoint from before the yaw rate, the command age and ``plan_ego`` (a 5- or 6-entry ego vector, no
+    ``plan_ego`` tensors) loads with zeros there: it then plans exactly as it did (``upgrade_state``). A model with
+    ``world_model.ego_branch`` loaded from a checkpoint without one keeps its fresh branch (zero output). A model with
+    ``world_model.command_branches`` loaded from one without starts each command's output as a copy of the single one
+    (``branch_state``).
     """
     state = upgrade_state(dict(load_state_dict(directory, "world_model")))
     own = model.state_dict()
@@ -44,10 +45,12 @@ def init_from(model: PolicyWorldModel, directory: str | os.PathLike[str]) -> Non
 
 
 def upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A world-model state dict of an earlier layout in today's: a zero yaw-rate column, zero ``plan_ego``."""
-    first = state.get("ego_mlp.0.weight")
-    if first is not None and first.ndim == 2 and first.shape[1] == EGO_DIM_WITHOUT_YAW_RATE:
-        state["ego_mlp.0.weight"] = torch.cat([first, first.new_zeros(first.shape[0], 1)], dim=1)
+    """A world-model state dict of an earlier layout in today's: zero columns for the ego entries it predates (the
+    yaw rate, the command age), zero ``plan_ego``."""
+    for key in ("ego_mlp.0.weight", "plan_ego.weight", "ego_branch.0.weight"):  # every layer reading the ego vector
+        first = state.get(key)
+        if first is not None and first.ndim == 2 and EGO_DIM_WITHOUT_YAW_RATE <= first.shape[1] < EGO_DIM:
+            state[key] = torch.cat([first, first.new_zeros(first.shape[0], EGO_DIM - first.shape[1])], dim=1)
     if "plan_ego.weight" not in state and "ego_mlp.2.weight" in state:
         d = state["ego_mlp.2.weight"].shape[0]
         dtype = state["ego_mlp.2.weight"].dtype

@@ -3,9 +3,10 @@
 Vocabulary (docs/ARCHITECTURE.md): ctx codes ``[0, C)``, dyn codes ``[C, 2C)``, then the special tokens EGO (its
 embedding row is the learned "no ego" embedding), ACT and QUERY. The frame head predicts dyn codes only (C logits).
 Each position's input is the sum of its token, token-type, frame-index and slot embeddings (mask.py); the EGO
-position takes an MLP of the ego vector ``[speed_mps, accel_mps2, one_hot(command, 3), yaw_rate_radps]`` instead of
-its token embedding when the clip has ego labels. The waypoint head also reads the ego vector directly (``plan_ego``,
-added to the query states where the plan is decided), so the route command cannot fade in the trunk.
+position takes an MLP of the ego vector ``[speed_mps, accel_mps2, one_hot(command, 3), yaw_rate_radps,
+command_age_s]`` instead of its token embedding when the clip has ego labels. The waypoint head also reads the ego
+vector directly (``plan_ego``, added to the query states where the plan is decided), so the route command cannot fade
+in the trunk.
 
 Training (teacher forcing): the dyn slots of frames t .. t+F-1 predict the same slots of frames t+1 .. t+F
 (history frames are read but not supervised: the ctx frame t precedes them, so predicting frame t-k+1 from t-k
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from pwm_model.config import PwmConfig
-from pwm_model.data.contract import COMMAND_SLICE, COMMANDS, EGO_DIM
+from pwm_model.data.contract import COMMAND_AGE_INDEX, COMMAND_SLICE, COMMANDS, EGO_DIM
 from pwm_model.data.schema import COMMAND_STRAIGHT
 from pwm_model.world_model.focal_loss import dynamic_focal_loss
 from pwm_model.world_model.mask import (
@@ -48,7 +49,7 @@ from pwm_model.world_model.mask import (
 from pwm_model.world_model.prior import kinematic_prior
 from pwm_model.world_model.transformer import KVCache, Transformer, cache_batch, cache_positions
 
-EGO_SCALE = (10.0, 2.0, 1.0, 1.0, 1.0, 0.2)  # divides the ego vector: typical 10 m/s, 2 m/s^2, 0.2 rad/s
+EGO_SCALE = (10.0, 2.0, 1.0, 1.0, 1.0, 0.2, 1.0)  # divides the ego vector: typical 10 m/s, 2 m/s^2, 0.2 rad/s, 1 s
 # The head predicts waypoint k in units that grow with its time t_k = k * waypoint_dt_s: metres per second for x and y
 # (10 m/s), radians per second for yaw (0.25 rad/s), so every query's target is of order one whatever its horizon.
 WAYPOINT_RATE = (10.0, 10.0, 0.25)
@@ -107,6 +108,10 @@ class PolicyWorldModel(nn.Module):
                                            nn.Linear(h, 3 * self.branches))
         self.plan_ego = nn.Linear(EGO_DIM, d)  # the ego vector straight into the query states (zero at init)
         self.register_buffer("ego_scale", torch.tensor(EGO_SCALE), persistent=False)
+        keep = torch.ones(EGO_DIM)
+        if not wm.command_age:
+            keep[COMMAND_AGE_INDEX] = 0.0  # world_model.command_age false: the planner never sees the age
+        self.register_buffer("ego_keep", keep, persistent=False)
         t_s = torch.arange(1, self.num_waypoints + 1, dtype=torch.float32) * data.waypoint_dt_s  # (K,)
         self.register_buffer("waypoint_scale", t_s[:, None] * torch.tensor(WAYPOINT_RATE)[None], persistent=False)
         self.register_buffer("waypoint_t_s", t_s, persistent=False)
@@ -130,11 +135,15 @@ class PolicyWorldModel(nn.Module):
         # layer, so a fresh branch changes nothing until fitted (train/ego_branch.py) or trained
         self.ego_branch: nn.Sequential | None = None
         if wm.ego_branch:
-            e = wm.ego_branch_hidden
-            self.ego_branch = nn.Sequential(nn.Linear(EGO_DIM, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU(),
-                                            nn.Linear(e, self.num_waypoints * 3 * self.branches))
-            nn.init.zeros_(self.ego_branch[-1].weight)
-            nn.init.zeros_(self.ego_branch[-1].bias)
+            self.reset_ego_branch()
+
+    def reset_ego_branch(self) -> None:
+        """A fresh ego branch: PyTorch's default init, zero last layer (it changes nothing until fitted)."""
+        e = self.cfg.world_model.ego_branch_hidden
+        self.ego_branch = nn.Sequential(nn.Linear(EGO_DIM, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU(),
+                                        nn.Linear(e, self.num_waypoints * 3 * self.branches))
+        nn.init.zeros_(self.ego_branch[-1].weight)
+        nn.init.zeros_(self.ego_branch[-1].bias)
 
     # ------------------------------------------------------------------------------------------------
     # embeddings and passes
@@ -153,7 +162,7 @@ class PolicyWorldModel(nn.Module):
         """
         tok = self.tok_emb(ids)  # (B, S, D)
         if ego is not None:
-            e = self.ego_mlp(ego.float() / self.ego_scale)  # (B, D)
+            e = self.ego_mlp(self.ego_features(ego))  # (B, D)
             sel = (layout.types == TYPE_EGO)[None, :, None]  # (1, S, 1)
             if ego_valid is not None:
                 sel = sel & ego_valid.bool()[:, None, None]  # (B, S, 1)
@@ -186,7 +195,7 @@ class PolicyWorldModel(nn.Module):
             valid = torch.ones(ego.shape[0], 1, device=ego.device) if ego_valid is None else \
                 ego_valid.float()[:, None]  # (B, 1)
             ego = ego.float() * valid  # no ego labels: a zero state, no prior, no ego branch
-            h_queries = h_queries + (self.plan_ego(ego / self.ego_scale) * valid)[:, None, :]
+            h_queries = h_queries + (self.plan_ego(self.ego_features(ego)) * valid)[:, None, :]
         # float32 from here on, also under bf16 autocast: a bf16 waypoint 40 m ahead has a 0.25 m resolution, which
         # would round the head's corrections (and the loss's gradient) away
         raw = self.waypoint_head(h_queries).float()  # (B, K, 3 * branches)
@@ -198,10 +207,15 @@ class PolicyWorldModel(nn.Module):
             wp = wp + kinematic_prior(prior, ego, self.waypoint_t_s)
         return wp
 
+    def ego_features(self, ego: torch.Tensor) -> torch.Tensor:
+        """The ego vector (B, EGO_DIM) as the layers reading it take it: scaled to O(1), the command age zeroed
+        without ``world_model.command_age``."""
+        return ego.float() / self.ego_scale * self.ego_keep
+
     def ego_branch_correction(self, ego: torch.Tensor) -> torch.Tensor:
         """The ego branch's correction to the prior, (B, EGO_DIM) -> (B, K, 3) in metres and radians (fp32)."""
         assert self.ego_branch is not None
-        out = self.ego_branch(ego.float() / self.ego_scale).float()
+        out = self.ego_branch(self.ego_features(ego)).float()
         return self.select_branch(out.view(-1, self.num_waypoints, self.branches, 3), ego) * self.waypoint_scale
 
     def select_branch(self, out: torch.Tensor, ego: torch.Tensor | None) -> torch.Tensor:
