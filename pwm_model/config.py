@@ -244,6 +244,10 @@ class TrainConfig:
     # fine-tuning from a checkpoint that has an ego branch: replace it by a fresh one, fitted as above (e.g. when the
     # ego vector has grown an entry the old branch never read)
     ego_branch_refit: bool = False
+    # fine-tuning: weight of the penalty on planned ego boxes overlapping the clips' ground-truth boxes (metres of
+    # penetration, the ego box grown by collision_margin_m; train/collision_loss.py); 0: off
+    collision_weight: float = 0.0
+    collision_margin_m: float = 0.25
     # several processes (torchrun): ddp replicates the model on every rank; fsdp shards parameters, gradients and
     # AdamW state across the ranks (the paper preset: 1.26B parameters would need ~20 GB per replica in fp32)
     strategy: str = "ddp"
@@ -273,6 +277,8 @@ class TrainConfig:
         _check(0.0 < self.trunk_lr_scale <= 10.0, prefix, "trunk_lr_scale", "must be in (0, 10]")
         _check(0.0 <= self.ema_decay < 1.0, prefix, "ema_decay", "must be in [0, 1)")
         _check(self.ego_branch_fit_steps >= 0, prefix, "ego_branch_fit_steps", "must not be negative")
+        _check(self.collision_weight >= 0, prefix, "collision_weight", "must not be negative")
+        _check(0 <= self.collision_margin_m <= 2.0, prefix, "collision_margin_m", "must be between 0 and 2 m")
         _check(self.precision in ("fp32", "bf16"), prefix, "precision", "must be fp32 or bf16")
         _check(self.strategy in ("ddp", "fsdp"), prefix, "strategy", "must be ddp or fsdp")
         _check(self.tokenizer_decoder_lr > 0, prefix, "tokenizer_decoder_lr", "must be positive")

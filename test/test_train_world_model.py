@@ -61,6 +61,25 @@ def test_twenty_cpu_steps_repeat_exactly() -> None:
     assert c != a
 
 
+def test_the_overlap_penalty_joins_the_fine_tuning_loss() -> None:
+    """train.collision_weight w: the step's loss is the plain one plus w times the overlap penalty of its plan."""
+    losses = {}
+    for weight in (0.0, 5.0):
+        cfg = _cfg("world_model.prior=none", f"train.collision_weight={weight}")
+        data = _data(cfg)
+        n, k = data.waypoints.shape[:2]
+        data.boxes = torch.tensor([10.0, 0.0, 0.8, 60.0, 60.0, 1.5, 0.0]).repeat(n, k, 1, 1)  # covers every plan
+        data.boxes_valid = torch.ones(n, k, 1, dtype=torch.bool)
+        torch.manual_seed(cfg.train.seed)
+        trainer = Trainer(cfg, PolicyWorldModel(cfg), data, "finetune", 1, log=lambda s: None)
+        with torch.no_grad():
+            losses[weight] = trainer.losses(data.batch(torch.arange(4)))
+    assert "collision_loss" not in losses[0.0]
+    pen = losses[5.0]["collision_loss"]
+    assert float(pen) > 1.0  # every waypoint deep inside the box
+    torch.testing.assert_close(losses[5.0]["loss"], losses[0.0]["loss"] + 5.0 * pen)
+
+
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     cfg = _cfg()
     straight = _run(cfg, "pretrain", 8)

@@ -22,17 +22,23 @@ class WorldModelData:
     ego_valid: torch.Tensor  # (n,) bool
     waypoints: torch.Tensor  # (n, K, 3) float32
     waypoints_valid: torch.Tensor  # (n, K) bool
+    boxes: torch.Tensor | None = None  # (n, K, N, 7) float32 other road users at each waypoint time (BOX_FIELDS)
+    boxes_valid: torch.Tensor | None = None  # (n, K, N) bool
 
     def __len__(self) -> int:
         return int(self.ctx_tokens.shape[0])
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k)[idx].to(device) for k in ("ctx_tokens", "dyn_tokens", "ego", "ego_valid",
-                                                              "waypoints", "waypoints_valid")}
+        keys = ("ctx_tokens", "dyn_tokens", "ego", "ego_valid", "waypoints", "waypoints_valid")
+        if self.boxes is not None and self.boxes_valid is not None:
+            keys += ("boxes", "boxes_valid")
+        return {k: getattr(self, k)[idx].to(device) for k in keys}
 
     @staticmethod
-    def from_arrays(cache: TokenCache, labels: dict[str, np.ndarray] | None) -> WorldModelData:
-        """Tokens plus labels; ``labels`` None gives an action-free set (no ego, no waypoints)."""
+    def from_arrays(cache: TokenCache, labels: dict[str, np.ndarray] | None, *, with_boxes: bool = False
+                    ) -> WorldModelData:
+        """Tokens plus labels; ``labels`` None gives an action-free set (no ego, no waypoints). ``with_boxes``
+        keeps the labels' boxes too (``train.collision_weight``)."""
         n = len(cache.ctx)
         k = labels["waypoints_xyyaw"].shape[1] if labels is not None else 1
         if labels is not None and len(labels["ego"]) != n:
@@ -46,4 +52,8 @@ class WorldModelData:
             waypoints=torch.from_numpy(labels["waypoints_xyyaw"].astype(np.float32)) if labels is not None
             else torch.zeros(n, k, 3),
             waypoints_valid=torch.from_numpy(labels["waypoints_valid"].astype(bool)) if labels is not None
-            else torch.zeros(n, k, dtype=torch.bool))
+            else torch.zeros(n, k, dtype=torch.bool),
+            boxes=torch.from_numpy(np.asarray(labels["boxes"], np.float32)) if with_boxes and labels is not None
+            else None,
+            boxes_valid=torch.from_numpy(np.asarray(labels["boxes_valid"], bool)) if with_boxes and labels is not None
+            else None)

@@ -85,7 +85,7 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
         for store in spec.data:
             cache = token_cache(store, tok_dir, cfg, progress=env.is_main)
             labels = None if stage == "pretrain" else load_labels(store)
-            parts.append(WorldModelData.from_arrays(cache, labels))
+            parts.append(WorldModelData.from_arrays(cache, labels, with_boxes=cfg.train.collision_weight > 0))
         eval_data = None
         if spec.eval_data:
             eval_data = WorldModelData.from_arrays(token_cache(spec.eval_data, tok_dir, cfg, progress=env.is_main),
@@ -93,6 +93,11 @@ def _train(spec: WorldModelRun, cfg: PwmConfig, env: Any) -> None:
     camera = camera_record([ClipStore(store).meta for store in spec.data])
     data = WorldModelData(*(torch.cat([getattr(p, f) for p in parts]) for f in (
         "ctx_tokens", "dyn_tokens", "ego", "ego_valid", "waypoints", "waypoints_valid")))
+    if all(p.boxes is not None for p in parts):  # train.collision_weight: the boxes, padded to the most per clip
+        most = max(p.boxes.shape[2] for p in parts)
+        data.boxes = torch.cat([torch.nn.functional.pad(p.boxes, (0, 0, 0, most - p.boxes.shape[2])) for p in parts])
+        data.boxes_valid = torch.cat([torch.nn.functional.pad(p.boxes_valid, (0, most - p.boxes_valid.shape[2]))
+                                      for p in parts])
 
     torch.manual_seed(cfg.train.seed)
     model = PolicyWorldModel(cfg)

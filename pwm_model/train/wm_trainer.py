@@ -45,6 +45,7 @@ from pwm_model.data.contract import COMMAND_SLICE
 from pwm_model.data.schema import COMMAND_STRAIGHT
 from pwm_model.errors import ConfigError, ModelError
 from pwm_model.io_utils import atomic_path
+from pwm_model.train.collision_loss import overlap_penalty
 from pwm_model.train.distributed import (
     all_reduce_mean,
     autocast,
@@ -234,6 +235,11 @@ class Trainer:
         out = self.wrapped(batch, plan_future=plan_future)
         video = out.get("video_loss", torch.zeros((), device=out["traj_loss"].device))
         out["loss"] = wm.video_weight * video + wm.traj_weight * out["traj_loss"]
+        t = self.cfg.train
+        if t.collision_weight > 0 and "boxes" in batch:
+            out["collision_loss"] = overlap_penalty(out["waypoints"], batch["boxes"], batch["boxes_valid"],
+                                                    batch["waypoints_valid"], t.collision_margin_m)
+            out["loss"] = out["loss"] + t.collision_weight * out["collision_loss"]
         return out
 
     def train_step(self) -> dict[str, float]:
@@ -247,7 +253,7 @@ class Trainer:
                 with autocast(self.device, self.autocast_dtype):
                     out = self.losses(batch, use_rollout)
                 (out["loss"] / t.grad_accum).backward()
-            for k in ("loss", "video_loss", "traj_loss", "token_acc"):
+            for k in ("loss", "video_loss", "traj_loss", "token_acc", "collision_loss"):
                 if k in out:
                     sums[k] = sums.get(k, 0.0) + float(out[k].detach()) / t.grad_accum
         sums = all_reduce_mean(sums, self.device)
@@ -286,7 +292,8 @@ class Trainer:
                 self.history.append(mean)
                 if self.rank == 0:
                     parts = [f"{self.stage} step {self.step}/{self.steps}", f"loss {mean['loss']:.4f}"]
-                    for k, label in (("video_loss", "video"), ("traj_loss", "traj"), ("token_acc", "acc")):
+                    for k, label in (("video_loss", "video"), ("traj_loss", "traj"), ("token_acc", "acc"),
+                                     ("collision_loss", "overlap m")):
                         if k in mean:
                             parts.append(f"{label} {mean[k]:.4f}")
                     parts += [f"lr {mean['lr']:.2e}", f"{per_step:.2f} s/step",
