@@ -297,7 +297,8 @@ def build_graphs(tok: Tokenizer, wm: PolicyWorldModel, cfg: PwmConfig, image_hw:
             role="dyn branch: a frame + the guide maps of its predecessor -> dyn tokens"),
     }
     hist_meaning = "dyn codes of model frames t-H+1 .. t (oldest first)"
-    ego_meaning = "[speed_mps, accel_mps2, one_hot(command: left, straight, right), yaw_rate_radps]"
+    ego_meaning = ("[speed_mps, accel_mps2, one_hot(command: left, straight, right), yaw_rate_radps, command_age_s "
+                   "(seconds the command has had its value, capped at 5)]")
     wp_meaning = "K waypoints (x_m, y_m, yaw_rad) in base_link at t, k * waypoint_dt_s ahead"
     kv_meaning = "KV cache (layers, 2 = keys/values, 1, heads, positions, head_dim)"
     bit_meaning = ("forecast distribution per code bit (most significant first): log P(bit = 0), log P(bit = 1), "
