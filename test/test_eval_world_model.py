@@ -132,6 +132,11 @@ def test_train_stages_ablations_and_eval(setup: dict[str, Path], tmp_path: Path,
     diff = (summary["pwm_minus_ctra_l2_3s_ci95_lo"], summary["pwm_minus_ctra_l2_3s"],
             summary["pwm_minus_ctra_l2_3s_ci95_hi"])
     assert diff[0] <= diff[1] <= diff[2] and summary["drives"] >= 1
+    hits = (summary["pwm_minus_ctra_collision_rate_ci95_lo"], summary["pwm_minus_ctra_collision_rate"],
+            summary["pwm_minus_ctra_collision_rate_ci95_hi"])  # the clips-hit difference, by drive
+    assert hits[0] <= hits[1] <= hits[2] and hits[1] == pytest.approx(
+        summary["collision_rate"] - summary["ctra_collision_rate"], abs=1e-9)
+    assert "PWM - CTRA clips hit" in table
     mlp = (summary["pwm_minus_ego_mlp_l2_3s_ci95_lo"], summary["pwm_minus_ego_mlp_l2_3s"],
            summary["pwm_minus_ego_mlp_l2_3s_ci95_hi"])
     assert mlp[0] <= mlp[1] <= mlp[2] and "PWM - ego-status MLP l2_3s" in table

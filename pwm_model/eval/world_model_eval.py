@@ -44,6 +44,7 @@ class EvalReport:
     summary: dict[str, Any] = field(default_factory=dict)
     # other planner row -> its discordant clips against PWM (M.paired_collisions: only_a = PWM only, only_b = it only)
     paired: dict[str, dict[str, float]] = field(default_factory=dict)
+    hits_minus_ctra: tuple[float, float, float] | None = None  # PWM - CTRA share of clips hit, by drive (mean, lo, hi)
     intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # (mean, lo, hi), by drive
     reliance: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # probe -> l2_3s minus own
     families: dict[str, dict[str, float]] = field(default_factory=dict)  # scenario family -> clips, l2_3s, rates
@@ -194,6 +195,10 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     for name, plan in kinematic_plans.items():
         report.planning[name], hits_k = _planning(plan, labels, cfg)
         report.paired[name] = M.paired_collisions(pwm_hits, hits_k)
+        if name == "CTRA":  # the clips-hit difference, paired by clip, its interval clustered by drive
+            from pwm_model.eval.intervals import paired_difference
+
+            report.hits_minus_ctra = paired_difference(pwm_hits, hits_k, labels["drive"])
     report.intervals = _l2_intervals(wp, kinematic_plans["CTRA"], labels, cfg)
     report.families = _families({"PWM": wp, "CTRA": kinematic_plans["CTRA"]}, labels, cfg, clip_store.meta.scenarios)
     if progress:
@@ -271,6 +276,9 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     lo_hi = report.intervals["PWM - CTRA l2_3s"]
     final.update(pwm_minus_ctra_l2_3s=lo_hi[0], pwm_minus_ctra_l2_3s_ci95_lo=lo_hi[1],
                  pwm_minus_ctra_l2_3s_ci95_hi=lo_hi[2], drives=int(len(np.unique(labels["drive"]))))
+    hit_diff = report.hits_minus_ctra or (math.nan, math.nan, math.nan)
+    final.update(pwm_minus_ctra_collision_rate=hit_diff[0], pwm_minus_ctra_collision_rate_ci95_lo=hit_diff[1],
+                 pwm_minus_ctra_collision_rate_ci95_hi=hit_diff[2])
     final.update(report.command)
     for probe, (mean, lo, hi) in report.reliance.items():
         if probe != "own":
@@ -341,6 +349,10 @@ def format_report(report: EvalReport) -> str:
         for name, pair in report.paired.items():
             lines.append(f"  PWM only {pair['only_a']:>4.0f} | {name} only {pair['only_b']:>4.0f} | "
                          f"p = {pair['p_value']:.2f}")
+        if report.hits_minus_ctra is not None:
+            mean, lo, hi = (100 * v for v in report.hits_minus_ctra)
+            lines.append(f"  PWM - CTRA clips hit {mean:+.1f} % points ({lo:+.1f} to {hi:+.1f}; paired by clip, "
+                         "95 % by drive)")
     if report.forecast:
         hz = "".join(f"{'+' + format(t, 'g') + 's':>8}" for t in report.horizons_s)
         lines += ["", f"Forecast (token accuracy over {report.clips} clips; PSNR dB / SSIM over "
