@@ -13,6 +13,12 @@ import numpy as np
 
 from pwm_model.config import CameraConfig
 
+# the ego box of the planning metrics (the nuScenes ego box used by the ST-P3 / UniAD / VAD collision metric): the
+# evaluation scores plans with it, training's overlap penalty (train/collision_loss.py) uses the same
+METRIC_EGO_LENGTH_M = 4.084
+METRIC_EGO_WIDTH_M = 1.85
+METRIC_EGO_CENTER_X_M = 1.4  # box centre ahead of base_link (the rear axle in the synthetic world and in nuScenes)
+
 
 def wrap_angle(angle_rad: np.ndarray | float) -> np.ndarray | float:
     """Wrap angles to [-pi, pi)."""

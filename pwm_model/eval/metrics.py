@@ -27,11 +27,11 @@ import math
 import cv2
 import numpy as np
 
-from pwm_model.geometry import box_footprint
+from pwm_model.geometry import METRIC_EGO_CENTER_X_M, METRIC_EGO_LENGTH_M, METRIC_EGO_WIDTH_M, box_footprint
 
-EGO_LENGTH_M = 4.084  # nuScenes ego box used by the ST-P3 / UniAD / VAD collision metric
-EGO_WIDTH_M = 1.85
-EGO_CENTER_X_M = 1.4  # box centre ahead of base_link (the rear axle in the synthetic world and in nuScenes)
+EGO_LENGTH_M = METRIC_EGO_LENGTH_M  # nuScenes ego box used by the ST-P3 / UniAD / VAD collision metric
+EGO_WIDTH_M = METRIC_EGO_WIDTH_M
+EGO_CENTER_X_M = METRIC_EGO_CENTER_X_M  # box centre ahead of base_link (the rear axle in the synthetic world, nuScenes)
 HORIZONS_S = (1.0, 2.0, 3.0)
 PSNR_CAP_DB = 100.0  # PSNR of identical images (instead of +inf, so that means stay finite)
 

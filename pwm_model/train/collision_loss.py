@@ -2,7 +2,7 @@
 
 The clips label every waypoint time with the boxes of the vehicles around (``boxes`` (B, K, N, 7) in the ego frame at
 t, ``BOX_FIELDS``), so a plan can be told not only how far it is from where the car went but also that it drove into
-someone: at each waypoint the ego box (``EGO_LENGTH_M`` x ``EGO_WIDTH_M``, its centre ``EGO_CENTER_X_M`` ahead of
+someone: at each waypoint the metric's ego box (``pwm_model.geometry``: 4.084 x 1.85 m, its centre 1.4 m ahead of
 base_link along the waypoint's yaw, grown by ``margin_m`` on every side) is compared with each box in that box's own
 frame, and where both extents overlap the shallower penetration (metres) is the penalty; it pushes the waypoint out
 along that axis (back, for a rear-end; sideways, for a lateral touch). The recorded future never overlaps (the metric
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from pwm_model.eval.metrics import EGO_CENTER_X_M, EGO_LENGTH_M, EGO_WIDTH_M
+from pwm_model.geometry import METRIC_EGO_CENTER_X_M as EGO_CENTER_X_M
+from pwm_model.geometry import METRIC_EGO_LENGTH_M as EGO_LENGTH_M
+from pwm_model.geometry import METRIC_EGO_WIDTH_M as EGO_WIDTH_M
 
 
 def overlap_penalty(waypoints: torch.Tensor, boxes: torch.Tensor, boxes_valid: torch.Tensor,
