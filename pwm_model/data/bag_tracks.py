@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,13 +118,18 @@ class Commands:
         values, capped at ``MAX_COMMAND_AGE_S``; the cap too before any change (how long the first value stood
         before the bag began is unknown)."""
         i = int(np.searchsorted(self.t_ns, int(t_ns), side="right")) - 1
-        if i <= 0:
+        start = int(self._run_start[i]) if i >= 0 else 0
+        if start == 0:  # before any message, or still the first value
             return MAX_COMMAND_AGE_S
-        changes = np.nonzero(self.value[1:i + 1] != self.value[:i])[0]
-        if len(changes) == 0:
-            return MAX_COMMAND_AGE_S
-        start_ns = int(self.t_ns[changes[-1] + 1])
-        return float(min(max(int(t_ns) - start_ns, 0) / 1e9, MAX_COMMAND_AGE_S))
+        return float(min(max(int(t_ns) - int(self.t_ns[start]), 0) / 1e9, MAX_COMMAND_AGE_S))
+
+    @functools.cached_property
+    def _run_start(self) -> np.ndarray:
+        """(N,) index of the message that began each message's run of equal values (0: the first run), computed once
+        so that ``age_s`` per camera frame is a binary search."""
+        v = np.asarray(self.value)
+        changed = np.r_[False, v[1:] != v[:-1]] if len(v) else np.zeros(0, bool)
+        return np.maximum.accumulate(np.where(changed, np.arange(len(v)), 0)) if len(v) else np.zeros(0, np.int64)
 
 
 @dataclass
