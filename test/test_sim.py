@@ -177,7 +177,7 @@ def test_pwm_sim_cli_table_json_and_files(tmp_path: Path, capsys) -> None:  # no
     assert any("EPDMS" in line for line in lines[:-1])
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["planners"]) == {"expert", "CTRA"} and (out / "drives.csv").is_file()
-    assert (out / "report.html").is_file()
+    assert (out / "report.html").is_file() and set(metrics["anticipation"]["rows"]) == {"expert", "CTRA"}
     assert any(i["kind"] == "collision" and i["planner"] == "CTRA" for i in metrics["infractions"])
     for inf in metrics["infractions"]:  # every infraction with its time and its camera frame
         assert inf["t_s"] >= 0 and inf["frame_png"] and (out / inf["frame_png"]).is_file(), inf
@@ -241,3 +241,37 @@ def test_the_others_idm_can_be_set() -> None:
     for bad in (["gap=3"], ["min_gap_m=-1"], ["headway_s=x"]):
         with pytest.raises(ConfigError):
             parse_idm(bad)
+
+
+def test_closed_loop_anticipation_times_the_cars_own_slowing_against_each_event() -> None:
+    """A hand-made drive braking at 3 m/s^2 from 6.0 s: its lead time for an event with its onset at 6.5 s is
+    -0.5 s minus the 2 s look-ahead's share (the car's future path already falls short before it brakes); a drive
+    that never slows has none; the table keeps only the events the expert slowed down for and pairs by event."""
+    from pwm_model.sim.anticipation import event_leads, realized_decel_mps2, suite_anticipation
+
+    def braking(t0_s: float | None) -> DriveLog:
+        log = DriveLog(seed=1, planner="hand", seconds=12.0, reactive=True, frame_dt_s=DT)
+        x, v = 0.0, 10.0
+        for i in range(120):
+            t = i * DT
+            a = -3.0 if t0_s is not None and t >= t0_s and v > 0 else 0.0
+            log.ticks.append(_tick(t, 20.0 + x, LANE_D, v, a))
+            x, v = x + v * DT + 0.5 * a * DT * DT, max(v + a * DT, 0.0)
+        log.events = [{"family": "lead_brake", "precursor_s": 5.5, "onset_s": 6.5},
+                      {"family": "cut_in", "precursor_s": 1.0, "onset_s": 2.0}]
+        return log
+
+    t, d = realized_decel_mps2(braking(6.0))
+    assert d[0] == pytest.approx(0.0, abs=1e-9) and np.isnan(d[-1])
+    assert d[int(round(7.0 / DT))] == pytest.approx(3.0, abs=1e-6)  # fully braking over the next 2 s
+    leads = event_leads(braking(6.0))
+    (fam0, k0, lead0, early0), (fam1, _, lead1, _) = leads
+    assert fam0 == "lead_brake" and k0 == 0 and not early0 and -1.6 < lead0 < -0.5
+    assert fam1 == "cut_in" and math.isnan(lead1)  # it never slowed around 2 s
+    late = event_leads(braking(7.5))[0][2]
+    assert late == pytest.approx(lead0 + 1.5, abs=0.11)
+    table = suite_anticipation({("expert", 1): leads, ("A", 1): event_leads(braking(7.5)),
+                                ("B", 1): event_leads(braking(None))}, ["expert", "A", "B"])
+    assert table["events"] == 1  # the cut-in the expert did not slow for is left out
+    assert table["rows"]["A"]["mean_s"] == pytest.approx(late) and table["rows"]["B"]["slowed"] == 0
+    assert math.isnan(table["paired"]["A - B"][0])  # B never slowed: no pair

@@ -299,7 +299,7 @@ def test_gen_data_writes_bags_and_scenes_json(tmp_path: Path, capsys):
     assert "[1/2] drive_seed7" in err and "[2/2] drive_seed8" in err
     meta = json.loads((out / "scenes.json").read_text())
     assert [s["seed"] for s in meta["scenes"]] == [7, 8] and meta["storage"] == "sqlite3"
-    assert all(s["frames"] == 8 and s["split"] == "eval" for s in meta["scenes"])
+    assert all(s["frames"] == 8 and s["split"] == "eval" and s["events"] == [] for s in meta["scenes"])
     spans = meta["scenes"][0]["labels"]
     assert spans[0]["start_s"] == 0.0 and spans[-1]["end_s"] == pytest.approx(0.8)
     assert all(a["end_s"] == b["start_s"] for a, b in zip(spans, spans[1:]))
@@ -345,3 +345,73 @@ def test_gen_data_needs_a_seed_so_that_held_out_drives_are_never_made_by_default
     assert len(err) == 1 and err[0].startswith("error: --seed is required")
     assert "--seed 1000" in err[0] and "held-out" in err[0] and "demo drive" in err[0]
     assert not (tmp_path / "drives").exists() and not list(tmp_path.iterdir())
+
+
+def test_events_log_their_precursor_before_their_onset():
+    """Lead brakes light their lamps 0.5-1 s, cut-ins signal 0.8-1.5 s, before the vehicle brakes or moves across."""
+    gaps = {"lead_brake": (0.5, 1.0), "cut_in": (0.8, 1.5)}
+    for scenario, (lo, hi) in gaps.items():
+        w = World(2, SMALL, scenario=scenario, seconds=40.0)
+        for _ in range(400):
+            w.step_frame()
+        done = [e for e in w.events if "onset_s" in e]
+        assert done and all(e["family"] == scenario for e in w.events)
+        for e in done:
+            assert lo - 0.11 <= e["onset_s"] - e["precursor_s"] <= hi + 0.11, e
+
+
+def test_pull_out_signals_then_enters_the_ego_lane_and_the_ego_slows_without_contact():
+    w = World(3, SMALL, scenario="pull_out", seconds=40.0)
+    ego = w.ego
+    assert ego.lane == w.road.n_forward - 1  # starts next to the kerb
+    car, speed_at_onset, min_speed_after, entered = None, None, math.inf, False
+    for i in range(400):
+        if i:
+            w.step_frame()
+        s = w.sample(None)
+        assert not _collides(s), f"collision at frame {i}"
+        ev = w.scheduler.current
+        if car is None and ev is not None and getattr(ev, "car", None) is not None:
+            car = ev.car
+            assert car.parked and car.d_m < w.road.right_edge_d_m  # on the shoulder
+        if w.events and "onset_s" in w.events[0]:
+            if speed_at_onset is None:
+                speed_at_onset = ego.speed_mps
+                assert car.indicator != INDICATOR_OFF and not car.parked
+            min_speed_after = min(min_speed_after, ego.speed_mps)
+            entered |= abs(car.d_m - w.road.lane_d_m(ego.lane)) < 0.3
+            if w.t_s > w.events[0]["onset_s"] + 5.0:
+                break
+    assert speed_at_onset is not None and entered
+    assert 1.0 - 0.11 <= w.events[0]["onset_s"] - w.events[0]["precursor_s"] <= 2.0 + 0.11
+    assert min_speed_after < speed_at_onset - 2.0  # the ego had to slow down for it
+
+
+def test_lit_lamps_bloom_to_a_pixel_of_the_tiny_dyn_view(monkeypatch):
+    """By day, a lead about 40 m ahead lighting its brake lamps changes the 32 x 64 view the dynamics tokenizer
+    reads by a clearly visible amount (77 levels here); without the bloom the same lamps change it by 31."""
+    import cv2
+
+    from pwm_model.data.synthetic import render as render_mod
+
+    cam = preset("tiny").camera
+    w = World(7, cam, scenario="lead_brake", seconds=40.0)
+    assert w.appearance.time_of_day == "day"
+    while not w.events:
+        w.step_frame()
+    lead = w.scheduler.current.lead
+    gap = lead.s_m - w.ego.center_s_m
+    assert 20.0 < gap < 60.0
+
+    def red_excess(bloom: float) -> float:
+        monkeypatch.setattr(render_mod, "LAMP_BLOOM_WIDTH_FRAC", bloom)
+        views_on = w.views()
+        lead.brake_lamp = False
+        views_off = w.views()
+        lead.brake_lamp = True
+        imgs = [cv2.resize(w.render(w.renderer(), v), (64, 32), interpolation=cv2.INTER_AREA).astype(float)
+                for v in (views_on, views_off)]
+        return float(np.abs(imgs[0] - imgs[1]).max())
+
+    bloomed, plain = red_excess(1.0 / 128.0), red_excess(0.0)
+    assert bloomed >= 60.0 and bloomed > 2.0 * plain, (bloomed, plain)

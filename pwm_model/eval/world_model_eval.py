@@ -49,6 +49,7 @@ class EvalReport:
     reliance: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # probe -> l2_3s minus own
     families: dict[str, dict[str, float]] = field(default_factory=dict)  # scenario family -> clips, l2_3s, rates
     command: dict[str, float] = field(default_factory=dict)  # command_response: the plan with the command flipped
+    anticipation: dict[str, Any] = field(default_factory=dict)  # anticipation.anticipation_table (empty: no events)
 
 
 def _progress(text: str) -> None:
@@ -129,6 +130,34 @@ def _families(plans: dict[str, np.ndarray], labels: dict[str, np.ndarray], cfg: 
     return out
 
 
+def _anticipation(model: torch.nn.Module, others: dict[str, tuple[Any, TokenCache]], cache: TokenCache,
+                  labels: dict[str, np.ndarray], drives: list[dict[str, Any]], cfg: PwmConfig, batch_size: int,
+                  device: str, progress: bool) -> dict[str, Any]:
+    """The anticipation table (anticipation.py) over every logged event of the store's drives, whatever
+    ``max_clips`` kept: PWM, every compared run, the ego-status MLP when fitted, CTRA and the expert."""
+    from pwm_model.eval.anticipation import EventWindow, anticipation_table, event_windows
+
+    windows = event_windows(drives, labels["t_ns"], labels["drive"])
+    if not windows:
+        return {}
+    rows = np.unique(np.concatenate([w.rows for w in windows]))
+    local = [EventWindow(w.drive, w.family, w.precursor_ns, w.onset_ns, np.searchsorted(rows, w.rows))
+             for w in windows]
+    sub = {key: v[rows] for key, v in labels.items()}
+    ego = label_ego_vectors(sub)
+    if progress:
+        _progress(f"eval: anticipation, {len(windows)} event windows, {len(rows)} clips ...")
+    plans: dict[str, np.ndarray] = {}
+    for name, (m, c) in {"PWM": (model, cache), **others}.items():
+        if isinstance(m, EgoMLP):
+            plans[name] = m.predict(ego)
+        else:
+            plans[name] = rollout_all(m, TokenCache(c.ctx[rows], c.dyn[rows], c.path), ego, batch_size, device)[1]
+    plans["CTRA"] = kinematic("ctra", sub["ego"][:, 0], sub["ego"][:, 1], sub["ego"][:, 2], model.num_waypoints,
+                              cfg.data.waypoint_dt_s)
+    return anticipation_table(plans, sub, local, cfg.data.waypoint_dt_s)
+
+
 def _image_rows(n: int, image_clips: int) -> np.ndarray:
     if image_clips <= 0:
         return np.zeros(0, np.int64)
@@ -152,6 +181,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     clip_store.check_compatible(cfg)
     cache = token_cache(store, checkpoint, cfg, progress=progress)
     labels = load_labels(store)
+    full_cache, full_labels = cache, labels
     clip_rows = np.arange(len(cache.ctx))
     if max_clips is not None and max_clips < len(clip_rows):
         clip_rows = _image_rows(len(clip_rows), max_clips)
@@ -170,9 +200,11 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
     forecast, wp = rollout_all(model, cache, ego, batch_size, device, Path(checkpoint).name if progress else None)
     report.planning["PWM"], pwm_hits = _planning(wp, labels, cfg)
     compared: dict[str, np.ndarray] = {}  # compared run -> its plans
+    compared_models: dict[str, tuple[torch.nn.Module, TokenCache]] = {}  # and its model with every clip's tokens
     for other in compare or []:
         m2, cfg2 = load_world_model(other, device=device)
         c2 = token_cache(store, other, cfg2, progress=progress)
+        compared_models[Path(other).name] = (m2, c2)
         c2 = TokenCache(c2.ctx[clip_rows], c2.dyn[clip_rows], c2.path)
         if progress:
             _progress(f"eval: rolling out {Path(other).name} ...")
@@ -219,9 +251,13 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
         train_ego = label_ego_vectors(tl)
         mlp = EgoMLP.fit(train_ego, tl["waypoints_xyyaw"], tl["waypoints_valid"], seed=cfg.train.seed)
         mlp_plans = mlp.predict(ego)
+        compared_models["ego-status MLP"] = (mlp, full_cache)
         report.planning["ego-status MLP"], hits_mlp = _planning(mlp_plans, labels, cfg)
         report.paired["ego-status MLP"] = M.paired_collisions(pwm_hits, hits_mlp)
         report.intervals["PWM - ego-status MLP l2_3s"] = _paired_l2(wp, mlp_plans, labels, cfg)
+
+    report.anticipation = _anticipation(model, compared_models, full_cache, full_labels, clip_store.meta.drives, cfg,
+                                        batch_size, device, progress)
 
     if f > 0:
         true_future = cache.dyn[:, h:h + f].astype(np.int64)  # (N, F, Ld) frames t+1 .. t+F
@@ -289,6 +325,11 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
         d = report.intervals["PWM - ego-status MLP l2_3s"]
         final.update(pwm_minus_ego_mlp_l2_3s=d[0], pwm_minus_ego_mlp_l2_3s_ci95_lo=d[1],
                      pwm_minus_ego_mlp_l2_3s_ci95_hi=d[2])
+    if report.anticipation:
+        from pwm_model.eval.anticipation import summary_keys
+
+        keys = {"PWM": "pwm", "CTRA": "ctra", "ego-status MLP": "ego_mlp"}
+        final.update(summary_keys(report.anticipation, keys))
     final.update(s)
     final["copy_last_psnr_1s_db"] = copy_psnr[one_s] if 0 <= one_s < len(copy_psnr) else math.nan
     final["clips"] = n
@@ -343,6 +384,10 @@ def format_report(report: EvalReport) -> str:
         lines.append(f"Route command: on {c['command_clips']} left/right clips, flipping the command moves the plan "
                      f"{_f(c['command_flip_shift_3s_m'])} m sideways at 3 s; the true command's plan is "
                      f"{_f(c['command_flip_lateral_3s_m'])} m closer laterally to where the car went")
+    if report.anticipation:
+        from pwm_model.eval.anticipation import format_table
+
+        lines.append(format_table(report.anticipation))
     if report.paired:
         lines.append("clips hit by only one of PWM and another planner, and McNemar's exact p-value (below 0.05 "
                      "the difference is unlikely to be chance):")

@@ -84,6 +84,7 @@ class DriveLog:
     drivable_d_m: tuple[float, float] = (-7.0, 3.5)  # right and left edge of the lanes
     lane_centres_d_m: tuple[float, ...] = ()
     wall_s: float = 0.0
+    events: list[dict] = field(default_factory=list)  # the world's logged events (family, precursor_s, onset_s)
 
 
 def _collision(tick: Tick, frame: int) -> list[Collision]:
@@ -189,4 +190,5 @@ def run_drive(seed: int, planner: Planner | None, cfg: PwmConfig, *, seconds: fl
             log.ended_early, log.end_reason = i < n_frames - 1, "left the road"  # route deviation ends the route
             break
     log.wall_s = time.monotonic() - started
+    log.events = [dict(e) for e in world.events]
     return log

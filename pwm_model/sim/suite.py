@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ import numpy as np
 from pwm_model.config import PwmConfig
 from pwm_model.eval.intervals import cluster_bootstrap
 from pwm_model.geometry import PinholeCamera
+from pwm_model.sim.anticipation import event_leads
 from pwm_model.sim.loop import DriveLog, run_drive
 from pwm_model.sim.planners import Planner
 from pwm_model.sim.score import DriveScore, score_drive
@@ -41,6 +43,13 @@ class SuiteResult:
     # (planner, seed) -> (ego rear-axle xy (N, 2), {track id: xy (M, 2)}) for the bird's-eye views
     paths: dict[tuple[str, int], tuple[np.ndarray, dict[int, np.ndarray]]] = field(default_factory=dict)
     video_log: DriveLog | None = None  # the drive kept whole for the video (the first planner's first scenario)
+    leads: dict[tuple[str, int], list] = field(default_factory=dict)  # (planner, seed) -> anticipation.event_leads
+
+    def anticipation(self) -> dict:
+        """sim/anticipation.py's table over every planner of the suite (the expert included)."""
+        from pwm_model.sim.anticipation import suite_anticipation
+
+        return suite_anticipation(self.leads, ["expert", *[n for n in self.scores if n != "expert"]])
 
     def summary(self, planner: str) -> dict[str, float]:
         rows = self.scores[planner]
@@ -82,6 +91,7 @@ def run_suite(planners: dict[str, Callable[[], Planner] | None], seeds: Sequence
     for seed in seeds:
         t0 = time.monotonic()
         experts[seed] = run_drive(seed, None, cfg, seconds=seconds, reactive=reactive, agent_idm=agent_idm)
+        res.leads[("expert", seed)] = event_leads(experts[seed])
         res.wall_s["expert"] = res.wall_s.get("expert", 0.0) + time.monotonic() - t0
         res.simulated_s["expert"] = res.simulated_s.get("expert", 0.0) + len(experts[seed].ticks) * \
             experts[seed].frame_dt_s
@@ -96,6 +106,7 @@ def run_suite(planners: dict[str, Callable[[], Planner] | None], seeds: Sequence
                 res.simulated_s[name] = res.simulated_s.get(name, 0.0) + len(log.ticks) * log.frame_dt_s
                 done += 1
             score = score_drive(log, None if planner is None else experts[seed])
+            res.leads[(name, seed)] = event_leads(log)
             res.paths[(name, seed)] = _paths(log)
             if res.video_log is None and name == next(iter(made)):
                 res.video_log = log
@@ -146,6 +157,16 @@ def format_suite(res: SuiteResult) -> str:
         for b in names[i + 1:]:
             m, lo, hi = res.paired(a, b)
             lines.append(f"  EPDMS {a} - {b}: {m:+.3f} ({lo:+.3f}..{hi:+.3f}), paired by scenario")
+    table = res.anticipation()
+    if table["events"]:
+        lines.append(f"Anticipation: {table['events']} events the expert slowed down for; lead time = the car's first "
+                     f"{table['threshold_mps2']:g} m/s^2 deceleration over {table['horizon_s']:g} s minus the event's "
+                     "onset (s; earlier is better; 95 % by scenario)")
+        for name, r in table["rows"].items():
+            lines.append(f"  {name:<22} slowed {r['slowed']:>3}/{r['events']:<3} mean {r['mean_s']:+.2f} "
+                         f"({r['mean_ci95_lo']:+.2f}..{r['mean_ci95_hi']:+.2f}), median {r['median_s']:+.2f}")
+        for pair, (m, lo, hi) in table["paired"].items():
+            lines.append(f"  lead time {pair}: {m:+.2f} ({lo:+.2f}..{hi:+.2f}), paired by event")
     worst = worst_infractions(res, 8)
     if worst:
         lines.append("Worst infractions:")
@@ -161,7 +182,39 @@ def summary_line(res: SuiteResult, first: str) -> dict[str, object]:
             "epdms_ci95_hi": s["epdms_ci95_hi"], "driving_score": s["driving_score"],
             "route_completion": s["route_completion"], "collisions_at_fault": s["collisions_at_fault"],
             "scenarios": s["scenarios"], "reactive": res.reactive,
-            **{f"{n}_epdms": res.summary(n)["epdms"] for n in res.scores if n != first}}
+            **{f"{n}_epdms": res.summary(n)["epdms"] for n in res.scores if n != first},
+            **_anticipation_keys(res, first)}
+
+
+def _anticipation_keys(res: SuiteResult, first: str) -> dict[str, object]:
+    """``anticipation_events``, the first planner's and the expert's mean lead time (s) and, per other planner,
+    the first minus it with its interval (paired by event)."""
+    table = res.anticipation()
+    if not table["events"]:
+        return {}
+    rows = table["rows"]
+    out: dict[str, object] = {"anticipation_events": table["events"],
+                              "anticipation_s": _r(rows.get(first, {}).get("mean_s")),
+                              "anticipation_expert_s": _r(rows["expert"]["mean_s"])}
+    for pair, (m, lo, hi) in table["paired"].items():
+        a, b = pair.split(" - ")
+        if a == first:
+            out.update({f"anticipation_minus_{b}_s": _r(m), f"anticipation_minus_{b}_s_ci95_lo": _r(lo),
+                        f"anticipation_minus_{b}_s_ci95_hi": _r(hi)})
+    return out
+
+
+def _finite_or_none(value: object) -> object:
+    """``value`` with every NaN or infinite float (nested in dicts, lists and tuples) replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def _r(v: object) -> object:
+    return round(v, 4) if isinstance(v, float) and math.isfinite(v) else None
 
 
 def worst_infractions(res: SuiteResult, n: int) -> list[tuple[str, int, object]]:
@@ -188,6 +241,7 @@ def save_suite(res: SuiteResult, out_dir: str | Path, extra: dict | None = None,
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"seeds": res.seeds, "seconds": res.seconds, "reactive": res.reactive,
                "planners": {name: res.summary(name) for name in res.scores},
+               "anticipation": _finite_or_none(res.anticipation()),
                "drives": {name: [s.summary() for s in scores] for name, scores in res.scores.items()},
                "infractions": [{"planner": name, "seed": seed, "t_s": round(inf.t_s, 2), "kind": inf.kind,
                                 "detail": inf.detail,

@@ -3,7 +3,9 @@
     write_synthetic_drives("out/drives", cfg, cfg.camera, seeds=[1000, 1001], seconds=60)
 
 Each seed's drive goes to OUT/drive_seed<SEED>/; ``scenes.json`` lists every drive with its seed, split, length,
-frame count, distribution shift (``shift``, null for the nominal world) and scenario-label spans. OUT is written to
+frame count, distribution shift (``shift``, null for the nominal world), scenario-label spans and ``events``:
+every lead brake, cut-in and pull-out with its family, ``precursor_s`` (lamps or indicator on) and ``onset_s`` (the
+vehicle brakes or moves across), seconds from the first frame. OUT is written to
 a temporary sibling and renamed at the end: a failed run leaves nothing behind, and an existing OUT is replaced only
 if it is empty or an earlier output of this function.
 """
@@ -90,6 +92,7 @@ def write_synthetic_drives(out: str | os.PathLike[str], cfg: PwmConfig, camera: 
                 "time_of_day": world.appearance.time_of_day, "shift": shift, **_mount_entry(camera, shift),
                 "lanes_forward": world.road.n_forward, "lanes_oncoming": world.road.n_oncoming,
                 "lane_changes": int(world.ego.lane_changes_done), "labels": spans,
+                "events": [e for e in world.events if "onset_s" in e],
             })
             summary = ", ".join(f"{k} {sum(1 for x in labels if x == k) * frame_dt:.1f} s"
                                 for k in dict.fromkeys(labels))

@@ -45,6 +45,10 @@ _AMBER = (255.0, 165.0, 20.0)
 _HEAD = (255.0, 250.0, 225.0)
 _DRL = (225.0, 228.0, 235.0)
 _PLATE = (225.0, 225.0, 215.0)
+# A lit lamp (brake, indicator, lamps at night) blooms to at least this fraction of the image width in radius: a
+# bright source smears over neighbouring pixels of a real sensor, so the lamp of a car 40 m ahead still covers
+# about a pixel of the 32 x 64 view the tiny preset's dynamics tokenizer reads (unbloomed: a quarter of one).
+LAMP_BLOOM_WIDTH_FRAC = 1.0 / 128.0
 
 
 def _mix(c: Sequence[float], fog: Sequence[float], f: float) -> tuple[float, float, float]:
@@ -483,6 +487,8 @@ class Renderer:
         col_q = np.where(emi[:, None], col + (fog - col) * lamp_fade, lit + (fog - lit) * fade)
         halo_col = col * 0.75 + (fog - col * 0.75) * lamp_fade
         half_diag = np.maximum(np.linalg.norm(q[:, 0] - q[:, 2], axis=1) * 0.5, 0.05)
+        bloom_m = LAMP_BLOOM_WIDTH_FRAC * self.w * np.maximum(ctr[:, 2], NEAR_M) / self.cam.fx
+        hal = np.where(emi & (hal > 0), np.maximum(hal, bloom_m), hal)
         big = ctr[:, None, :] + (q - ctr[:, None, :]) * (1.0 + hal / half_diag)[:, None, None]
         q_safe = np.where(ok[:, None, None], q, 1.0)
         uv = self._project(q_safe)

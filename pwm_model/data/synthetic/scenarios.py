@@ -3,6 +3,7 @@
 A drive strings events one after another; the active event names the scenario family of every frame
 (between events the label is ``curve`` when a tight curve is near, else ``cruise``). Every event shows its cue
 before it matters to the ego's plan: brake lamps before a lead brakes, the indicator and a drift before a cut-in,
+the indicator and brake lamps of a car on the shoulder before it pulls out into the ego's lane,
 a parked obstacle in view before the lane-change command goes out (once the target lane is free), curvature
 visible well ahead on the road.
 """
@@ -16,14 +17,14 @@ import numpy as np
 from pwm_model.data.schema import COMMAND_LEFT, COMMAND_RIGHT
 from pwm_model.data.synthetic.agents import INDICATOR_HAZARD, INDICATOR_LEFT, INDICATOR_OFF, INDICATOR_RIGHT, Agent
 from pwm_model.data.synthetic.ego import EGO_LENGTH_M
-from pwm_model.data.synthetic.names import SCENARIOS
+from pwm_model.data.synthetic.names import PRECURSOR_FAMILIES, SCENARIOS
 
 if TYPE_CHECKING:
     from pwm_model.data.synthetic.world import World
 
-__all__ = ["SCENARIOS", "EVENT_FAMILIES", "Scheduler", "AmbientTraffic"]
-EVENT_FAMILIES = ("lead_brake", "cut_in", "parked_obstacle", "oncoming", "lane_change", "cruise")
-_EVENT_WEIGHTS = (0.2, 0.2, 0.16, 0.14, 0.16, 0.14)
+__all__ = ["SCENARIOS", "EVENT_FAMILIES", "PRECURSOR_FAMILIES", "Scheduler", "AmbientTraffic"]
+EVENT_FAMILIES = ("lead_brake", "cut_in", "parked_obstacle", "oncoming", "lane_change", "cruise", "pull_out")
+_EVENT_WEIGHTS = (0.18, 0.18, 0.14, 0.12, 0.14, 0.12, 0.12)
 CURVE_LABEL_KAPPA = 1.0 / 350.0  # a curve this tight (or tighter) within 4 s ahead labels the frame ``curve``
 
 
@@ -186,10 +187,12 @@ class LeadBrakeEvent(Event):
                 lead.extra["scripted_lamps"] = True
                 lead.brake_lamp = True
                 lead.accel_override = -0.2
+                w.mark_event(self.label, "precursor")
                 self._go("lamps", w)
         elif self.phase == "lamps":
             if dt >= self.lamp_lead_s:
                 lead.accel_override = -self.decel
+                w.mark_event(self.label, "onset")
                 self._go("brake", w)
         elif self.phase == "brake":
             if lead.speed_mps <= self.v_target + 0.05:
@@ -297,6 +300,7 @@ class CutInEvent(Event):
                     self.v_hold = max(ego.speed_mps - 2.0, 0.6 * ego.speed_mps)
                     car.v_desired_mps = self.v_hold
                 car.move_laterally(car.d_m + sign * 0.35, w.t_s, self.signal_s)
+                w.mark_event(self.label, "precursor")
                 self._go("signal", w)
             elif dt > 12.0:
                 return True
@@ -309,6 +313,7 @@ class CutInEvent(Event):
         if self.phase == "signal":
             if dt >= self.signal_s:
                 car.move_laterally(w.road.lane_d_m(ego.lane), w.t_s, self.cut_s)
+                w.mark_event(self.label, "onset")
                 self._go("cut", w)
         elif self.phase == "cut":
             if dt >= self.cut_s:
@@ -364,8 +369,78 @@ class OncomingEvent(Event):
             c.role = "ambient"
 
 
+class PullOutEvent(Event):
+    """A car parked on the shoulder of the ego's lane signals (indicator and brake lamps as it releases the parking
+    brake) 1-2 s before it pulls out into the lane ahead of the ego, 2-3.5 s of the ego's travel away."""
+
+    label = "pull_out"
+
+    def start(self, w: World) -> bool:
+        super().start(w)
+        ego = w.ego
+        if ego.changing_lane or ego.request is not None or ego.lane != w.road.n_forward - 1:
+            return False
+        v = max(ego.speed_mps, 8.0)
+        dist = float(np.clip(8.5 * v, 90.0, 170.0))
+        s_car = ego.center_s_m + dist
+        if w.lane_occupied(w.road.lane_d_m(ego.lane), ego.center_s_m, s_car + 40.0):
+            return False
+        kind = "car" if self.rng.random() < 0.85 else "van"
+        d_kerb = w.road.right_edge_d_m - 1.0  # on the paved shoulder, clear of the edge line
+        self.car = w.spawn(kind, s_car, d_kerb, 0.0, parked=True, role="event")
+        self.signal_s = float(self.rng.uniform(1.0, 2.0))
+        self.pull_gap_s = float(self.rng.uniform(2.0, 3.5))
+        self.move_s = float(self.rng.uniform(2.5, 3.5))
+        self.v_target = float(self.rng.uniform(0.35, 0.6)) * ego.v_limit_mps
+        self.phase, self.phase_t0 = "parked", w.t_s
+        return True
+
+    def _go(self, phase: str, w: World) -> None:
+        self.phase, self.phase_t0 = phase, w.t_s
+
+    def update(self, w: World) -> bool:
+        car, ego = self.car, w.ego
+        if car not in w.agents:
+            return True
+        dt = w.t_s - self.phase_t0
+        gap = car.s_m - ego.center_s_m - (car.length_m + EGO_LENGTH_M) / 2
+        if self.phase == "parked":
+            if gap <= max(ego.speed_mps, 5.0) * (self.signal_s + self.pull_gap_s):
+                car.parked, car.label = False, car.kind
+                car.accel_override = 0.0
+                car.set_indicator(INDICATOR_LEFT, w.t_s)
+                w.mark_event(self.label, "precursor")
+                self._go("signal", w)
+            elif gap < 0.0 or dt > 25.0:
+                return True
+        elif self.phase == "signal":
+            if dt >= self.signal_s:
+                car.accel_override = 2.0
+                car.move_laterally(w.road.lane_d_m(ego.lane), w.t_s, self.move_s)
+                w.mark_event(self.label, "onset")
+                self._go("pull", w)
+        elif self.phase in ("pull", "merge"):
+            if car.speed_mps >= self.v_target:
+                car.accel_override = None
+                car.v_desired_mps = self.v_target
+            if self.phase == "pull" and car.lateral is None:
+                car.set_indicator(INDICATOR_OFF, w.t_s)
+                self._go("merge", w)
+            elif self.phase == "merge" and dt >= 3.0:
+                return True
+        return w.t_s - self.t0_s > 40.0
+
+    def finish(self, w: World) -> None:
+        self.car.role = "ambient"
+        self.car.accel_override = None
+        self.car.set_indicator(INDICATOR_OFF, w.t_s)
+        if self.car.parked:  # never pulled out: it stays where it is until the traffic drops it
+            return
+        self.car.v_desired_mps = max(self.car.v_desired_mps, w.ego.v_limit_mps + 3.0)
+
+
 _EVENTS = {"cruise": CruiseEvent, "lane_change": LaneChangeEvent, "parked_obstacle": ParkedObstacleEvent,
-           "lead_brake": LeadBrakeEvent, "cut_in": CutInEvent, "oncoming": OncomingEvent}
+           "lead_brake": LeadBrakeEvent, "cut_in": CutInEvent, "oncoming": OncomingEvent, "pull_out": PullOutEvent}
 
 
 class Scheduler:

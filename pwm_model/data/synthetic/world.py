@@ -67,6 +67,8 @@ class World:
         self.appearance = shift_appearance(self.appearance, shift)
         self.scenery = shift_scenery(self.scenery, shift)
         lane = int(self.rng.integers(self.road.n_forward))
+        if scenario == "pull_out":
+            lane = self.road.n_forward - 1  # cars pull out from the kerb side: start next to it
         self.ego = EgoDriver(self.road, lane, 20.0, 0.0, v_limit)
         self.ego.speed_mps = min(0.9 * v_limit, self.ego.curve_speed_mps())
         self.agents: list[Agent] = []
@@ -79,6 +81,7 @@ class World:
         self.frame_index = 0
         self.frame_dt_s = 1.0 / camera.frame_rate_hz
         self.substeps = max(1, math.ceil(self.frame_dt_s / SIM_DT_S - 1e-9))
+        self.events: list[dict[str, float | str]] = []  # every precursor event's family, precursor and onset (s)
         self.scheduler = Scheduler(r_events, scenario)
         self.traffic = AmbientTraffic(r_traffic, float(self.rng.uniform(0.4, 1.0)))
         self.traffic.populate(self)
@@ -93,6 +96,13 @@ class World:
         self._next_id += 1
         self.agents.append(a)
         return a
+
+    def mark_event(self, family: str, key: str) -> None:
+        """Log the current time as the precursor (a new record) or the onset (the last record) of an event."""
+        if key == "precursor":
+            self.events.append({"family": family, "precursor_s": round(self.t_s, 6)})
+        elif self.events and self.events[-1]["family"] == family and "onset_s" not in self.events[-1]:
+            self.events[-1]["onset_s"] = round(self.t_s, 6)
 
     def agent_by_id(self, track_id: int | None) -> Agent | None:
         for a in self.agents:
