@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=300, help="camera frames per drive (default: 300)")
     p.add_argument("--period-s", type=float, default=1.0, help="the node's diagnostics period (default: 1 s)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default: 2)")
+    p.add_argument("--save", metavar="NPZ", help="also write every plan's stamp and monitors, by drive set, here")
     args = p.parse_args(argv)
     if args.period_s <= 0 or args.frames < 2:
         p.error("--period-s must be positive and --frames at least 2")
@@ -94,10 +95,18 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {args.model} has no surprise calibration: export it with --surprise-calib")
         with runner:
             nt, ns = collect(runner, nominal, args.frames, "nominal")
-            shifted_values = {name: collect(runner, srcs, args.frames, name)[1] for name, srcs in shifted.items()}
+            shifted_runs = {name: collect(runner, srcs, args.frames, name) for name, srcs in shifted.items()}
+            shifted_values = {name: run[1] for name, run in shifted_runs.items()}
     except PwmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.save:
+        arrays = {"nominal_t_ns": np.concatenate(nt), "nominal": np.concatenate(ns),
+                  "nominal_drive": np.concatenate([np.full(len(t), i) for i, t in enumerate(nt)])}
+        for name, (times, values) in shifted_runs.items():
+            arrays.update({f"{name}_t_ns": np.concatenate(times), name: np.concatenate(values),
+                           f"{name}_drive": np.concatenate([np.full(len(t), i) for i, t in enumerate(times)])})
+        np.savez(args.save, **arrays)
     monitors = [("surprise", 0, warn, runner.manifest.surprise_calibration)]
     if runner.manifest.novelty_warn() is not None:
         monitors.append(("novelty", 1, runner.manifest.novelty_warn(), runner.manifest.novelty_calibration))

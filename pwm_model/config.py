@@ -193,6 +193,9 @@ class WorldModelConfig:
     # share of fine-tuning steps whose planning pass reads the model's own detached greedy forecast instead of the
     # teacher-forced true future frames (exposure bias: inference plans from forecasts); 0 = always teacher-forced
     plan_on_rollout: float = 0.0
+    # teacher-forced planning passes read the true future frames with this share of their codes replaced by random
+    # ones (the forecast's own token-error rate makes the true future look like a forecast); 0 = untouched
+    plan_future_noise: float = 0.0
     prior: str = "none"  # the head predicts the correction to: none, cv (straight on at the speed) or ctra (physics)
     traj_loss_per_horizon: bool = False  # each waypoint's error divided by its horizon's scale (all count alike)
     plan_reads_forecast: bool = True  # false: the plan reads the history only; the video loss stays (an ablation)
@@ -217,6 +220,7 @@ class WorldModelConfig:
         _check(self.focal_gamma >= 0, prefix, "focal_gamma", "must not be negative")
         _check(self.temperature >= 0, prefix, "temperature", "must not be negative")
         _check(0.0 <= self.plan_on_rollout <= 1.0, prefix, "plan_on_rollout", "must be in [0, 1]")
+        _check(0.0 <= self.plan_future_noise <= 1.0, prefix, "plan_future_noise", "must be in [0, 1]")
         _check(self.prior in ("none", "cv", "ctra"), prefix, "prior", "must be none, cv or ctra")
         _check(self.ego_branch_hidden >= 1, prefix, "ego_branch_hidden", "must be at least 1")
 

@@ -211,7 +211,7 @@ def test_pwm_check_onnx_and_check_parity_commands():
     r = subprocess.run([str(BIN_DIR / "pwm"), "check-onnx", str(model_dir())], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "TensorRT 10." in r.stdout and "rollout" in r.stdout and "all 5 graph(s)" in r.stdout
+    assert "TensorRT 10." in r.stdout and "rollout" in r.stdout and "all 6 graph(s)" in r.stdout
     r = subprocess.run([str(BIN_DIR / "pwm"), "check-parity", str(model_dir()), "--backend", "onnxruntime",
                         "--reference", "onnxruntime", "--max-frames", "4"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

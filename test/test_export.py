@@ -38,7 +38,7 @@ def test_export_writes_static_named_graphs_and_manifest():
     m.verify_files()
     data = json.loads((d / "manifest.json").read_text())
     assert data["opset"] >= 17 and data["verification"]["status"] == "passed"
-    assert set(required_graphs("unrolled", 5)) | {"ctx_guide_decoder", "dyn_decoder"} == set(m.graphs)
+    assert set(required_graphs("unrolled", 5)) | {"ctx_guide_decoder", "dyn_decoder", "ctx_decoder"} == set(m.graphs)
     cfg = m.config
     tk = cfg.tokenizer
     assert m.image_hw == (CAMERA_SIZE[1], CAMERA_SIZE[0]) and m.resize_in_graph

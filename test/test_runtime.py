@@ -65,7 +65,7 @@ def test_each_frame_encoded_once_history_by_stamp_and_plan_fields():
     assert p.forecast_tokens.shape == (5, tk.dyn_tokens) and p.forecast_tokens.dtype == np.int64
     assert p.forecast_tokens.min() >= 0 and p.forecast_tokens.max() < tk.codebook_size
     assert p.ctx_tokens.shape == (tk.ctx_tokens,)
-    assert set(p.timings_ms) == {"preprocess", "ctx_encoder", "dyn_encoder", "rollout", "total"}
+    assert set(p.timings_ms) == {"preprocess", "ctx_encoder", "dyn_encoder", "rollout", "novelty", "total"}
     assert p.timings_ms["total"] >= p.timings_ms["rollout"] > 0
 
 

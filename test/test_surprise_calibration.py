@@ -84,7 +84,10 @@ def test_export_cli_writes_the_novelty_prior_and_calibrates_both_monitors(tmp_pa
     man = json.loads((out / "manifest.json").read_text())
     assert man["surprise_calibration"]["definition"] == "bit_nll" and man["surprise_calibration"]["values"] >= 50
     assert man["novelty"]["file"] == "novelty_prior.npy" and man["novelty"]["frames"] > 0
-    assert man["novelty_calibration"]["warn"] > man["novelty_calibration"]["percentiles"]["p50"] > 0
+    cal = man["novelty_calibration"]
+    assert cal["definition"] == "ctx_code_nll+reconstruction" and cal["warn"] > cal["percentiles"]["p50"]
+    assert set(cal["components"]) == {"code_nll", "reconstruction"}
+    assert all(c["p99"] > c["p50"] > 0 for c in cal["components"].values())
     assert "node's default warning threshold" in r.stdout
     from pwm_model.config import RuntimeConfig
     from pwm_model.data.frames import camera_frames
@@ -94,7 +97,13 @@ def test_export_cli_writes_the_novelty_prior_and_calibrates_both_monitors(tmp_pa
         assert runner.manifest.novelty_warn() == pytest.approx(man["novelty_calibration"]["warn"])
         assert runner.manifest.novelty_warn(3.0) == 3.0  # the node's novelty_warn parameter, when set, wins
         plans = [runner.step(*f) for f in camera_frames("synthetic:2", runner.config, 3)]
-        assert all(p.novelty > 0 for p in plans)  # every frame has a novelty, the first ones too
+        # every frame has a novelty, the first ones too: its parts on the calibration's scale, added
+        from pwm_model.runtime.novelty import combine
+
+        for p in plans:
+            assert p.novelty_code_nll > 0 and 0 < p.novelty_reconstruction < 2
+            assert p.novelty == pytest.approx(combine(p.novelty_code_nll, p.novelty_reconstruction,
+                                                      cal["components"]))
     (out / "novelty_prior.npy").write_bytes(b"garbage")
     from pwm_model.errors import ModelError
 

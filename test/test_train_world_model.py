@@ -278,3 +278,17 @@ def test_the_ego_branch_fits_the_ego_labels_before_fine_tuning(tmp_path: Path) -
     init_from(branched, tmp_path / "plain")
     x = (b["ctx_tokens"][:4], b["dyn_tokens"][:4, :cfg.data.history_frames], b["ego"][:4])
     torch.testing.assert_close(branched.rollout(*x)[1], plain.rollout(*x)[1])
+
+
+def test_corrupt_codes_replaces_the_share_asked_for() -> None:
+    import torch
+
+    from pwm_model.train.wm_trainer import corrupt_codes
+
+    torch.manual_seed(0)
+    codes = torch.randint(0, 1024, (64, 4, 16))
+    assert torch.equal(corrupt_codes(codes, 0.0, 1024), codes)
+    changed = (corrupt_codes(codes, 0.3, 1024) != codes).float().mean().item()
+    assert 0.27 < changed < 0.33  # (a random code equals the old one 1 time in 1024)
+    out = corrupt_codes(codes, 1.0, 1024)
+    assert out.dtype == codes.dtype and int(out.min()) >= 0 and int(out.max()) < 1024

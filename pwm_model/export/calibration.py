@@ -41,12 +41,18 @@ def collect_inputs(model_dir: str | os.PathLike[str], source: str | os.PathLike[
                for n, e in open_engines(m, RuntimeConfig(backend="onnxruntime", device="cpu")).items()}
     runner = PolicyRunner(m, RuntimeConfig(backend="onnxruntime", device="cpu"), engines)  # type: ignore[arg-type]
     plan = None
+    ctx_codes = []
     for rgb, t_ns, ego in camera_frames(source, m.config, max_frames):
         plan = runner.step(rgb, t_ns, ego)
+        ctx_codes.append(plan.ctx_tokens)
     if plan is None:
         raise DataError(f"no camera frames for calibration in {source}")
     if m.has_preview and len(plan.forecast_tokens):
         runner.preview(plan)
+    decoder = engines.get("ctx_decoder")
+    if decoder is not None and not decoder.calls:  # the runner decodes only for a novelty prior: feed every frame
+        for codes in ctx_codes:
+            decoder.run({"ctx_tokens": np.asarray(codes, np.int64)[None]})
     runner.close()
     return {n: [inp for inp, _ in e.calls] for n, e in engines.items() if graphs is None or n in graphs}
 

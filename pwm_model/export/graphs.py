@@ -11,6 +11,7 @@ Graphs (static shapes, batch 1; token codes in ``[0, C)``):
     rollout            ctx_tokens, dyn_history (1, H, Ld), ego (1, 6) -> forecast_tokens (1, F, Ld), waypoints (1, K, 3)
     ctx_guide_decoder  ctx_tokens                                 -> guide_dec_*
     dyn_decoder        dyn_tokens (1, Ld), guide_dec_*            -> image_rgb (Hd, Wd, 3) uint8
+    ctx_decoder        ctx_tokens                                 -> image_rgb (Hc, Wc, 3) uint8
 
 ``(H, W)`` is the camera size when exported with ``--camera-size`` (the resize runs in the graph), else the ctx size
 (the runner resizes on the CPU). The stepwise rollout replaces ``rollout`` by ``wm_prefill`` / ``wm_step`` /
@@ -161,6 +162,20 @@ class CtxGuideDecoder(nn.Module):
 
     def forward(self, ctx_tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.tok.ctx_guide_dec(ctx_tokens))
+
+
+class CtxDecoderGraph(nn.Module):
+    """ctx_tokens (1, Lc) int64 -> the frame they encode, RGB uint8 (Hc, Wc, 3): the scene novelty's reconstruction
+    (runtime/novelty.py)."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, ctx_tokens: torch.Tensor) -> torch.Tensor:
+        img = self.tok.decode_ctx(ctx_tokens)  # (1, 3, Hc, Wc) in [-1, 1]
+        grey = torch.round((img.clamp(-1.0, 1.0) + 1.0) * 127.5)
+        return grey[0].permute(1, 2, 0).to(torch.uint8)
 
 
 class DynDecoder(nn.Module):
@@ -349,4 +364,9 @@ def build_graphs(tok: Tokenizer, wm: PolicyWorldModel, cfg: PwmConfig, image_hw:
             {"dyn_tokens": "dyn codes of one forecast frame", **{n: "guide maps of frame t" for n in dec},
              "image_rgb": "the decoded frame, RGB uint8 at the dyn resolution"},
             role="preview: decode one forecast frame against frame t's guide maps")
+    out["ctx_decoder"] = GraphModule(
+        CtxDecoderGraph(tok).eval(), ["ctx_tokens"], ["image_rgb"], (ctx,),
+        {"ctx_tokens": "ctx codes of frame t", "image_rgb": "the frame the codes encode, RGB uint8 at the ctx "
+                                                           "resolution"},
+        role="monitor: the ctx reconstruction of frame t (the scene novelty's reconstruction error)")
     return out

@@ -52,18 +52,22 @@ def monitor_values(model_dir: str | os.PathLike[str], sources: list[str], frames
     from pwm_model.data.frames import camera_frames
     from pwm_model.runtime.runner import PolicyRunner
 
-    values: dict[str, list[float]] = {"surprise": [], "novelty": []}
+    values: dict[str, list[float]] = {"surprise": [], "novelty": [], "code_nll": [], "reconstruction": []}
     drives: list[dict[str, Any]] = []
     runner = PolicyRunner.from_model_dir(model_dir, RuntimeConfig(backend="onnxruntime", device="cpu"))
     try:
         for i, src in enumerate(sources):
             t0 = time.monotonic()
             runner.reset()
-            got: dict[str, list[float]] = {"surprise": [], "novelty": []}
+            got: dict[str, list[float]] = {"surprise": [], "novelty": [], "code_nll": [], "reconstruction": []}
             for rgb, t_ns, ego in camera_frames(src, with_camera_topic(runner.config, camera_topic),
                                                 frames_per_drive):
                 plan = runner.step(rgb, t_ns, ego)
-                for name in got:
+                parts = (plan.novelty_code_nll, plan.novelty_reconstruction)
+                if all(np.isfinite(parts)):  # the novelty's parts, kept together (combined after calibration)
+                    got["code_nll"].append(float(parts[0]))
+                    got["reconstruction"].append(float(parts[1]))
+                for name in ("surprise", "novelty"):
                     v = float(getattr(plan, name))
                     if np.isfinite(v):
                         got[name].append(v)
@@ -130,7 +134,16 @@ def calibrate_monitors(model_dir: str | os.PathLike[str], sources: Iterable[str 
     out = {"surprise_calibration": calibration_section(values["surprise"], drives, m.surprise_definition,
                                                        frames_per_drive)}
     out["surprise_calibration"]["runtime"] = "onnxruntime fp32 (cpu)"  # TensorRT fp16 / int8 may shift it a little
-    if m.data.get("novelty"):
+    if m.data.get("novelty") and len(values["reconstruction"]) >= MIN_VALUES:
+        from pwm_model.runtime.novelty import combine, component_scales
+
+        parts = {"code_nll": values["code_nll"], "reconstruction": values["reconstruction"]}
+        scales = component_scales(parts)
+        combined = np.array([combine(a, b, scales) for a, b in zip(parts["code_nll"], parts["reconstruction"])])
+        out["novelty_calibration"] = calibration_section(combined, drives, "ctx_code_nll+reconstruction",
+                                                         frames_per_drive, "novelty")
+        out["novelty_calibration"].update(components=scales, unit="calibrated units (0 = both parts at their median)")
+    elif m.data.get("novelty"):
         out["novelty_calibration"] = calibration_section(values["novelty"], drives, "ctx_code_nll",
                                                          frames_per_drive, "novelty")
     for key, sec in out.items():

@@ -32,7 +32,7 @@ from pwm_model.geometry import PinholeCamera
 from pwm_model.runtime.backends import open_engines
 from pwm_model.runtime.history import FrameEntry, FrameHistory
 from pwm_model.runtime.manifest import Manifest, load_manifest
-from pwm_model.runtime.novelty import NoveltyPrior
+from pwm_model.runtime.novelty import NoveltyPrior, combine, reconstruction_error
 from pwm_model.runtime.rollout import rollout_stepwise
 from pwm_model.runtime.surprise import SurpriseMonitor
 from pwm_model.runtime.types import EgoInput, Engine, Plan
@@ -65,6 +65,9 @@ class PolicyRunner:
         except ModelError:
             self.close()  # the engines are open already
             raise
+        # the novelty's reconstruction part needs the ctx decoder graph; its scale comes from the calibration
+        self._reconstruct = self._novelty is not None and "ctx_decoder" in engines
+        self._novelty_scales = manifest.novelty_calibration.get("components")
         self._guide_names = [n.name for n in manifest.graphs["dyn_encoder"].inputs if n.name != "image_rgb"]
         self._ego_width = manifest.ego_width  # 6 (5) for a model exported before the command age (yaw rate)
         self._cpu_resize_warned = False
@@ -146,13 +149,23 @@ class PolicyRunner:
         self.stats["frames"] += 1
         self._surprise.record(t_ns, forecast, bit_logp)
         t4 = time.perf_counter()
+        code_nll = math.nan if self._novelty is None else self._novelty.score(entry.ctx_tokens)
+        recon = self._reconstruction(image, entry.ctx_tokens) if self._reconstruct else math.nan
+        t5 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "ctx_encoder": (t2 - t1) * 1e3, "dyn_encoder": (t3 - t2) * 1e3,
-                   "rollout": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}
+                   "rollout": (t4 - t3) * 1e3, "novelty": (t5 - t4) * 1e3, "total": (t5 - t0) * 1e3}
         k = np.arange(1, self._k + 1, dtype=np.int64)
         return Plan(t_ns=t_ns, waypoints_xyyaw=np.asarray(waypoints, np.float32).reshape(self._k, 3),
                     waypoint_t_ns=t_ns + k * self._wp_dt_ns, forecast_tokens=forecast, surprise=surprise,
-                    novelty=math.nan if self._novelty is None else self._novelty.score(entry.ctx_tokens),
+                    novelty=combine(code_nll, recon, self._novelty_scales), novelty_code_nll=code_nll,
+                    novelty_reconstruction=recon,
                     timings_ms=timings, warming_up=warming, ctx_tokens=entry.ctx_tokens)
+
+    def _reconstruction(self, image: np.ndarray, ctx_tokens: np.ndarray) -> float:
+        """The ctx decoder's reconstruction error of the encoder's input (runtime/novelty.py)."""
+        decoded = self.engines["ctx_decoder"].run({"ctx_tokens": ctx_tokens[None]})["image_rgb"]
+        rows, cols = decoded.shape[:2]
+        return reconstruction_error(decoded, image if image.shape[:2] == (rows, cols) else fit_rgb(image, rows, cols))
 
     def prepare(self, frame_rgb: np.ndarray) -> np.ndarray:
         """The uint8 image the encoder graphs take: as is when its size matches, else ``contract.fit_rgb`` (the

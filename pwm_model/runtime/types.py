@@ -25,7 +25,9 @@ class Plan:
     waypoint_t_ns: np.ndarray  # (K,) int64: stamp of each waypoint (t_ns + k * waypoint_dt)
     forecast_tokens: np.ndarray  # (F, Ld) int64: forecast dyn codes of frames t+1 .. t+F
     surprise: float = float("nan")  # NLL of this frame's codes under the last forecast (nats/token); NaN if none
-    novelty: float = float("nan")  # how unlike the training drives the frame looks (nats/token); NaN without a prior
+    novelty: float = float("nan")  # how unlike the training drives the frame looks (runtime/novelty.py); NaN: no prior
+    novelty_code_nll: float = float("nan")  # its parts: the ctx codes' NLL under the training frequencies (nats/token)
+    novelty_reconstruction: float = float("nan")  # and the ctx reconstruction error (NaN without ctx_decoder)
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, plus "total"
     warming_up: bool = False  # True while the history buffer is not yet full (the plan is less informed)
     ctx_tokens: np.ndarray | None = None  # (Lc,) int64 ctx codes of frame t_ns: what preview() decodes against

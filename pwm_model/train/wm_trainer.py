@@ -22,7 +22,9 @@
 - pretrain: action-free video only (the EGO position keeps the no-ego embedding, no planning pass);
   finetune: ``video_weight * L_video + traj_weight * L_traj`` (0.3 / 1.0 in the paper).
 - Exposure bias: with ``plan_on_rollout`` p > 0, a share p of the fine-tuning steps plans from the model's own
-  detached greedy forecast instead of the teacher-forced true future frames (what inference sees).
+  detached greedy forecast instead of the teacher-forced true future frames (what inference sees); with
+  ``plan_future_noise`` q > 0, the other steps' planning pass reads the true future frames with a share q of their
+  codes replaced by random ones (true futures that look as wrong as a forecast).
 """
 
 from __future__ import annotations
@@ -97,6 +99,12 @@ def _fmt_s(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
         f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def corrupt_codes(codes: torch.Tensor, share: float, codebook_size: int) -> torch.Tensor:
+    """``codes`` with each one replaced, with probability ``share``, by a code drawn uniformly (torch's RNG)."""
+    swap = torch.rand(codes.shape, device=codes.device) < share
+    return torch.where(swap, torch.randint_like(codes, codebook_size), codes)
 
 
 class Trainer:
@@ -232,6 +240,10 @@ class Trainer:
                                         ego_valid=batch["ego_valid"], temperature=0.0)
             model.train(was_training)
             plan_future = forecast[:, :-1].detach()  # frames t+1 .. t+F-1, as the queries see them at inference
+        elif wm.plan_future_noise > 0 and wm.plan_reads_forecast and model.forecast_frames >= 2:
+            plan_future = corrupt_codes(batch["dyn_tokens"][:, model.history_frames:model.history_frames
+                                                             + model.forecast_frames - 1],
+                                        wm.plan_future_noise, model.codebook_size)
         out = self.wrapped(batch, plan_future=plan_future)
         video = out.get("video_loss", torch.zeros((), device=out["traj_loss"].device))
         out["loss"] = wm.video_weight * video + wm.traj_weight * out["traj_loss"]
