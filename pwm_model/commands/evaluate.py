@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-clips", type=int, default=256, metavar="N",
                         help="clips whose forecasts are decoded for PSNR/SSIM (default: 256, evenly spread)")
     parser.add_argument("--max-clips", type=int, metavar="N", help="score only N evenly spread clips (default: all)")
+    parser.add_argument("--no-anticipation", action="store_true",
+                        help="skip the anticipation table (it plans every clip around each logged event)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
@@ -52,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     report = evaluate(args.checkpoint, args.data, train_store=args.train_data, compare=args.compare,
                       image_clips=args.image_clips, max_clips=args.max_clips, batch_size=args.batch_size,
-                      device=args.device,
-                      progress=not args.quiet)
+                      device=args.device, anticipation=not args.no_anticipation, progress=not args.quiet)
     print(format_report(report))
     if args.save:
         from pwm_model.checkpoint import METRICS_FILE, load_metrics

@@ -167,7 +167,7 @@ def _image_rows(n: int, image_clips: int) -> np.ndarray:
 def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], *,
              train_store: str | os.PathLike[str] | None = None, compare: list[str] | None = None,
              image_clips: int = 256, max_clips: int | None = None, batch_size: int = 64, device: str = "cpu",
-             progress: bool = True) -> EvalReport:
+             anticipation: bool = True, progress: bool = True) -> EvalReport:
     """Everything in the module docstring; see ``format_report`` and ``EvalReport.summary``."""
     from pwm_model.data.clips import ClipStore
     from pwm_model.data.contract import resize_rgb
@@ -256,8 +256,9 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str], 
         report.paired["ego-status MLP"] = M.paired_collisions(pwm_hits, hits_mlp)
         report.intervals["PWM - ego-status MLP l2_3s"] = _paired_l2(wp, mlp_plans, labels, cfg)
 
-    report.anticipation = _anticipation(model, compared_models, full_cache, full_labels, clip_store.meta.drives, cfg,
-                                        batch_size, device, progress)
+    if anticipation:
+        report.anticipation = _anticipation(model, compared_models, full_cache, full_labels, clip_store.meta.drives,
+                                            cfg, batch_size, device, progress)
 
     if f > 0:
         true_future = cache.dyn[:, h:h + f].astype(np.int64)  # (N, F, Ld) frames t+1 .. t+F
