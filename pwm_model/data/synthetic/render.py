@@ -45,9 +45,8 @@ _AMBER = (255.0, 165.0, 20.0)
 _HEAD = (255.0, 250.0, 225.0)
 _DRL = (225.0, 228.0, 235.0)
 _PLATE = (225.0, 225.0, 215.0)
-# A lit lamp (brake, indicator, lamps at night) blooms to at least this fraction of the image width in radius: a
-# bright source smears over neighbouring pixels of a real sensor, so the lamp of a car 40 m ahead still covers
-# about a pixel of the 32 x 64 view the tiny preset's dynamics tokenizer reads (unbloomed: a quarter of one).
+# A lit lamp (brake, indicator, lamps at night) blooms to at least this fraction of the image width in radius (a bright
+# source smears over a real sensor's pixels): a lamp 40 m ahead covers about a pixel of the tiny preset's 32 x 64 view.
 LAMP_BLOOM_WIDTH_FRAC = 1.0 / 128.0
 
 
