@@ -38,6 +38,15 @@ class Event:
     def finish(self, w: World) -> None:
         """Hand any event vehicles back to the ambient traffic."""
 
+    def _go(self, phase: str, w: World) -> None:
+        """Enter the script's ``phase`` now (``phase_t0``: when it began)."""
+        self.phase, self.phase_t0 = phase, w.t_s
+
+    @staticmethod
+    def _gap_m(vehicle: Agent, w: World) -> float:
+        """Bumper-to-bumper distance from the ego's front to ``vehicle``'s rear along the road (m)."""
+        return vehicle.s_m - w.ego.center_s_m - (vehicle.length_m + EGO_LENGTH_M) / 2
+
 
 class CruiseEvent(Event):
     label = "cruise"
@@ -162,15 +171,12 @@ class LeadBrakeEvent(Event):
         self.hold_s = float(self.rng.uniform(1.0, 2.5))
         return True
 
-    def _go(self, phase: str, w: World) -> None:
-        self.phase, self.phase_t0 = phase, w.t_s
-
     def update(self, w: World) -> bool:
         lead, ego = self.lead, w.ego
         if lead not in w.agents:
             return True
         dt = w.t_s - self.phase_t0
-        gap = lead.s_m - ego.center_s_m - (lead.length_m + EGO_LENGTH_M) / 2
+        gap = self._gap_m(lead, w)
         if self.phase == "approach":
             if gap <= max(1.5 * (3.0 + 1.4 * ego.speed_mps), 18.0) or dt > 7.0:
                 self.v_target *= lead.speed_mps
@@ -260,15 +266,12 @@ class CutInEvent(Event):
         self.phase, self.phase_t0 = phase, w.t_s
         w.reserved_lane = lane
 
-    def _go(self, phase: str, w: World) -> None:
-        self.phase, self.phase_t0 = phase, w.t_s
-
     def update(self, w: World) -> bool:
         car, ego = self.car, w.ego
         if car not in w.agents:
             return True
         dt = w.t_s - self.phase_t0
-        gap = car.s_m - ego.center_s_m - (car.length_m + EGO_LENGTH_M) / 2
+        gap = self._gap_m(car, w)
         sign = -1.0 if self.toward == INDICATOR_RIGHT else 1.0  # lateral direction of the cut (d)
         if self.phase in ("overtake", "approach"):
             if self.phase == "overtake":
@@ -385,15 +388,12 @@ class PullOutEvent(Event):
         self.phase, self.phase_t0 = "parked", w.t_s
         return True
 
-    def _go(self, phase: str, w: World) -> None:
-        self.phase, self.phase_t0 = phase, w.t_s
-
     def update(self, w: World) -> bool:
         car, ego = self.car, w.ego
         if car not in w.agents:
             return True
         dt = w.t_s - self.phase_t0
-        gap = car.s_m - ego.center_s_m - (car.length_m + EGO_LENGTH_M) / 2
+        gap = self._gap_m(car, w)
         if self.phase == "parked":
             if gap <= max(ego.speed_mps, 5.0) * (self.signal_s + self.pull_gap_s):
                 car.parked, car.label = False, car.kind
