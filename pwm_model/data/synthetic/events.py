@@ -48,6 +48,21 @@ class Event:
         return vehicle.s_m - w.ego.center_s_m - (vehicle.length_m + EGO_LENGTH_M) / 2
 
 
+class VehicleEvent(Event):
+    """An event scripted around one vehicle (``vehicle``), over once that vehicle has left the world; ``script``
+    advances it with the time in the current phase and the vehicle's gap ahead of the ego."""
+
+    vehicle: Agent
+
+    def update(self, w: World) -> bool:
+        if self.vehicle not in w.agents:
+            return True
+        return self.script(w, w.t_s - self.phase_t0, self._gap_m(self.vehicle, w))
+
+    def script(self, w: World, dt: float, gap: float) -> bool:
+        raise NotImplementedError
+
+
 class CruiseEvent(Event):
     label = "cruise"
 
@@ -142,7 +157,7 @@ class ParkedObstacleEvent(Event):
         w.ego.cancel_request()
 
 
-class LeadBrakeEvent(Event):
+class LeadBrakeEvent(VehicleEvent):
     """The vehicle ahead in the ego lane lights its brake lamps 0.5-1 s before it brakes hard."""
 
     label = "lead_brake"
@@ -163,7 +178,7 @@ class LeadBrakeEvent(Event):
             lead = w.spawn("car" if self.rng.random() < 0.8 else "van", ego.center_s_m + dist, d_lane, v, role="event")
         lead.role = "event"
         lead.v_desired_mps = lead.speed_mps
-        self.lead = lead
+        self.lead = self.vehicle = lead
         self.phase, self.phase_t0 = "approach", w.t_s
         self.lamp_lead_s = float(self.rng.uniform(0.5, 1.0))
         self.decel = float(self.rng.uniform(3.0, 6.0))
@@ -171,12 +186,8 @@ class LeadBrakeEvent(Event):
         self.hold_s = float(self.rng.uniform(1.0, 2.5))
         return True
 
-    def update(self, w: World) -> bool:
+    def script(self, w: World, dt: float, gap: float) -> bool:
         lead, ego = self.lead, w.ego
-        if lead not in w.agents:
-            return True
-        dt = w.t_s - self.phase_t0
-        gap = self._gap_m(lead, w)
         if self.phase == "approach":
             if gap <= max(1.5 * (3.0 + 1.4 * ego.speed_mps), 18.0) or dt > 7.0:
                 self.v_target *= lead.speed_mps
@@ -212,7 +223,7 @@ class LeadBrakeEvent(Event):
         self.lead.v_desired_mps = max(self.lead.v_desired_mps, w.ego.v_limit_mps + 3.0)
 
 
-class CutInEvent(Event):
+class CutInEvent(VehicleEvent):
     """A vehicle in the next lane signals, drifts towards the lane line and cuts in ahead of the ego.
 
     Either a slower vehicle ahead that the ego is catching up with, or (when there is none and the lane is clear)
@@ -258,7 +269,7 @@ class CutInEvent(Event):
         return False
 
     def _setup(self, w: World, car: Agent, direction: int, lane: int, phase: str) -> None:
-        self.car = car
+        self.car = self.vehicle = car
         car.role = "event"
         # the car moves towards the ego lane: right if it is on the ego's left
         self.toward = INDICATOR_RIGHT if direction == COMMAND_LEFT else INDICATOR_LEFT
@@ -266,12 +277,8 @@ class CutInEvent(Event):
         self.phase, self.phase_t0 = phase, w.t_s
         w.reserved_lane = lane
 
-    def update(self, w: World) -> bool:
+    def script(self, w: World, dt: float, gap: float) -> bool:
         car, ego = self.car, w.ego
-        if car not in w.agents:
-            return True
-        dt = w.t_s - self.phase_t0
-        gap = self._gap_m(car, w)
         sign = -1.0 if self.toward == INDICATOR_RIGHT else 1.0  # lateral direction of the cut (d)
         if self.phase in ("overtake", "approach"):
             if self.phase == "overtake":
@@ -362,7 +369,7 @@ class OncomingEvent(Event):
             c.role = "ambient"
 
 
-class PullOutEvent(Event):
+class PullOutEvent(VehicleEvent):
     """A car parked on the shoulder of the ego's lane signals (indicator and brake lamps as it releases the parking
     brake) 1-2 s before it pulls out into the lane ahead of the ego, 2-3.5 s of the ego's travel away."""
 
@@ -380,7 +387,7 @@ class PullOutEvent(Event):
             return False
         kind = "car" if self.rng.random() < 0.85 else "van"
         d_kerb = w.road.right_edge_d_m - 1.0  # on the paved shoulder, clear of the edge line
-        self.car = w.spawn(kind, s_car, d_kerb, 0.0, parked=True, role="event")
+        self.car = self.vehicle = w.spawn(kind, s_car, d_kerb, 0.0, parked=True, role="event")
         self.signal_s = float(self.rng.uniform(1.0, 2.0))
         self.pull_gap_s = float(self.rng.uniform(2.0, 3.5))
         self.move_s = float(self.rng.uniform(2.5, 3.5))
@@ -388,12 +395,8 @@ class PullOutEvent(Event):
         self.phase, self.phase_t0 = "parked", w.t_s
         return True
 
-    def update(self, w: World) -> bool:
+    def script(self, w: World, dt: float, gap: float) -> bool:
         car, ego = self.car, w.ego
-        if car not in w.agents:
-            return True
-        dt = w.t_s - self.phase_t0
-        gap = self._gap_m(car, w)
         if self.phase == "parked":
             if gap <= max(ego.speed_mps, 5.0) * (self.signal_s + self.pull_gap_s):
                 car.parked, car.label = False, car.kind
