@@ -96,11 +96,17 @@ def test_events_come_from_the_scenes_json_beside_each_bag(tmp_path: Path):
         {"drive": "drive_seed3", "events": [
             {"family": "cut_in", "precursor_s": 1.0, "onset_s": 2.0},
             {"family": "lead_brake", "precursor_s": 5.0},  # the drive ended before its onset
-            {"family": "parked_obstacle", "precursor_s": 6.0, "onset_s": 7.0}]},
+            {"family": "parked_obstacle", "precursor_s": 6.0, "onset_s": 7.0},
+            {"family": "cut_in", "onset_s": 9.0}, {"family": "cut_in", "precursor_s": "x", "onset_s": 9.0},
+            {"family": "pull_out", "precursor_s": 9.0, "onset_s": 8.0}, "garbage"]},  # malformed: left out
+        "not a scene",
         {"drive": "drive_seed4", "events": [{"family": "pull_out", "precursor_s": 1.0, "onset_s": 2.0}]}]}
     (tmp_path / "scenes.json").write_text(json.dumps(scenes))
     drives = [{"path": str(tmp_path / "drive_seed3")}, {"path": str(tmp_path / "elsewhere" / "drive_x")}]
     assert drive_events(drives) == {0: [("cut_in", 1000 + 1_000_000_000, 1000 + 2_000_000_000)]}
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "scenes.json").write_text("[1, 2]")  # valid JSON, not a scenes.json
+    assert drive_events([{"path": str(tmp_path / "other" / "drive_seed3")}]) == {}
     t_ns = 1000 + np.arange(30, dtype=np.int64) * 200_000_000
     windows = event_windows(drives, t_ns, np.zeros(30, np.int64))
     assert len(windows) == 1

@@ -58,16 +58,27 @@ def drive_events(drives: list[dict[str, Any]]) -> dict[int, list[tuple[str, int,
             except (OSError, ValueError):
                 manifests[where] = None
         manifest = manifests[where]
-        if not manifest:
-            continue
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("scenes"), list):
+            continue  # not a scenes.json of pwm gen-data: no events
         epoch_ns = int(manifest.get("epoch_ns", 0))
-        for scene in manifest.get("scenes", []):
-            if scene.get("drive") != bag.name:
+        for scene in manifest["scenes"]:
+            if not isinstance(scene, dict) or scene.get("drive") != bag.name:
                 continue
-            out[i] = [(str(e["family"]), epoch_ns + round(float(e["precursor_s"]) * 1e9),
-                       epoch_ns + round(float(e["onset_s"]) * 1e9))
-                      for e in scene.get("events", []) if e.get("family") in PRECURSOR_FAMILIES and "onset_s" in e]
+            out[i] = [ev for ev in (_event(e, epoch_ns) for e in scene.get("events", []) or []) if ev is not None]
     return out
+
+
+def _event(e: Any, epoch_ns: int) -> tuple[str, int, int] | None:
+    """(family, precursor_ns, onset_ns) of one scenes.json event; None for another family or a malformed entry."""
+    try:
+        if e.get("family") not in PRECURSOR_FAMILIES or "onset_s" not in e:
+            return None
+        pre_s, on_s = float(e["precursor_s"]), float(e["onset_s"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(pre_s) and math.isfinite(on_s)) or on_s < pre_s:
+        return None
+    return str(e["family"]), epoch_ns + round(pre_s * 1e9), epoch_ns + round(on_s * 1e9)
 
 
 def event_windows(drives: list[dict[str, Any]], t_ns: np.ndarray, drive: np.ndarray) -> list[EventWindow]:
