@@ -45,7 +45,7 @@ def event_leads(log: DriveLog, threshold_mps2: float = DECEL_ONSET_MPS2) -> list
     t, decel = realized_decel_mps2(log)
     seen: dict[str, int] = {}
     out: list[EventLead] = []
-    for e in getattr(log, "events", []):
+    for e in log.events:
         if "onset_s" not in e:
             continue
         family = str(e["family"])
